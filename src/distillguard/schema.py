@@ -96,7 +96,7 @@ def parse_timestamp(value: Any) -> float:
     1767225600.0
     """
     if isinstance(value, bool):
-        raise RecordRejected("field 'timestamp' has wrong type: bool")
+        raise RecordRejected("field 'timestamp' has wrong type: boolean")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
@@ -107,7 +107,7 @@ def parse_timestamp(value: Any) -> float:
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
         return dt.timestamp()
-    raise RecordRejected(f"field 'timestamp' has wrong type: {type(value).__name__}")
+    raise RecordRejected(f"field 'timestamp' has wrong type: {_json_type(value)}")
 
 
 def content_text(content: Any) -> str:
@@ -121,10 +121,25 @@ def content_text(content: Any) -> str:
                 text = part.get("text")
                 if isinstance(text, str):
                     parts.append(text)
-            elif isinstance(part, str):
-                parts.append(part)
         return "\n".join(parts)
     return ""
+
+
+def _json_type(v: Any) -> str:
+    """JSON type name of a parsed value (the words the SQL normaliser uses too)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
 
 
 def _num(v: Any) -> float | None:
@@ -142,42 +157,52 @@ def _str(v: Any) -> str | None:
 def validate_record(record: Any) -> None:
     """Raise :class:`RecordRejected` unless ``record`` meets contracts.md §1."""
     if not isinstance(record, dict):
-        raise RecordRejected(f"record is not a JSON object but {type(record).__name__}")
+        raise RecordRejected(f"record is not a JSON object but {_json_type(record)}")
     for name in REQUIRED_FIELDS:
         if record.get(name) is None:
             raise RecordRejected(f"missing required field '{name}'")
     for name in ("request_id", "account_id", "endpoint"):
         if not isinstance(record[name], str):
-            raise RecordRejected(f"field '{name}' has wrong type: {type(record[name]).__name__}")
+            raise RecordRejected(f"field '{name}' has wrong type: {_json_type(record[name])}")
         if not record[name]:
             raise RecordRejected(f"field '{name}' is empty")
     parse_timestamp(record["timestamp"])
     if not isinstance(record["request"], dict):
-        raise RecordRejected(f"field 'request' has wrong type: {type(record['request']).__name__}")
+        raise RecordRejected(f"field 'request' has wrong type: {_json_type(record['request'])}")
     for name in OPTIONAL_STRING_FIELDS:
         v = record.get(name)
         if v is not None and not isinstance(v, str):
-            raise RecordRejected(f"field '{name}' has wrong type: {type(v).__name__}")
+            raise RecordRejected(f"field '{name}' has wrong type: {_json_type(v)}")
     sc = record.get("status_code")
     if sc is not None and _int(sc) is None:
-        raise RecordRejected(f"field 'status_code' has wrong type: {type(sc).__name__}")
+        raise RecordRejected(f"field 'status_code' has wrong type: {_json_type(sc)}")
     lat = record.get("latency_ms")
     if lat is not None and _num(lat) is None:
-        raise RecordRejected(f"field 'latency_ms' has wrong type: {type(lat).__name__}")
+        raise RecordRejected(f"field 'latency_ms' has wrong type: {_json_type(lat)}")
     resp = record.get("response")
     if resp is not None and not isinstance(resp, dict):
-        raise RecordRejected(f"field 'response' has wrong type: {type(resp).__name__}")
+        raise RecordRejected(f"field 'response' has wrong type: {_json_type(resp)}")
     msgs = record["request"].get("messages")
     if msgs is not None and not isinstance(msgs, list):
-        raise RecordRejected(f"field 'request.messages' has wrong type: {type(msgs).__name__}")
+        raise RecordRejected(f"field 'request.messages' has wrong type: {_json_type(msgs)}")
 
 
 def _prompt_parts(req: dict) -> tuple[str, str | None, int, int, int, int]:
-    """(last user prompt, system prompt, n_messages, n_user, n_assistant, total chars)."""
+    """(last user prompt, system prompt, n_messages, n_user, n_assistant, total chars).
+
+    Chat ``messages`` (or Responses-API ``input`` given as message objects) count message by message;
+    otherwise the first of ``prompt`` / ``input`` that is a string or a non-empty list is the prompt.
+    """
+    instructions = _str(req.get("instructions"))
     msgs = req.get("messages")
+    chat = isinstance(msgs, list)
+    if not chat:
+        inp = req.get("input")
+        if isinstance(inp, list) and inp and isinstance(inp[0], dict):
+            msgs = inp
     if isinstance(msgs, list):
         prompt, system, n_user, n_asst, chars = None, None, 0, 0, 0
-        last_text = ""
+        last_text = None
         for m in msgs:
             if not isinstance(m, dict):
                 continue
@@ -192,21 +217,18 @@ def _prompt_parts(req: dict) -> tuple[str, str | None, int, int, int, int]:
                 n_asst += 1
             elif role in ("system", "developer") and system is None:
                 system = text
-        return (prompt if prompt is not None else last_text), system, len(msgs), n_user, n_asst, chars
+        if not chat:
+            system = instructions if instructions is not None else system
+        prompt = prompt if prompt is not None else (last_text or "")
+        return prompt, system, len(msgs), n_user, n_asst, chars
     for key in ("prompt", "input"):
         v = req.get(key)
         if isinstance(v, str):
-            sys_ = _str(req.get("instructions"))
-            return v, sys_, 1, 1, 0, len(v)
+            return v, instructions, 1, 1, 0, len(v)
         if isinstance(v, list) and v:
-            if key == "input" and all(isinstance(x, dict) for x in v):
-                # Responses API input items: treat like chat messages.
-                p, system, nm, nu, na, ch = _prompt_parts({"messages": v})
-                return p, _str(req.get("instructions")) or system, nm, nu, na, ch
-            first = v[0]
-            text = first if isinstance(first, str) else ""
-            return text, None, 1, 1, 0, sum(len(x) for x in v if isinstance(x, str))
-    return "", _str(req.get("instructions")), 0, 0, 0, 0
+            text = v[0] if isinstance(v[0], str) else ""
+            return text, instructions, 1, 1, 0, sum(len(x) for x in v if isinstance(x, str))
+    return "", instructions, 0, 0, 0, 0
 
 
 def _response_parts(resp: dict | None) -> tuple[int | None, int | None, int | None, str | None, str | None]:

@@ -65,7 +65,7 @@ def reading_positions(prompt_ids: Sequence[int], answer_ids: Sequence[int], h: i
     to generate an earlier answer token (first use of the window in this text).
 
     >>> reading_positions([9], [1, 2, 1, 2, 3], 1).tolist()
-    [1, 2, 4]
+    [1, 2]
     """
     full = list(prompt_ids) + list(answer_ids)
     start = len(prompt_ids)

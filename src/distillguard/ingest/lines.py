@@ -1,0 +1,148 @@
+"""Read a (compressed) JSON Lines file as Arrow arrays of lines, in bounded memory.
+
+The file is read in chunks of ``chunk_bytes``; each chunk is split on ``\\n`` with numpy and becomes a
+zero-copy Arrow string array, so no Python loop runs per line. Lines that are not valid UTF-8 are
+found only when a chunk fails validation (rare) and are reported by line number.
+
+>>> import tempfile, os
+>>> p = os.path.join(tempfile.mkdtemp(), "t.jsonl")
+>>> _ = open(p, "wb").write(b'{"a": 1}\\n\\n{"a": 2}\\n')
+>>> [(b.first_line, b.lines.to_pylist()) for b in iter_line_chunks(p)]
+[(1, ['{"a": 1}', None, '{"a": 2}'])]
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from distillguard.errors import InputError
+
+DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class LineChunk:
+    """A run of consecutive lines: ``lines[i]`` is line ``first_line + i`` (1-based).
+
+    Blank lines are null. ``bad_utf8`` lists (line number, raw bytes) of lines that were not UTF-8;
+    they are null in ``lines`` too.
+    """
+
+    first_line: int
+    lines: pa.Array
+    bad_utf8: list[tuple[int, bytes]] = field(default_factory=list)
+    nbytes: int = 0
+
+
+def open_binary(path: str | Path) -> BinaryIO:
+    """Open a plain, ``.gz`` or ``.zst`` file for streaming binary reads."""
+    p = Path(path)
+    try:
+        raw = open(p, "rb")
+    except OSError as e:
+        raise InputError(f"cannot read {p}: {e.strerror or e}. Check the path and permissions.") from e
+    magic = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if magic == b"\x28\xb5\x2f\xfd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+    return raw
+
+
+def _split(buf: bytes, first_line: int) -> LineChunk:
+    data = np.frombuffer(buf, dtype=np.uint8)
+    nl = np.flatnonzero(data == 10)
+    # A final line without a newline ends at len(buf).
+    ends = nl if (len(buf) and buf[-1:] == b"\n") else np.append(nl, len(buf))
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    starts[1:] = ends[:-1] + 1
+    # Drop a trailing \r (CRLF files) from each line end.
+    has_cr = np.zeros(len(ends), dtype=bool)
+    nonempty = ends > starts
+    has_cr[nonempty] = data[ends[nonempty] - 1] == 13
+    ends = ends - has_cr
+    # Empty lines are null; anything else (even white space alone) is a line to validate.
+    lengths = ends - starts
+    blank = lengths == 0
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets[0] = 0
+    # Build a contiguous value buffer by gathering the line bytes: lines are contiguous in buf except
+    # for the separators, so take the slices with a mask.
+    mask = np.ones(len(buf), dtype=bool)
+    mask[nl] = False
+    cr_pos = ends[has_cr]
+    mask[cr_pos] = False
+    values = data[mask]
+    np.cumsum(lengths, out=offsets[1:])
+    validity = ~blank
+    n = len(ends)
+    arr = pa.Array.from_buffers(
+        pa.large_binary(),
+        n,
+        [pa.py_buffer(np.packbits(validity, bitorder="little")), pa.py_buffer(offsets), pa.py_buffer(values)],
+    )
+    bad: list[tuple[int, bytes]] = []
+    try:
+        lines = arr.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        py = arr.to_pylist()
+        out: list[str | None] = []
+        for i, b in enumerate(py):
+            if b is None:
+                out.append(None)
+                continue
+            try:
+                out.append(b.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad.append((first_line + i, b))
+                out.append(None)
+        lines = pa.array(out, type=pa.large_string())
+    return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(buf))
+
+
+def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[LineChunk]:
+    """Yield :class:`LineChunk` s covering every line of ``path`` in order.
+
+    A line longer than ``chunk_bytes`` is kept whole (the chunk grows to hold it).
+    """
+    line_no = 1
+    carry = b""
+    with open_binary(path) as f:
+        while True:
+            try:
+                block = f.read(chunk_bytes)
+            except (OSError, EOFError, gzip.BadGzipFile) as e:
+                # A truncated or corrupt compressed stream: keep what was read, report the rest.
+                raise InputError(
+                    f"{path}: compressed stream is corrupt or truncated after line {line_no - 1}: {e}. "
+                    "The lines before it were read; re-export or re-compress the file to read the rest."
+                ) from e
+            if not block:
+                break
+            buf = carry + block if carry else block
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                carry = buf
+                continue
+            carry = buf[cut + 1 :]
+            chunk = _split(buf[: cut + 1], line_no)
+            line_no += len(chunk.lines)
+            yield chunk
+    if carry:
+        yield _split(carry, line_no)
+
+
+def read_all_bytes(path: str | Path) -> bytes:
+    """Whole decompressed content (small files only: account files, batch files)."""
+    with open_binary(path) as f:
+        return f.read() if not isinstance(f, io.TextIOBase) else f.read().encode()

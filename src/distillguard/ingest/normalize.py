@@ -1,0 +1,200 @@
+"""Vectorised record → event normalisation in DuckDB SQL (the batch twin of ``schema.event_from_record``).
+
+Input: a relation ``lines(line_no BIGINT, line VARCHAR)``. Output: one row per line with either a
+``reason`` (the line is rejected) or the columns of :data:`distillguard.schema.EVENT_SCHEMA`.
+The JSON of each line is parsed once for the top level, once for the request and once per message;
+no Python runs per line. ``tests/ingest/test_normalize_parity.py`` checks that this SQL and the Python
+normaliser give the same events on every example.
+"""
+
+from __future__ import annotations
+
+from distillguard.schema import EVENT_COLUMNS
+
+_TOP = [
+    "request_id", "timestamp", "account_id", "api_key_id", "end_user", "client_ip", "user_agent",
+    "endpoint", "batch_id", "status_code", "latency_ms", "request", "response",
+]  # fmt: skip
+_REQ = [
+    "model", "messages", "prompt", "input", "instructions", "n", "temperature", "top_p", "max_tokens",
+    "max_completion_tokens", "max_output_tokens", "logprobs", "top_logprobs", "seed", "stream",
+    "reasoning_effort", "reasoning", "response_format", "tools", "user",
+]  # fmt: skip
+
+
+def _paths(names: list[str]) -> str:
+    return "[" + ", ".join(f"'$.\"{n}\"'" for n in names) + "]"
+
+
+def _int(x: str) -> str:
+    """A JSON value as BIGINT when it is a JSON integer, else NULL (bools and floats are not ints)."""
+    return f"(CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT') THEN TRY_CAST({x}::VARCHAR AS BIGINT) END)"
+
+
+def _num(x: str) -> str:
+    return f"(CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST({x}::VARCHAR AS DOUBLE) END)"
+
+
+def _str(x: str) -> str:
+    return f"(CASE WHEN json_type({x}) = 'VARCHAR' THEN ({x})->>'$' END)"
+
+
+def _is(x: str, t: str) -> str:
+    return f"(json_type({x}) = '{t}')"
+
+
+def _missing(x: str) -> str:
+    return f"({x} IS NULL OR json_type({x}) = 'NULL')"
+
+
+def _text(c: str) -> str:
+    """Text of a message ``content``: a string, or the ``text`` of each part of a list, joined by newlines."""
+    return (
+        f"(CASE json_type({c}) WHEN 'VARCHAR' THEN ({c})->>'$' "
+        f"WHEN 'ARRAY' THEN coalesce(array_to_string(list_filter(list_transform(json_extract({c}, '$[*]'), "
+        f"lambda p: CASE WHEN json_type(p) = 'OBJECT' AND json_type(p, '$.text') = 'VARCHAR' THEN p->>'$.text' END), "
+        f"lambda s: s IS NOT NULL), chr(10)), '') ELSE '' END)"
+    )
+
+
+def _tname(x: str) -> str:
+    """JSON type name as the Python normaliser words it (string, integer, number, boolean, array, object, null)."""
+    return (
+        f"(CASE json_type({x}) WHEN 'VARCHAR' THEN 'string' WHEN 'BIGINT' THEN 'integer' WHEN 'UBIGINT' THEN 'integer' "
+        f"WHEN 'DOUBLE' THEN 'number' ELSE lower(json_type({x})) END)"
+    )
+
+
+def _wrong_type(name: str, x: str) -> str:
+    return f"'field ''{name}'' has wrong type: ' || {_tname(x)}"
+
+
+def _reason_sql() -> str:
+    """CASE expression giving the first reason a record is invalid, in the order of ``schema.validate_record``."""
+    checks = [
+        ("NOT json_valid(line)", "'line is not valid JSON'"),
+        ("json_type(j) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("j")),
+    ]
+    for name in ["request_id", "timestamp", "account_id", "endpoint", "request"]:
+        checks.append((_missing(f"t[{_TOP.index(name) + 1}]"), f"'missing required field ''{name}'''"))
+    for name in ["request_id", "account_id", "endpoint"]:
+        x = f"t[{_TOP.index(name) + 1}]"
+        checks.append((f"NOT {_is(x, 'VARCHAR')}", _wrong_type(name, x)))
+        checks.append((f"({x}->>'$') = ''", f"'field ''{name}'' is empty'"))
+    ts = f"t[{_TOP.index('timestamp') + 1}]"
+    checks.append((f"json_type({ts}) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("timestamp", ts)))
+    checks.append(("ts IS NULL", f"'field ''timestamp'' is not RFC 3339: ' || left({ts}->>'$', 40)"))
+    req = f"t[{_TOP.index('request') + 1}]"
+    checks.append((f"NOT {_is(req, 'OBJECT')}", _wrong_type("request", req)))
+    for name in ["api_key_id", "end_user", "client_ip", "user_agent", "batch_id"]:
+        x = f"t[{_TOP.index(name) + 1}]"
+        checks.append((f"NOT {_missing(x)} AND NOT {_is(x, 'VARCHAR')}", _wrong_type(name, x)))
+    sc = f"t[{_TOP.index('status_code') + 1}]"
+    checks.append((f"NOT {_missing(sc)} AND json_type({sc}) NOT IN ('BIGINT', 'UBIGINT')", _wrong_type("status_code", sc)))
+    lat = f"t[{_TOP.index('latency_ms') + 1}]"
+    checks.append((f"NOT {_missing(lat)} AND json_type({lat}) NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("latency_ms", lat)))
+    resp = f"t[{_TOP.index('response') + 1}]"
+    checks.append((f"NOT {_missing(resp)} AND NOT {_is(resp, 'OBJECT')}", _wrong_type("response", resp)))
+    checks.append(("NOT msgs_ok", _wrong_type("request.messages", f"json_extract({req}, '$.messages')")))
+    return "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r in checks) + " END"
+
+
+def normalize_sql(source: str = "lines") -> str:
+    """SQL selecting ``line_no, reason, <event columns>`` from relation ``source``."""
+    T = {n: f"t[{i + 1}]" for i, n in enumerate(_TOP)}
+    R = {n: f"r[{i + 1}]" for i, n in enumerate(_REQ)}
+    usage = f"json_extract({T['response']}, ['$.usage.prompt_tokens', '$.usage.input_tokens', '$.usage.completion_tokens', '$.usage.output_tokens', '$.usage.completion_tokens_details.reasoning_tokens', '$.usage.output_tokens_details.reasoning_tokens', '$.choices[0].finish_reason', '$.choices[0].message.content', '$.choices[0].text', '$.output_text', '$.choices[0]'])"
+    ts_expr = (
+        f"CASE WHEN json_type({T['timestamp']}) = 'VARCHAR' THEN epoch(TRY_CAST(trim({T['timestamp']}->>'$') AS TIMESTAMPTZ)) "
+        f"WHEN json_type({T['timestamp']}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST({T['timestamp']}::VARCHAR AS DOUBLE) END"
+    )
+    # Messages: chat `messages`, or Responses-API `input` given as a list of message objects.
+    msgs_json = (
+        f"CASE WHEN {_is(R['messages'], 'ARRAY')} THEN {R['messages']} "
+        f"WHEN {_missing(R['messages'])} AND {_is(R['input'], 'ARRAY')} AND json_type({R['input']}, '$[0]') = 'OBJECT' THEN {R['input']} END"
+    )
+    effort = f"coalesce({_str(R['reasoning_effort'])}, CASE WHEN {_is(R['reasoning'], 'OBJECT')} THEN {_str('json_extract(' + R['reasoning'] + ', ' + chr(39) + '$.effort' + chr(39) + ')')} END)"
+    return f"""
+WITH a AS (
+  SELECT line_no, line,
+         CASE WHEN line IS NOT NULL AND json_valid(line) THEN line::JSON END AS j
+  FROM {source}
+), b AS (
+  SELECT line_no, line, j,
+         CASE WHEN json_type(j) = 'OBJECT' THEN json_extract(j, {_paths(_TOP)}) END AS t
+  FROM a
+), c AS (
+  SELECT *,
+         CASE WHEN json_type(t[{_TOP.index('request') + 1}]) = 'OBJECT' THEN json_extract(t[{_TOP.index('request') + 1}], {_paths(_REQ)}) END AS r,
+         {ts_expr} AS ts
+  FROM b
+), d AS (
+  SELECT *,
+         ({_missing(R['messages'])} OR {_is(R['messages'], 'ARRAY')}) AS msgs_ok,
+         list_transform(json_extract({msgs_json}, '$[*]'),
+            lambda m: {{'is_obj': json_type(m) = 'OBJECT', 'role': CASE WHEN json_type(m) = 'OBJECT' THEN m->>'$.role' END,
+                       'text': CASE WHEN json_type(m) = 'OBJECT' THEN {_text("json_extract(m, '$.content')")} ELSE '' END}}) AS ms,
+         CASE WHEN json_type(t[{_TOP.index('response') + 1}]) = 'OBJECT' THEN {usage} END AS u,
+         CASE WHEN {_is(R['prompt'], 'VARCHAR')} OR ({_is(R['prompt'], 'ARRAY')} AND json_array_length({R['prompt']}) > 0) THEN {R['prompt']}
+              WHEN {_is(R['input'], 'VARCHAR')} OR ({_is(R['input'], 'ARRAY')} AND json_array_length({R['input']}) > 0) THEN {R['input']} END AS sp
+  FROM c
+), e AS (
+  SELECT *,
+         list_filter(ms, lambda m: m.is_obj) AS mo,
+         list_filter(ms, lambda m: m.role = 'user') AS mu
+  FROM d
+)
+SELECT line_no,
+       line,
+       {_reason_sql()} AS reason,
+       {T['request_id']}->>'$' AS request_id,
+       ts,
+       {T['account_id']}->>'$' AS account_id,
+       {_str(T['api_key_id'])} AS api_key_id,
+       coalesce({_str(T['end_user'])}, {_str(R['user'])}) AS end_user,
+       {_str(T['client_ip'])} AS client_ip,
+       {_str(T['user_agent'])} AS user_agent,
+       {T['endpoint']}->>'$' AS endpoint,
+       {_str(T['batch_id'])} AS batch_id,
+       coalesce({_int(T['status_code'])}, 200)::INTEGER AS status_code,
+       {_num(T['latency_ms'])} AS latency_ms,
+       {_str(R['model'])} AS model,
+       coalesce({_int(R['n'])}, 1)::INTEGER AS n,
+       {_num(R['temperature'])} AS temperature,
+       {_num(R['top_p'])} AS top_p,
+       coalesce({_int(R['max_tokens'])}, {_int(R['max_completion_tokens'])}, {_int(R['max_output_tokens'])}) AS max_tokens,
+       coalesce(CASE json_type({R['logprobs']}) WHEN 'BOOLEAN' THEN ({R['logprobs']}->>'$') = 'true'
+                WHEN 'BIGINT' THEN {_int(R['logprobs'])} > 0 WHEN 'UBIGINT' THEN true END, false) AS logprobs,
+       coalesce({_int(R['top_logprobs'])}, nullif({_int(R['logprobs'])}, 0), 0)::INTEGER AS top_logprobs,
+       {_int(R['seed'])} AS seed,
+       coalesce(json_type({R['stream']}) = 'BOOLEAN' AND ({R['stream']}->>'$') = 'true', false) AS stream,
+       {effort} AS reasoning_effort,
+       coalesce(json_type({R['tools']}) = 'ARRAY' AND json_array_length({R['tools']}) > 0, false) AS has_tools,
+       CASE WHEN {_is(R['response_format'], 'OBJECT')} THEN {_str("json_extract(" + R['response_format'] + ", '$.type')")} END AS response_format,
+       CASE WHEN ms IS NOT NULL THEN len(ms) WHEN sp IS NOT NULL THEN 1 ELSE 0 END::INTEGER AS n_messages,
+       CASE WHEN ms IS NOT NULL THEN len(mu) WHEN sp IS NOT NULL THEN 1 ELSE 0 END::INTEGER AS n_user_msgs,
+       CASE WHEN ms IS NOT NULL THEN len(list_filter(ms, lambda m: m.role = 'assistant')) ELSE 0 END::INTEGER AS n_assistant_msgs,
+       CASE WHEN {_is(R['messages'], 'ARRAY')} THEN list_filter(mo, lambda m: m.role IN ('system', 'developer'))[1].text
+            WHEN ms IS NOT NULL THEN coalesce({_str(R['instructions'])}, list_filter(mo, lambda m: m.role IN ('system', 'developer'))[1].text)
+            ELSE {_str(R['instructions'])} END AS system_prompt,
+       CASE WHEN ms IS NOT NULL THEN coalesce(mu[-1].text, mo[-1].text, '')
+            WHEN json_type(sp) = 'VARCHAR' THEN sp->>'$'
+            WHEN json_type(sp) = 'ARRAY' THEN coalesce({_str("json_extract(sp, '$[0]')")}, '')
+            ELSE '' END AS prompt,
+       CASE WHEN ms IS NOT NULL THEN coalesce(list_sum(list_transform(mo, lambda m: length(m.text))), 0)
+            WHEN json_type(sp) = 'VARCHAR' THEN length(sp->>'$')
+            WHEN json_type(sp) = 'ARRAY' THEN coalesce(list_sum(list_transform(json_extract(sp, '$[*]'),
+                 lambda x: CASE WHEN json_type(x) = 'VARCHAR' THEN length(x->>'$') ELSE 0 END)), 0)
+            ELSE 0 END::BIGINT AS prompt_chars,
+       coalesce({_int('u[1]')}, {_int('u[2]')}) AS prompt_tokens,
+       coalesce({_int('u[3]')}, {_int('u[4]')}) AS completion_tokens,
+       coalesce({_int('u[5]')}, {_int('u[6]')}) AS reasoning_tokens,
+       {_str('u[7]')} AS finish_reason,
+       CASE WHEN json_type(u[11]) = 'OBJECT' AND json_type(u[11], '$.message') = 'OBJECT' THEN {_text('u[8]')}
+            WHEN json_type(u[11]) = 'OBJECT' THEN {_str('u[9]')}
+            WHEN u[11] IS NULL THEN {_str('u[10]')} END AS response_text
+FROM e
+"""
+
+
+EVENT_SELECT = ", ".join(EVENT_COLUMNS)

@@ -1,0 +1,203 @@
+"""Read traffic logs of every supported format into event batches (Arrow), reporting rejects.
+
+Formats (detected from the name and the first record, or forced with ``fmt``):
+
+- ``traffic``: the traffic-log JSON Lines of contracts.md §1 (plain, ``.gz``, ``.zst``);
+- ``parquet``: the same records as Parquet (nested objects as structs or JSON strings);
+- ``litellm``: LiteLLM ``LiteLLM_SpendLogs`` rows exported as JSON Lines or CSV;
+- ``openai-batch``: an OpenAI Batch API output file whose input file sits beside it (see
+  :mod:`distillguard.ingest.formats`).
+
+Every format is first turned into traffic-log lines and then normalised by the same SQL
+(:mod:`distillguard.ingest.normalize`), so validation and rejection reasons are identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import duckdb
+import pyarrow as pa
+
+from distillguard.errors import InputError
+from distillguard.ingest.lines import LineChunk, iter_line_chunks, open_binary
+from distillguard.ingest.normalize import normalize_sql
+from distillguard.ingest.rejects import RejectWriter
+from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA
+
+FORMATS = ("auto", "traffic", "parquet", "litellm", "openai-batch")
+
+
+@dataclass
+class IngestStats:
+    """Counts for the printed summary."""
+
+    files: int = 0
+    lines: int = 0
+    blank: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    bytes: int = 0
+    per_file: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def connect(database: str = ":memory:", *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up for distillguard (UTC, bounded memory)."""
+    con = duckdb.connect(database)
+    con.execute("SET TimeZone = 'UTC'")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def sniff_format(path: Path) -> str:
+    """Guess the format of ``path`` from its name and first non-blank line."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".csv") or name.endswith(".csv.gz"):
+        return "litellm"
+    import orjson
+
+    head = b""
+    with open_binary(path) as f:
+        try:
+            while len(head) < (1 << 20) and (block := f.read(1 << 16)):
+                head += block
+        except (OSError, EOFError):
+            pass  # a damaged stream is reported when it is read for real
+    for raw in head.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            rec = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return "traffic"  # let the normaliser report it
+        if isinstance(rec, dict):
+            if "custom_id" in rec and ("response" in rec or "error" in rec) and "request" not in rec:
+                return "openai-batch"
+            if "startTime" in rec or "call_type" in rec or "requester_ip_address" in rec:
+                return "litellm"
+        return "traffic"
+    return "traffic"
+
+
+class EventReader:
+    """Turns log files into batches of events (:data:`EVENT_SCHEMA` plus ``_src`` and ``_line``).
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "log.jsonl")
+    >>> _ = open(p, "w").write('{"request_id":"a","timestamp":1,"account_id":"x","endpoint":"/v1/chat/completions","request":{}}\\nnot json\\n')
+    >>> rej = RejectWriter(os.path.join(d, "rejected.jsonl"))
+    >>> tables = list(EventReader(rejects=rej).iter_batches([p]))
+    >>> tables[0].num_rows, rej.total
+    (1, 1)
+    """
+
+    def __init__(
+        self,
+        *,
+        rejects: RejectWriter,
+        con: duckdb.DuckDBPyConnection | None = None,
+        fmt: str = "auto",
+        chunk_bytes: int = 32 * 1024 * 1024,
+        prompt_max_chars: int | None = None,
+        keep_response_text: bool = True,
+        on_progress: Callable[[int], None] | None = None,
+        batch_input: Path | None = None,
+        batch_account: str | None = None,
+    ):
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        self.rejects = rejects
+        self.con = con or connect()
+        self.fmt = fmt
+        self.chunk_bytes = chunk_bytes
+        self.prompt_max_chars = prompt_max_chars
+        self.keep_response_text = keep_response_text
+        self.on_progress = on_progress
+        self.batch_input = batch_input
+        self.batch_account = batch_account
+        self.stats = IngestStats()
+        self._sql = normalize_sql("_dg_lines")
+
+    # -- line sources -----------------------------------------------------------------------
+    def _chunks(self, path: Path, fmt: str) -> Iterator[LineChunk]:
+        if fmt == "traffic":
+            yield from iter_line_chunks(path, chunk_bytes=self.chunk_bytes)
+        elif fmt == "parquet":
+            from distillguard.ingest.formats import parquet_line_chunks
+
+            yield from parquet_line_chunks(path, self.con)
+        elif fmt == "litellm":
+            from distillguard.ingest.formats import litellm_line_chunks
+
+            yield from litellm_line_chunks(path, self.rejects)
+        elif fmt == "openai-batch":
+            from distillguard.ingest.formats import openai_batch_line_chunks
+
+            yield from openai_batch_line_chunks(path, self.rejects, input_path=self.batch_input, account_id=self.batch_account)
+        else:  # pragma: no cover - guarded in __init__
+            raise InputError(f"unknown format {fmt!r}")
+
+    def iter_batches(self, paths: list[str | Path]) -> Iterator[pa.Table]:
+        """Yield one Arrow table of accepted events per chunk of input; rejects go to the writer."""
+        for p in paths:
+            path = Path(p)
+            if not path.exists():
+                raise InputError(f"input not found: {path}. Check the path.")
+            if path.is_dir():
+                raise InputError(f"{path} is a folder; pass the log files in it (e.g. {path}/*.jsonl).")
+            fmt = self.fmt if self.fmt != "auto" else sniff_format(path)
+            self.stats.files += 1
+            file_stats = self.stats.per_file.setdefault(str(path), {"lines": 0, "accepted": 0, "rejected": 0})
+            for chunk in self._chunks(path, fmt):
+                yield from self._normalise_chunk(str(path), chunk, file_stats)
+
+    def _normalise_chunk(self, source: str, chunk: LineChunk, file_stats: dict[str, int]) -> Iterator[pa.Table]:
+        n = len(chunk.lines)
+        self.stats.lines += n
+        self.stats.bytes += chunk.nbytes
+        file_stats["lines"] += n
+        if chunk.bad_utf8:
+            self.rejects.write_many((source, ln, "line is not valid UTF-8", raw) for ln, raw in chunk.bad_utf8)
+            self.stats.rejected += len(chunk.bad_utf8)
+            file_stats["rejected"] += len(chunk.bad_utf8)
+        blank = chunk.lines.null_count - len(chunk.bad_utf8)
+        self.stats.blank += blank
+        import numpy as np
+
+        line_no = pa.array(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.int64))
+        _dg_lines = pa.table({"line_no": line_no, "line": chunk.lines}).filter(pa.compute.is_valid(chunk.lines))  # noqa: F841
+        self.con.register("_dg_lines", _dg_lines)
+        try:
+            result = self.con.sql(self._sql).to_arrow_table()
+        finally:
+            self.con.unregister("_dg_lines")
+        reason = result.column("reason")
+        bad_mask = pa.compute.is_valid(reason)
+        n_bad = pa.compute.sum(bad_mask).as_py() or 0
+        if n_bad:
+            bad = result.filter(bad_mask).select(["line_no", "reason", "line"]).to_pylist()
+            self.rejects.write_many((source, r["line_no"], r["reason"], r["line"]) for r in bad)
+            self.stats.rejected += n_bad
+            file_stats["rejected"] += n_bad
+        good = result.filter(pa.compute.invert(bad_mask)) if n_bad else result
+        events = good.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
+        if self.prompt_max_chars is not None:
+            idx = events.schema.get_field_index("prompt")
+            events = events.set_column(idx, "prompt", pa.compute.utf8_slice_codeunits(events.column("prompt"), 0, self.prompt_max_chars))
+        if not self.keep_response_text:
+            idx = events.schema.get_field_index("response_text")
+            events = events.set_column(idx, "response_text", pa.nulls(events.num_rows, pa.string()))
+        events = events.append_column("_src", pa.repeat(pa.scalar(source, pa.string()), events.num_rows))
+        events = events.append_column("_line", good.column("line_no"))
+        self.stats.accepted += events.num_rows
+        file_stats["accepted"] += events.num_rows
+        if self.on_progress:
+            self.on_progress(chunk.nbytes)
+        if events.num_rows:
+            yield events

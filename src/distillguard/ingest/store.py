@@ -1,0 +1,103 @@
+"""The event store: a DuckDB table of events, idempotent on ``request_id``.
+
+Appends go straight into the table; at the end of each run one pass finds the request ids that were
+already present (from an earlier run or earlier in this run), removes the later copies and reports
+them as rejected duplicates. Re-ingesting a file therefore adds nothing, and memory stays bounded by
+one input chunk (DuckDB spills to disk for the dedupe pass).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from distillguard.errors import InputError
+from distillguard.ingest.reader import connect
+from distillguard.ingest.rejects import RejectWriter
+from distillguard.schema import EVENT_SCHEMA
+
+_DDL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.float64(): "DOUBLE",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.bool_(): "BOOLEAN",
+}
+
+
+def events_ddl(table: str = "events") -> str:
+    cols = [f"{f.name} {_DDL_TYPES[f.type]}" for f in EVENT_SCHEMA]
+    cols += ["_src VARCHAR", "_line BIGINT", "_run INTEGER"]
+    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"
+
+
+class EventStore:
+    """Events in DuckDB (a file, or memory).
+
+    >>> s = EventStore(":memory:")
+    >>> s.count()
+    0
+    """
+
+    def __init__(self, database: str | Path = ":memory:", *, memory_limit: str | None = None):
+        self.database = str(database)
+        try:
+            self.con: duckdb.DuckDBPyConnection = connect(self.database, memory_limit=memory_limit)
+        except duckdb.Error as e:
+            raise InputError(f"cannot open the DuckDB store {self.database}: {e}") from e
+        self.con.execute(events_ddl())
+        self.con.execute("CREATE TABLE IF NOT EXISTS runs (run INTEGER, started DOUBLE, inputs VARCHAR)")
+        self.run = (self.con.execute("SELECT coalesce(max(run), 0) + 1 FROM runs").fetchall()[0][0])
+        self.con.execute("INSERT INTO runs VALUES (?, epoch(now()), '')", [self.run])
+
+    def append(self, batch: pa.Table) -> None:
+        _dg_batch = batch  # noqa: F841 - referenced by name in SQL
+        self.con.register("_dg_batch", batch)
+        try:
+            self.con.execute(f"INSERT INTO events SELECT *, {int(self.run)} AS _run FROM _dg_batch")
+        finally:
+            self.con.unregister("_dg_batch")
+
+    def finish_run(self, rejects: RejectWriter | None = None) -> int:
+        """Remove request ids seen before; report each as a rejected duplicate. Returns the count."""
+        dup = self.con.sql(
+            f"""
+            WITH cur AS (SELECT DISTINCT request_id FROM events WHERE _run = {int(self.run)}),
+            ranked AS (
+              SELECT e.rowid AS rid, e.request_id, e._src, e._line, e._run,
+                     row_number() OVER w AS rn,
+                     first_value(e._src) OVER w AS first_src,
+                     first_value(e._line) OVER w AS first_line
+              FROM events e SEMI JOIN cur ON e.request_id = cur.request_id
+              WINDOW w AS (PARTITION BY e.request_id ORDER BY e._run, e.rowid)
+            )
+            SELECT rid, request_id, _src, _line, first_src, first_line FROM ranked WHERE rn > 1 ORDER BY _src, _line
+            """
+        ).to_arrow_table()
+        if dup.num_rows == 0:
+            return 0
+        if rejects is not None:
+            rows = dup.to_pylist()
+            rejects.write_many(
+                (
+                    r["_src"],
+                    r["_line"],
+                    f"duplicate request_id {r['request_id']!r} (first seen in {r['first_src']} line {r['first_line']})",
+                    None,
+                )
+                for r in rows
+            )
+        self.con.register("_dg_dup", dup.select(["rid"]))
+        try:
+            self.con.execute("DELETE FROM events WHERE rowid IN (SELECT rid FROM _dg_dup)")
+        finally:
+            self.con.unregister("_dg_dup")
+        return dup.num_rows
+
+    def count(self) -> int:
+        return self.con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+
+    def close(self) -> None:
+        self.con.close()

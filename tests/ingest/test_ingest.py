@@ -1,0 +1,254 @@
+"""Ingest: SQL/Python parity, every bad-input case, compression, other formats, idempotent store."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import subprocess
+import sys
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from distillguard.errors import InputError, RecordRejected
+from distillguard.ingest import EventReader, EventStore, RejectWriter, load_events
+from distillguard.schema import EVENT_COLUMNS, event_from_record
+
+from .records import BAD, GOOD
+
+
+def _write_lines(path, lines):
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    return path
+
+
+def _read(paths, tmp_path, **kw):
+    rej_path = tmp_path / "rejected.jsonl"
+    with RejectWriter(rej_path) as rej:
+        store = EventStore(":memory:")
+        reader = EventReader(rejects=rej, con=store.con, **kw)
+        for b in reader.iter_batches(paths):
+            store.append(b)
+        store.finish_run(rej)
+        rows = store.con.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY _src, _line").to_arrow_table().to_pylist()
+    rejects = [orjson.loads(x) for x in rej_path.read_bytes().splitlines()]
+    return rows, rejects, reader.stats
+
+
+def test_sql_and_python_normalisers_agree(tmp_path):
+    log = _write_lines(tmp_path / "log.jsonl", [orjson.dumps(r) for r in GOOD])
+    rows, rejects, _ = _read([log], tmp_path)
+    assert rejects == []
+    assert len(rows) == len(GOOD)
+    for rec, sql_ev in zip(GOOD, rows):
+        py_ev = event_from_record(rec)
+        for col in EVENT_COLUMNS:
+            a, b = py_ev[col], sql_ev[col]
+            if isinstance(a, float) and isinstance(b, float):
+                assert math.isclose(a, b), (rec["request_id"], col, a, b)
+            else:
+                assert a == b, (rec["request_id"], col, a, b)
+
+
+def test_chat_fields_are_extracted():
+    ev = event_from_record(GOOD[0])
+    assert ev["prompt"] == "Explain step by step"
+    assert ev["system_prompt"] == "You are helpful."
+    assert (ev["n_messages"], ev["n_user_msgs"], ev["n_assistant_msgs"]) == (4, 2, 1)
+    assert ev["logprobs"] and ev["top_logprobs"] == 5 and ev["n"] == 2 and ev["stream"]
+    assert ev["finish_reason"] == "length" and ev["reasoning_tokens"] == 100
+    assert ev["ts"] == 1772352000.0  # 10:00 at +02:00 is 08:00 UTC
+
+
+@pytest.mark.parametrize("line,reason", BAD)
+def test_python_normaliser_rejects_with_same_reason(line, reason):
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        assert reason == "line is not valid JSON"
+        return
+    with pytest.raises(RecordRejected) as exc:
+        event_from_record(rec)
+    assert exc.value.reason.startswith(reason)
+
+
+def test_every_bad_line_is_reported_and_the_rest_kept(tmp_path):
+    huge_prompt = "x" * (5 * 1024 * 1024)
+    huge = dict(GOOD[1], request_id="huge", request={"prompt": huge_prompt})
+    lines = [orjson.dumps(GOOD[0])]
+    lines += [b.encode() for b, _ in BAD]
+    lines += [
+        b"\x00\xff\xfe\x89PNG garbage",  # binary garbage, not UTF-8
+        orjson.dumps(GOOD[1])[:25],  # truncated line
+        orjson.dumps(huge),  # 5 MB prompt: valid
+        orjson.dumps(dict(GOOD[2], extra_top={"deep": [1, 2]})),  # unknown fields: accepted
+        orjson.dumps(GOOD[0]),  # duplicate request id
+        b"",  # blank line: skipped, counted
+    ]
+    log = _write_lines(tmp_path / "log.jsonl", lines)
+    rows, rejects, stats = _read([log], tmp_path, chunk_bytes=1 << 16)
+    kept = {r["request_id"] for r in rows}
+    assert kept == {"c1", "huge", "c3"}
+    assert next(r for r in rows if r["request_id"] == "huge")["prompt_chars"] == len(huge_prompt)
+    by_line = {r["line"]: r["reason"] for r in rejects}
+    for i, (_, reason) in enumerate(BAD, start=2):
+        assert by_line[i].startswith(reason), (i, by_line[i], reason)
+    n = len(BAD) + 1
+    assert by_line[n + 1] == "line is not valid UTF-8"
+    assert by_line[n + 2] == "line is not valid JSON"
+    assert by_line[n + 5].startswith("duplicate request_id 'c1'")
+    assert len(rejects) == len(BAD) + 3
+    assert stats.blank == 1
+    assert stats.lines == len(lines) + 0  # blank line counted as a line
+    # nothing silently dropped: accepted + rejected + blank == lines
+    assert len(rows) + len(rejects) + stats.blank == stats.lines
+    assert all(len(r["raw"] or "") <= 2000 for r in rejects)
+
+
+def test_empty_object_and_non_object_lines(tmp_path):
+    log = _write_lines(tmp_path / "log.jsonl", ["{}", "null", "42", '"str"'])
+    rows, rejects, _ = _read([log], tmp_path)
+    assert rows == []
+    assert [r["reason"] for r in rejects] == [
+        "missing required field 'request_id'",
+        "record is not a JSON object but null",
+        "record is not a JSON object but integer",
+        "record is not a JSON object but string",
+    ]
+
+
+@pytest.mark.parametrize("compress", ["gz", "zst", "none"])
+def test_compressed_inputs(tmp_path, compress):
+    data = b"".join(orjson.dumps(r) + b"\n" for r in GOOD)
+    if compress == "gz":
+        path = tmp_path / "log.jsonl.gz"
+        path.write_bytes(gzip.compress(data))
+    elif compress == "zst":
+        path = tmp_path / "log.jsonl.zst"
+        path.write_bytes(zstandard.ZstdCompressor().compress(data))
+    else:
+        path = tmp_path / "log.jsonl"
+        path.write_bytes(data.rstrip(b"\n"))  # no final newline
+    rows, rejects, _ = _read([path], tmp_path, chunk_bytes=256)
+    assert [r["request_id"] for r in rows] == [r["request_id"] for r in GOOD]
+    assert rejects == []
+
+
+def test_truncated_gzip_reports_and_keeps_earlier_lines(tmp_path):
+    data = b"".join(orjson.dumps(dict(GOOD[1], request_id=f"r{i}")) + b"\n" for i in range(5000))
+    blob = gzip.compress(data)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(blob[: len(blob) // 2])
+    rej = RejectWriter(tmp_path / "rejected.jsonl")
+    got = []
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        for b in EventReader(rejects=rej, chunk_bytes=4096).iter_batches([path]):
+            got.extend(b.column("request_id").to_pylist())
+    assert len(got) > 100  # the lines before the damage were read
+
+
+def test_parquet_with_struct_and_json_string_columns(tmp_path):
+    recs = [dict(r) for r in GOOD[:4]]
+    for r in recs:
+        r.pop("unknown_field", None)
+    table = pa.Table.from_pylist(
+        [
+            {
+                "request_id": r["request_id"],
+                "timestamp": str(r["timestamp"]),
+                "account_id": r["account_id"],
+                "endpoint": r["endpoint"],
+                "request": orjson.dumps(r["request"]).decode(),
+                "response": orjson.dumps(r["response"]).decode() if r.get("response") else None,
+            }
+            for r in recs
+        ]
+    )
+    path = tmp_path / "log.parquet"
+    pq.write_table(table, path)
+    rows, rejects, _ = _read([path], tmp_path)
+    assert rejects == []
+    assert [r["prompt"] for r in rows] == [event_from_record(r)["prompt"] for r in recs]
+
+
+def test_litellm_spend_logs_jsonl_and_csv(tmp_path):
+    row = {
+        "request_id": "chatcmpl-1", "call_type": "acompletion", "api_key": "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b",
+        "startTime": "2026-02-01 10:00:00", "endTime": "2026-02-01 10:00:01.5", "model": "gpt-4o",
+        "user": "u1", "team_id": "team-a", "end_user": "cust-9", "requester_ip_address": "198.51.100.4",
+        "messages": orjson.dumps([{"role": "user", "content": "Translate to French: cat"}]).decode(),
+        "response": orjson.dumps({"choices": [{"message": {"content": "chat"}, "finish_reason": "stop"}]}).decode(),
+        "prompt_tokens": 7, "completion_tokens": 2, "status": "success",
+    }
+    jl = _write_lines(tmp_path / "spend.jsonl", [orjson.dumps(row), orjson.dumps(dict(row, request_id="x2", status="failure"))])
+    rows, rejects, _ = _read([jl], tmp_path)
+    assert rejects == []
+    assert rows[0]["account_id"] == "team-a" and rows[0]["client_ip"] == "198.51.100.4"
+    assert rows[0]["prompt"] == "Translate to French: cat" and rows[0]["completion_tokens"] == 2
+    assert rows[0]["latency_ms"] == pytest.approx(1500.0)
+    assert rows[1]["status_code"] == 500
+    import csv
+
+    cp = tmp_path / "spend.csv"
+    with open(cp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        w.writeheader()
+        w.writerow(row)
+    rows, rejects, _ = _read([cp], tmp_path)
+    assert len(rows) == 1 and rows[0]["end_user"] == "cust-9"
+
+
+def test_openai_batch_pair(tmp_path):
+    inp = [{"custom_id": f"t{i}", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": [{"role": "user", "content": f"Q{i}"}], "max_tokens": 50}} for i in range(3)]
+    out = [{"id": f"batch_req_{i}", "custom_id": f"t{i}", "response": {"status_code": 200, "request_id": f"req{i}",
+            "body": {"created": 1767225600 + i, "choices": [{"message": {"content": f"A{i}"}}], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}}}
+           for i in range(3)]
+    out.append({"id": "batch_req_x", "custom_id": "missing", "response": {"status_code": 200, "body": {"choices": []}}})
+    _write_lines(tmp_path / "job_input.jsonl", [orjson.dumps(x) for x in inp])
+    op = _write_lines(tmp_path / "job_output.jsonl", [orjson.dumps(x) for x in out])
+    rows, rejects, _ = _read([op], tmp_path, batch_account="acct-batch")
+    assert [r["prompt"] for r in rows] == ["Q0", "Q1", "Q2"]
+    assert all(r["account_id"] == "acct-batch" and r["batch_id"] == "job_output" for r in rows)
+    assert len(rejects) == 1 and "request" in rejects[0]["reason"]
+
+
+def test_store_is_idempotent_on_request_id(tmp_path):
+    log = _write_lines(tmp_path / "log.jsonl", [orjson.dumps(r) for r in GOOD])
+    db = tmp_path / "s.duckdb"
+    for run in range(2):
+        store = EventStore(db)
+        with RejectWriter(tmp_path / f"rej{run}.jsonl") as rej:
+            for b in EventReader(rejects=rej, con=store.con).iter_batches([log]):
+                store.append(b)
+            dups = store.finish_run(rej)
+        assert store.count() == len(GOOD)
+        assert dups == (0 if run == 0 else len(GOOD))
+        store.close()
+
+
+def test_load_events_orders_by_time(tmp_path):
+    log = _write_lines(tmp_path / "log.jsonl", [orjson.dumps(r) for r in reversed(GOOD)])
+    t = load_events([log])
+    ts = t.column("ts").to_pylist()
+    assert ts == sorted(ts) and t.num_rows == len(GOOD)
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        list(EventReader(rejects=RejectWriter(tmp_path / "r.jsonl")).iter_batches([tmp_path / "nope.jsonl"]))
+
+
+def test_ingest_cli_end_to_end(tmp_path):
+    log = _write_lines(tmp_path / "log.jsonl", [orjson.dumps(r) for r in GOOD] + ["garbage"])
+    db = tmp_path / "t.duckdb"
+    cmd = [sys.executable, "-m", "distillguard.cli", "ingest", str(log), "--db", str(db)]
+    for expected_new in (len(GOOD), 0):
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert f"ingested {expected_new:,} new events" in p.stderr.replace("\n", " ")
+    bad = subprocess.run([sys.executable, "-m", "distillguard.cli", "ingest", str(tmp_path / "nope.jsonl"), "--db", str(db)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not found" in bad.stderr
