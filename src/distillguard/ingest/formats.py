@@ -53,7 +53,10 @@ def parquet_line_chunks(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[
         parts.append(f"{_sql_ident(name)} := {expr}")
     sql = f"SELECT to_json(struct_pack({', '.join(parts)}))::VARCHAR AS line FROM read_parquet('{_sql_str(path)}')"
     line_no = 1
-    reader = con.sql(sql).to_arrow_reader(_BATCH_ROWS)
+    # A separate cursor: the reader stays open while the normaliser runs queries on ``con``.
+    cur = con.cursor()
+    cur.execute("SET TimeZone = 'UTC'")
+    reader = cur.sql(sql).to_arrow_reader(_BATCH_ROWS)
     for batch in reader:
         arr = batch.column(0).cast(pa.large_string())
         yield LineChunk(first_line=line_no, lines=arr, nbytes=arr.nbytes)
