@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from datetime import datetime, timezone
 import math
 import subprocess
 import sys
@@ -158,7 +159,8 @@ def test_parquet_with_struct_and_json_string_columns(tmp_path):
         [
             {
                 "request_id": r["request_id"],
-                "timestamp": str(r["timestamp"]),
+                "timestamp": r["timestamp"] if isinstance(r["timestamp"], str) else
+                datetime.fromtimestamp(r["timestamp"], tz=timezone.utc).isoformat(),
                 "account_id": r["account_id"],
                 "endpoint": r["endpoint"],
                 "request": orjson.dumps(r["request"]).decode(),
