@@ -165,7 +165,7 @@ def account_features(traffic: Traffic) -> dict[str, np.ndarray]:
     t = t.append_column("tok", pa.array(traffic.tokens()))
     con = duckdb.connect()
     con.register("ev", t)
-    rows = con.execute(
+    rows = con.sql(
         """
         with e as (
           select acc, ts, tok, prompt, prompt_chars, n_assistant_msgs, n, logprobs, stream, temperature,
@@ -185,7 +185,7 @@ def account_features(traffic: Traffic) -> dict[str, np.ndarray]:
                coalesce(stddev_pop(temperature), 0)::double as temperature_std
         from e group by acc order by acc
         """
-    ).arrow()
+    ).to_arrow_table()
     con.close()
     acc = rows.column("acc").to_numpy()
     out = {}
@@ -288,7 +288,7 @@ class _ContentBaseline(Baseline):
 class Prada(_ContentBaseline):
     """PRADA: Shapiro-Wilk test on each account's minimum distances between successive queries.
 
-    Accounts with fewer than 4 embedded queries cannot be tested and score 0; an account whose
+    Accounts with fewer than 8 embedded queries cannot be tested and score 0; an account whose
     distances are all equal (e.g. one prompt repeated) scores 0 too (the test is undefined).
 
     >>> Prada(seed=0).name
@@ -297,7 +297,7 @@ class Prada(_ContentBaseline):
 
     name = "prada"
     description = "Shapiro-Wilk W of min L2 distances between each query and earlier ones (score 1 - W)"
-    MIN_QUERIES = 4
+    MIN_QUERIES = 8
 
     def score_samples(self, traffic: Traffic) -> np.ndarray:
         from scipy.stats import shapiro
