@@ -1,0 +1,287 @@
+"""Per-account statistics: mergeable, bounded, and computed identically in batch and online.
+
+An account (or a cluster of accounts) is summarised by *stats*: counts, sums, a 24-bin hour
+histogram, the set of active days, and KMV sketches (the k smallest distinct 64-bit hashes) of its
+prompts, prompt heads and tails, parameter signatures and vocabulary. Every stat can be updated one
+request at a time (:meth:`AccountStats.update`), merged (:meth:`AccountStats.merge`, for clusters),
+and computed for all accounts at once in DuckDB (:func:`stats_sql`). :func:`features` turns stats into
+the features the signals read, with numpy, for one account or a whole table.
+
+>>> s = AccountStats()
+>>> from distillguard.features.derive import derive_one
+>>> ev = {"ts": 0.0, "prompt": "hello there friend", "completion_tokens": 5, "n_assistant_msgs": 0}
+>>> s.update(0.0, derive_one(ev), ["hello", "there", "friend"])
+>>> s.n, s.out_tok, s.single
+(1, 5, 1)
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from distillguard.features.derive import derive_sql, md5_u64
+
+FLAG_COLUMNS = ("cot", "ident", "selfi", "fmt", "transl", "single", "lp", "nmulti", "hitmax", "stream", "sys", "tools", "effort")
+KMV_K = {"kmv_ph": 128, "kmv_pre": 128, "kmv_suf": 128, "kmv_psig": 32, "kmv_temp": 16, "kmv_words": 256}
+WORDS_FIRST_N = 64  # vocabulary breadth looks at an account's first 64 prompts
+FAST_IAT_S = 2.0  # inter-arrival below this counts as machine-speed
+MAX_DAYS = 4096
+_TWO64 = float(2**64)
+
+
+def kmv_insert(kmv: list[int], k: int, h: int) -> None:
+    """Insert hash ``h`` into a sorted KMV list of at most ``k`` distinct values."""
+    if len(kmv) >= k and h >= kmv[-1]:
+        return
+    i = bisect.bisect_left(kmv, h)
+    if i < len(kmv) and kmv[i] == h:
+        return
+    kmv.insert(i, h)
+    if len(kmv) > k:
+        kmv.pop()
+
+
+def kmv_merge(a: Iterable[int], b: Iterable[int], k: int) -> list[int]:
+    return sorted(set(a) | set(b))[:k]
+
+
+def kmv_estimate(kmv: list[int] | np.ndarray, k: int) -> float:
+    """Distinct-count estimate: exact below ``k`` values, else (k-1)/(k-th smallest hash / 2^64)."""
+    m = len(kmv)
+    if m < k:
+        return float(m)
+    return (k - 1) / (float(kmv[k - 1]) / _TWO64)
+
+
+@dataclass
+class AccountStats:
+    """Mergeable summary of one account's (or cluster's) requests."""
+
+    n: int = 0
+    t0: float = math.inf
+    t1: float = -math.inf
+    out_tok: int = 0
+    in_tok: int = 0
+    iat_n: int = 0
+    iat_sum: float = 0.0
+    iat_sum2: float = 0.0
+    fast_n: int = 0
+    words_total: int = 0
+    last_ts: float | None = None
+    cot: int = 0
+    ident: int = 0
+    selfi: int = 0
+    fmt: int = 0
+    transl: int = 0
+    single: int = 0
+    lp: int = 0
+    nmulti: int = 0
+    hitmax: int = 0
+    stream: int = 0
+    sys: int = 0
+    tools: int = 0
+    effort: int = 0
+    hours: list[int] = field(default_factory=lambda: [0] * 24)
+    days: set[int] = field(default_factory=set)
+    kmv_ph: list[int] = field(default_factory=list)
+    kmv_pre: list[int] = field(default_factory=list)
+    kmv_suf: list[int] = field(default_factory=list)
+    kmv_psig: list[int] = field(default_factory=list)
+    kmv_temp: list[int] = field(default_factory=list)
+    kmv_words: list[int] = field(default_factory=list)
+
+    def update(self, ts: float, d: dict[str, Any], words: list[str] | None = None) -> None:
+        """Add one request (``d`` from :func:`~distillguard.features.derive.derive_one`) at time ``ts``."""
+        self.n += 1
+        if self.last_ts is not None:
+            gap = ts - self.last_ts
+            self.iat_n += 1
+            self.iat_sum += gap
+            self.iat_sum2 += gap * gap
+            if gap < FAST_IAT_S:
+                self.fast_n += 1
+        self.last_ts = ts
+        self.t0 = min(self.t0, ts)
+        self.t1 = max(self.t1, ts)
+        self.out_tok += d["out_tok"]
+        self.in_tok += d["in_tok"]
+        for c in FLAG_COLUMNS:
+            if d[c]:
+                setattr(self, c, getattr(self, c) + 1)
+        self.hours[int(ts // 3600) % 24] += 1
+        if len(self.days) < MAX_DAYS:
+            self.days.add(int(ts // 86400))
+        kmv_insert(self.kmv_ph, KMV_K["kmv_ph"], d["ph"])
+        kmv_insert(self.kmv_pre, KMV_K["kmv_pre"], d["pre"])
+        kmv_insert(self.kmv_suf, KMV_K["kmv_suf"], d["suf"])
+        kmv_insert(self.kmv_psig, KMV_K["kmv_psig"], md5_u64(d["psig"]))
+        kmv_insert(self.kmv_temp, KMV_K["kmv_temp"], md5_u64("-" if d["temp"] is None else repr(round(d["temp"], 3))))
+        if self.n <= WORDS_FIRST_N and words is not None:
+            self.words_total += len(words)
+            for w in words:
+                kmv_insert(self.kmv_words, KMV_K["kmv_words"], md5_u64(w))
+
+    def merge(self, o: "AccountStats") -> "AccountStats":
+        """A new stats object for the union of two disjoint sets of requests (for clusters)."""
+        m = AccountStats()
+        for name in ("n", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total") + FLAG_COLUMNS:
+            setattr(m, name, getattr(self, name) + getattr(o, name))
+        m.t0, m.t1 = min(self.t0, o.t0), max(self.t1, o.t1)
+        m.hours = [a + b for a, b in zip(self.hours, o.hours)]
+        m.days = set(list(self.days | o.days)[:MAX_DAYS])
+        for name, k in KMV_K.items():
+            setattr(m, name, kmv_merge(getattr(self, name), getattr(o, name), k))
+        return m
+
+    def to_row(self) -> dict[str, Any]:
+        row = {name: getattr(self, name) for name in STAT_COLUMNS if name not in ("hours", "days")}
+        row["hours"] = list(self.hours)
+        row["days"] = sorted(self.days)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "AccountStats":
+        s = cls()
+        for name in STAT_COLUMNS:
+            v = row[name]
+            if name == "days":
+                v = set(v)
+            elif name.startswith("kmv_") or name == "hours":
+                v = list(v)
+            setattr(s, name, v)
+        return s
+
+
+STAT_COLUMNS = (
+    "n", "t0", "t1", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total",
+) + FLAG_COLUMNS + ("hours", "days") + tuple(KMV_K)  # fmt: skip
+
+
+def stats_sql(events: str = "events", key: str = "account_id") -> str:
+    """SQL computing :class:`AccountStats` columns for every ``key`` of the events table."""
+    flag_sums = ",\n  ".join(f"sum({c}::INTEGER)::BIGINT AS {c}" for c in FLAG_COLUMNS)
+    temp_str = "CASE WHEN temp IS NULL THEN '-' ELSE CAST(round(temp, 3) AS VARCHAR) END"
+
+    def kmv(col: str, expr: str) -> str:
+        k = KMV_K[col]
+        return f"""{col} AS (
+  SELECT k, min(h, {k}) AS {col} FROM (SELECT DISTINCT {key} AS k, {expr} AS h FROM d) GROUP BY k
+)"""
+
+    return f"""
+WITH d AS (
+  SELECT *, ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk
+  FROM ({derive_sql(events)}) x
+  WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id)
+),
+base AS (
+  SELECT {key} AS k, count(*)::BIGINT AS n, min(ts) AS t0, max(ts) AS t1,
+  sum(out_tok)::BIGINT AS out_tok, sum(in_tok)::BIGINT AS in_tok,
+  count(iat)::BIGINT AS iat_n, coalesce(sum(iat), 0.0) AS iat_sum, coalesce(sum(iat * iat), 0.0) AS iat_sum2,
+  count(*) FILTER (WHERE iat < {FAST_IAT_S})::BIGINT AS fast_n,
+  {flag_sums},
+  list_sort(list_distinct(list(floor(ts / 86400)::BIGINT)))[1:{MAX_DAYS}] AS days
+  FROM d GROUP BY {key}
+),
+hrs AS (
+  SELECT k, list_transform(range(24), lambda i: coalesce(list_extract(list_filter(hc, lambda x: x.h = i), 1).c, 0)::BIGINT) AS hours
+  FROM (SELECT k, list({{'h': h, 'c': c}}) AS hc FROM (
+        SELECT {key} AS k, (floor(ts / 3600)::BIGINT % 24) AS h, count(*) AS c FROM d GROUP BY ALL) GROUP BY k)
+),
+words AS (
+  SELECT {key} AS k, unnest(list_filter(regexp_split_to_array(lower(left(coalesce(prompt, ''), 300)), '[^a-z0-9]+'),
+                        lambda w: length(w) >= 3)) AS w
+  FROM d WHERE rk <= {WORDS_FIRST_N}
+),
+wt AS (SELECT k, count(*)::BIGINT AS words_total FROM words GROUP BY k),
+kmv_words AS (SELECT k, min(h, {KMV_K['kmv_words']}) AS kmv_words FROM (SELECT DISTINCT k, md5_number_lower(w) AS h FROM words) GROUP BY k),
+{kmv('kmv_ph', 'ph')},
+{kmv('kmv_pre', 'pre')},
+{kmv('kmv_suf', 'suf')},
+{kmv('kmv_psig', 'md5_number_lower(psig)')},
+{kmv('kmv_temp', f'md5_number_lower({temp_str})')}
+SELECT base.k AS {key}, n, t0, t1, out_tok, in_tok, iat_n, iat_sum, iat_sum2, fast_n,
+  coalesce(wt.words_total, 0)::BIGINT AS words_total,
+  {', '.join(FLAG_COLUMNS)}, hrs.hours, days,
+  list_sort(kmv_ph) AS kmv_ph, list_sort(kmv_pre) AS kmv_pre, list_sort(kmv_suf) AS kmv_suf,
+  list_sort(kmv_psig) AS kmv_psig, list_sort(kmv_temp) AS kmv_temp,
+  coalesce(list_sort(kmv_words), []::UBIGINT[]) AS kmv_words
+FROM base
+LEFT JOIN hrs ON hrs.k = base.k
+LEFT JOIN wt ON wt.k = base.k
+LEFT JOIN kmv_words ON kmv_words.k = base.k
+LEFT JOIN kmv_ph ON kmv_ph.k = base.k
+LEFT JOIN kmv_pre ON kmv_pre.k = base.k
+LEFT JOIN kmv_suf ON kmv_suf.k = base.k
+LEFT JOIN kmv_psig ON kmv_psig.k = base.k
+LEFT JOIN kmv_temp ON kmv_temp.k = base.k
+"""
+
+
+#: Feature columns computed by :func:`features`, in order.
+FEATURE_COLUMNS = (
+    "requests", "active_days", "req_per_day", "span_hours", "tokens_out", "tokens_per_day", "out_share",
+    "iat_cv", "fast_share", "hour_entropy", "param_variety", "temp_variety",
+    "prompt_distinct_ratio", "prefix_distinct_ratio", "suffix_distinct_ratio", "vocab_breadth",
+) + tuple(f"{c}_share" for c in FLAG_COLUMNS)  # fmt: skip
+
+
+def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Features from stats columns (arrays over accounts, or scalars for one account).
+
+    ``cols`` maps every name of :data:`STAT_COLUMNS` to an array (``hours``: shape (m, 24);
+    ``days`` and ``kmv_*``: sequences of lists).
+    """
+    n = np.asarray(cols["n"], dtype=np.float64)
+    safe_n = np.maximum(n, 1.0)
+    days = np.asarray([len(d) for d in cols["days"]], dtype=np.float64)
+    out_tok = np.asarray(cols["out_tok"], dtype=np.float64)
+    in_tok = np.asarray(cols["in_tok"], dtype=np.float64)
+    iat_n = np.asarray(cols["iat_n"], dtype=np.float64)
+    iat_sum = np.asarray(cols["iat_sum"], dtype=np.float64)
+    iat_sum2 = np.asarray(cols["iat_sum2"], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(iat_n > 0, iat_sum / np.maximum(iat_n, 1), np.nan)
+        var = np.where(iat_n > 1, iat_sum2 / np.maximum(iat_n, 1) - mean * mean, np.nan)
+        iat_cv = np.where(mean > 0, np.sqrt(np.maximum(var, 0.0)) / mean, np.nan)
+        hours = np.asarray(cols["hours"], dtype=np.float64).reshape(-1, 24)
+        p = hours / np.maximum(hours.sum(axis=1, keepdims=True), 1.0)
+        ent = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1) / math.log(24)
+        words_total = np.asarray(cols["words_total"], dtype=np.float64)
+        out = {
+            "requests": n,
+            "active_days": days,
+            "req_per_day": n / np.maximum(days, 1.0),
+            "span_hours": (np.asarray(cols["t1"], dtype=np.float64) - np.asarray(cols["t0"], dtype=np.float64)) / 3600.0,
+            "tokens_out": out_tok,
+            "tokens_per_day": (out_tok + in_tok) / np.maximum(days, 1.0),
+            "out_share": np.where(out_tok + in_tok > 0, out_tok / np.maximum(out_tok + in_tok, 1.0), np.nan),
+            "iat_cv": iat_cv,
+            "fast_share": np.where(iat_n > 0, np.asarray(cols["fast_n"], dtype=np.float64) / np.maximum(iat_n, 1), np.nan),
+            "hour_entropy": ent,
+            "param_variety": np.asarray([kmv_estimate(x, KMV_K["kmv_psig"]) for x in cols["kmv_psig"]]),
+            "temp_variety": np.asarray([kmv_estimate(x, KMV_K["kmv_temp"]) for x in cols["kmv_temp"]]),
+            "prompt_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_ph"]) for x in cols["kmv_ph"]]) / safe_n),
+            "prefix_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_pre"]) for x in cols["kmv_pre"]]) / safe_n),
+            "suffix_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_suf"]) for x in cols["kmv_suf"]]) / safe_n),
+            "vocab_breadth": np.where(
+                words_total >= 20,
+                np.asarray([kmv_estimate(x, KMV_K["kmv_words"]) for x in cols["kmv_words"]]) / np.maximum(words_total, 1.0),
+                np.nan,
+            ),
+        }
+        for c in FLAG_COLUMNS:
+            out[f"{c}_share"] = np.asarray(cols[c], dtype=np.float64) / safe_n
+    return out
+
+
+def features_of(stats: AccountStats) -> dict[str, float]:
+    """Features of one account's stats (online path); the same function as the batch path."""
+    row = stats.to_row()
+    cols = {k: ([v] if k in ("hours", "days") or k.startswith("kmv_") else np.asarray([v])) for k, v in row.items()}
+    return {k: float(v[0]) for k, v in features(cols).items()}
