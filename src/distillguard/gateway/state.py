@@ -1,0 +1,233 @@
+"""Gateway state: quotas and flags, in memory (one process) or in Redis (shared by many).
+
+Both backends give the same answers. Counting is by fixed windows (this minute, this day, UTC).
+Request counters are checked and incremented atomically (one Lua script in Redis), so a quota of N
+admits exactly N requests across any number of gateway processes. Token counters are checked before
+a request and incremented after it (token usage is only known then).
+
+All Redis keys share one hash tag, ``dg:{<namespace>}:...``: every script touches a single slot, so
+the scripts are valid on Redis Cluster (the gateway's counters then live on one shard; a few
+operations per request fit one shard easily).
+
+Example:
+
+>>> import asyncio
+>>> st = MemoryState()
+>>> lim = [2, 0, 0, 0] + [0] * 8           # key: 2 requests per minute
+>>> [asyncio.run(st.admit("k1", "acme", "", lim, now=60.0)).ok for _ in range(3)]
+[True, True, False]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from distillguard.errors import StateBackendError
+
+__all__ = ["Admission", "MemoryState", "RedisState", "make_state"]
+
+_WINDOWS = (("requests_per_minute", 60), ("requests_per_day", 86400), ("tokens_per_minute", 60), ("tokens_per_day", 86400))
+_SCOPE_NAMES = {"k": "key", "a": "account", "c": "cluster"}
+
+
+@dataclass(frozen=True)
+class Admission:
+    ok: bool
+    scope: str = ""  # key | account | cluster when refused
+    limit: str = ""  # which quota
+    retry_after_s: int = 0
+    cluster_id: str | None = None
+    account_flag: dict | None = None
+    cluster_flag: dict | None = None
+
+
+def _retry_after(limit: str, now: float) -> int:
+    period = 60 if limit.endswith("minute") else 86400
+    return max(1, int(period - now % period) + 1)
+
+
+class MemoryState:
+    """Quotas and flags of one process (the default)."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._counters: dict[str, tuple[int, int]] = {}  # name -> (window index, count)
+        self.flags: dict[str, dict] = {}  # "a:<account>" / "c:<cluster>" -> flag
+        self.account_cluster: dict[str, str] = {}
+
+    def _get(self, name: str, window: int) -> int:
+        w, c = self._counters.get(name, (window, 0))
+        return c if w == window else 0
+
+    def _add(self, name: str, window: int, n: int) -> None:
+        self._counters[name] = (window, self._get(name, window) + n)
+
+    async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
+        cid = self.account_cluster.get(account_id) or cluster_hint or ""
+        scopes = [("k", key_id), ("a", account_id)] + ([("c", cid)] if cid else [])
+        for i, (s, ident) in enumerate(scopes):
+            for j, (lname, period) in enumerate(_WINDOWS):
+                lim = limits[4 * i + j]
+                if lim > 0 and self._get(f"{lname}:{s}:{ident}", int(now // period)) >= lim:
+                    return Admission(False, _SCOPE_NAMES[s], lname, _retry_after(lname, now), cid or None,
+                                     self.flags.get("a:" + account_id), self.flags.get("c:" + cid) if cid else None)
+        for s, ident in scopes:
+            for lname, period in _WINDOWS[:2]:
+                self._add(f"{lname}:{s}:{ident}", int(now // period), 1)
+        return Admission(True, cluster_id=cid or None, account_flag=self.flags.get("a:" + account_id),
+                         cluster_flag=self.flags.get("c:" + cid) if cid else None)
+
+    async def add_tokens(self, key_id: str, account_id: str, cluster_id: str | None, tokens: int, *, now: float) -> None:
+        if tokens <= 0:
+            return
+        for s, ident in [("k", key_id), ("a", account_id)] + ([("c", cluster_id)] if cluster_id else []):
+            for lname, period in _WINDOWS[2:]:
+                self._add(f"{lname}:{s}:{ident}", int(now // period), tokens)
+
+    async def set_flag(self, kind: str, ident: str, flag: dict | None) -> None:
+        name = f"{kind}:{ident}"
+        if flag is None:
+            self.flags.pop(name, None)
+        else:
+            self.flags[name] = flag
+
+    async def set_account_cluster(self, account_id: str, cluster_id: str) -> None:
+        self.account_cluster[account_id] = cluster_id
+
+    async def all_flags(self) -> dict[str, dict]:
+        return dict(self.flags)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+_ADMIT_LUA = """
+local flags = KEYS[1]
+local pre = ARGV[1]
+local now = tonumber(ARGV[2])
+local kid, aid, hint = ARGV[3], ARGV[4], ARGV[5]
+local cid = redis.call('HGET', flags, 'ac:' .. aid)
+if not cid then cid = hint end
+local scopes = {{'k', kid}, {'a', aid}}
+if cid ~= '' then scopes[3] = {'c', cid} end
+local names = {'requests_per_minute', 'requests_per_day', 'tokens_per_minute', 'tokens_per_day'}
+local periods = {60, 86400, 60, 86400}
+local fa = redis.call('HGET', flags, 'a:' .. aid) or ''
+local fc = ''
+if cid ~= '' then fc = redis.call('HGET', flags, 'c:' .. cid) or '' end
+for i, s in ipairs(scopes) do
+  for j = 1, 4 do
+    local lim = tonumber(ARGV[5 + 4 * (i - 1) + j])
+    if lim > 0 then
+      local k = pre .. names[j] .. ':' .. s[1] .. ':' .. s[2] .. ':' .. math.floor(now / periods[j])
+      local v = tonumber(redis.call('GET', k) or '0')
+      if v >= lim then return {0, s[1], names[j], cid, fa, fc} end
+    end
+  end
+end
+for i, s in ipairs(scopes) do
+  for j = 1, 2 do
+    local k = pre .. names[j] .. ':' .. s[1] .. ':' .. s[2] .. ':' .. math.floor(now / periods[j])
+    if redis.call('INCR', k) == 1 then redis.call('EXPIRE', k, periods[j] * 2) end
+  end
+end
+return {1, '', '', cid, fa, fc}
+"""
+
+_TOKENS_LUA = """
+local pre = ARGV[1]
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local names = {'tokens_per_minute', 'tokens_per_day'}
+local periods = {60, 86400}
+for i = 4, #ARGV, 2 do
+  for j = 1, 2 do
+    local k = pre .. names[j] .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1] .. ':' .. math.floor(now / periods[j])
+    if redis.call('INCRBY', k, n) == n then redis.call('EXPIRE', k, periods[j] * 2) end
+  end
+end
+return 1
+"""
+
+
+class RedisState:
+    """Quotas and flags shared through Redis (``--redis URL``); raises :class:`StateBackendError`
+    when Redis cannot be reached, and the gateway then fails open or closed as its policy says."""
+
+    backend = "redis"
+
+    def __init__(self, *, url: str, namespace: str = "distillguard", timeout_s: float = 0.5):
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.prefix = f"dg:{{{namespace}}}:"
+        self.flags_key = self.prefix + "flags"
+        self._r = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                    retry_on_timeout=False, health_check_interval=0)
+        self._admit = self._r.register_script(_ADMIT_LUA)
+        self._tokens = self._r.register_script(_TOKENS_LUA)
+
+    async def _call(self, coro: Any) -> Any:
+        import redis.exceptions as rex
+
+        try:
+            return await coro
+        except (rex.ConnectionError, rex.TimeoutError, OSError) as e:
+            raise StateBackendError(f"Redis at {self.url} is unreachable ({type(e).__name__}); "
+                                    "start it or run the gateway without --redis") from None
+
+    async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
+        res = await self._call(self._admit(keys=[self.flags_key],
+                                           args=[self.prefix, repr(now), key_id, account_id, cluster_hint or "", *limits]))
+        ok, scope, lname, cid, fa, fc = res
+        dec = lambda b: b.decode() if isinstance(b, bytes) else b  # noqa: E731
+        cid, fa, fc = dec(cid), dec(fa), dec(fc)
+        return Admission(bool(ok), _SCOPE_NAMES.get(dec(scope), ""), dec(lname),
+                         _retry_after(dec(lname), now) if not ok else 0, cid or None,
+                         orjson.loads(fa) if fa else None, orjson.loads(fc) if fc else None)
+
+    async def add_tokens(self, key_id: str, account_id: str, cluster_id: str | None, tokens: int, *, now: float) -> None:
+        if tokens <= 0:
+            return
+        args = [self.prefix, repr(now), tokens, "k", key_id, "a", account_id]
+        if cluster_id:
+            args += ["c", cluster_id]
+        await self._call(self._tokens(keys=[self.flags_key], args=args))
+
+    async def set_flag(self, kind: str, ident: str, flag: dict | None) -> None:
+        if flag is None:
+            await self._call(self._r.hdel(self.flags_key, f"{kind}:{ident}"))
+        else:
+            await self._call(self._r.hset(self.flags_key, f"{kind}:{ident}", orjson.dumps(flag)))
+
+    async def set_account_cluster(self, account_id: str, cluster_id: str) -> None:
+        await self._call(self._r.hset(self.flags_key, "ac:" + account_id, cluster_id))
+
+    async def all_flags(self) -> dict[str, dict]:
+        raw = await self._call(self._r.hgetall(self.flags_key))
+        out = {}
+        for k, v in raw.items():
+            k = k.decode()
+            if k.startswith(("a:", "c:")):
+                out[k] = orjson.loads(v)
+        return out
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(self._r.ping()))
+        except StateBackendError:
+            return False
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+
+def make_state(redis_url: str | None, *, namespace: str = "distillguard") -> MemoryState | RedisState:
+    return RedisState(url=redis_url, namespace=namespace) if redis_url else MemoryState()
