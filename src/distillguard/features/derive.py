@@ -55,7 +55,8 @@ PATTERNS = {
 }
 _COMPILED = {k: re.compile(v) for k, v in PATTERNS.items()}
 
-#: Characters of the prompt scanned for patterns (bounds the cost of huge prompts).
+#: Characters of the prompt that every content feature reads (bounds the cost of huge prompts; the
+#: batch path stores only this much of each prompt).
 SCAN_CHARS = 2000
 #: Characters of the prompt's head/tail that make its template signature.
 SIG_CHARS = 32
@@ -89,8 +90,8 @@ def param_signature(temperature: Any, top_p: Any, max_tokens: Any, n: Any, strea
 
 def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
     """Derived values of one event (a dict with :data:`~distillguard.schema.EVENT_COLUMNS` keys)."""
-    prompt = ev.get("prompt") or ""
-    low = prompt[:SCAN_CHARS].lower()
+    prompt = (ev.get("prompt") or "")[:SCAN_CHARS]
+    low = prompt.lower()
     out = {k: rx.search(low) is not None for k, rx in _COMPILED.items()}
     lp = bool(ev.get("logprobs"))
     n = ev.get("n") or 1
@@ -120,22 +121,22 @@ def words_of(prompt: str | None) -> list[str]:
     return [w for w in _WORD_RE.split((prompt or "")[:WORDS_PROMPT_CHARS].lower()) if len(w) >= MIN_WORD_LEN]
 
 
+def psig_sql() -> str:
+    """SQL of :func:`param_signature` over event columns."""
+    temp = "CASE WHEN temperature IS NULL THEN '-' ELSE CAST(round(temperature, 3) AS VARCHAR) END"
+    top_p = "CASE WHEN top_p IS NULL THEN '-' ELSE CAST(round(top_p, 3) AS VARCHAR) END"
+    max_tokens = "CASE WHEN max_tokens IS NULL THEN '-' ELSE CAST(max_tokens AS VARCHAR) END"
+    return (
+        f"concat_ws('|', {temp}, {top_p}, {max_tokens}, CAST(coalesce(n, 1) AS VARCHAR), "
+        "CASE WHEN coalesce(stream, false) THEN '1' ELSE '0' END, CASE WHEN coalesce(logprobs, false) THEN '1' ELSE '0' END)"
+    )
+
+
 def derive_sql(source: str = "events") -> str:
     """SQL selecting the derived values of every event of ``source`` (the twin of :func:`derive_one`)."""
     low = f"lower(left(coalesce(prompt, ''), {SCAN_CHARS}))"
     flags = ",\n  ".join(f"regexp_matches({low}, {_sql_quote(p)}) AS {k}" for k, p in PATTERNS.items())
 
-    def sig(x: str) -> str:
-        return (
-            f"CASE WHEN {x} IS NULL THEN '-' ELSE CAST({x} AS VARCHAR) END"
-        )
-
-    temp = "CASE WHEN temperature IS NULL THEN '-' ELSE CAST(round(temperature, 3) AS VARCHAR) END"
-    top_p = "CASE WHEN top_p IS NULL THEN '-' ELSE CAST(round(top_p, 3) AS VARCHAR) END"
-    psig = (
-        f"concat_ws('|', {temp}, {top_p}, {sig('max_tokens')}, CAST(n AS VARCHAR), "
-        "CASE WHEN stream THEN '1' ELSE '0' END, CASE WHEN logprobs THEN '1' ELSE '0' END)"
-    )
     return f"""
 SELECT request_id, ts, account_id, api_key_id, client_ip, user_agent, end_user, model, prompt,
   {flags},
@@ -149,10 +150,10 @@ SELECT request_id, ts, account_id, api_key_id, client_ip, user_agent, end_user, 
   coalesce(system_prompt, '') <> '' AS sys,
   coalesce(has_tools, false) AS tools,
   (coalesce(reasoning_effort IN ('medium', 'high'), false) OR coalesce(reasoning_tokens, 0) > 0) AS effort,
-  {psig} AS psig,
+  {psig_sql()} AS psig,
   temperature AS temp,
-  md5_number_lower(coalesce(prompt, '')) AS ph,
+  md5_number_lower(left(coalesce(prompt, ''), {SCAN_CHARS})) AS ph,
   md5_number_lower(lower(left(coalesce(prompt, ''), {SIG_CHARS}))) AS pre,
-  md5_number_lower(lower(right(coalesce(prompt, ''), {SIG_CHARS}))) AS suf
+  md5_number_lower(lower(right(left(coalesce(prompt, ''), {SCAN_CHARS}), {SIG_CHARS}))) AS suf
 FROM {source}
 """

@@ -48,7 +48,8 @@ def load_accounts(path: str | Path, *, rejects: RejectWriter | None = None) -> p
         if not raw.strip():
             continue
         try:
-            rows[(r := account_from_record(orjson.loads(raw)))["account_id"]] = r
+            r = account_from_record(orjson.loads(raw))
+            rows[r["account_id"]] = r
         except orjson.JSONDecodeError:
             if rejects is not None:
                 rejects.write(str(path), i, "account line is not valid JSON", raw)

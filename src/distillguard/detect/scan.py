@@ -1,0 +1,408 @@
+"""``scan``: batch detection over traffic logs (contracts.md §2).
+
+Pipeline: logs → events (DuckDB work database on disk, bounded memory) → per-account stats (one SQL
+pass, :func:`~distillguard.features.stats.stats_sql`) → features → signal strengths → account scores;
+account keys → link graph → clusters → merged cluster stats → cluster scores; then flags, reasons,
+evidence and the output files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distillguard import __version__
+from distillguard.detect.scoring import ScoreModel
+from distillguard.detect.signals import SIGNALS, catalogue, strengths
+from distillguard.errors import InputError
+from distillguard.features.derive import SCAN_CHARS
+from distillguard.features.stats import STAT_COLUMNS, AccountStats, features
+from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
+from distillguard.linkage.graph import clusters_from_edges, compute_edges
+
+TEMPLATE_MAX_PREFIX_RATIO = 0.5
+TEMPLATE_MIN_REQUESTS = 30
+EXAMPLE_PROMPTS = 3
+EXAMPLE_CHARS = 300
+
+
+def _prepare_out(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write to output folder {out_dir}: {e.strerror or e}") from e
+
+
+def _stats_columns(table: pa.Table) -> dict[str, Any]:
+    cols: dict[str, Any] = {}
+    for name in STAT_COLUMNS:
+        col = table.column(name)
+        if name == "hours":
+            cols[name] = np.asarray(col.to_pylist(), dtype=np.float64).reshape(-1, 24)
+        elif name == "days" or name.startswith("kmv_"):
+            cols[name] = col.to_pylist()
+        else:
+            cols[name] = col.to_numpy(zero_copy_only=False)
+    return cols
+
+
+def score_stats(cols: dict[str, Any], model: ScoreModel) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """(features, strengths, scores) for stats columns of many accounts or clusters."""
+    f = features(cols)
+    s = strengths(f)
+    return f, s, model.score(s)
+
+
+def _redact(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_scan(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    *,
+    accounts: str | Path | None = None,
+    model: ScoreModel | str | Path | None = None,
+    engine: str = "duckdb",
+    redact: bool = False,
+    spark_master: str | None = None,
+    progress: bool = True,
+    write_html: bool = True,
+    memory_limit: str = "3GB",
+) -> dict[str, Any]:
+    """Scan ``paths`` and write the output files to ``out_dir``; returns the summary dict."""
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    _prepare_out(out)
+    if not paths:
+        raise InputError("no input logs given")
+    if isinstance(model, (str, Path)):
+        model = ScoreModel.load(model)
+    model = model or ScoreModel.default()
+    (out / "rejected.jsonl").write_bytes(b"")
+    work = Path(tempfile.mkdtemp(prefix="distillguard-scan-"))
+    timings: dict[str, float] = {}
+    try:
+        store = EventStore(work / "work.duckdb", memory_limit=memory_limit)
+        con = store.con
+        with RejectWriter(out / "rejected.jsonl") as rej:
+            t = time.perf_counter()
+            from distillguard.progress import byte_progress
+
+            with byte_progress([Path(p) for p in paths], "reading logs") if progress else _null() as advance:
+                reader = EventReader(rejects=rej, con=con, prompt_max_chars=SCAN_CHARS, keep_response_text=False, on_progress=advance)
+                for batch in reader.iter_batches(list(paths)):
+                    store.append(batch)
+            dups = store.finish_run(rej)
+            timings["ingest_s"] = time.perf_counter() - t
+            acct_table = None
+            if accounts is not None:
+                acct_table = load_accounts(accounts, rejects=rej)
+                con.register("_dg_accounts_arrow", acct_table)
+                con.execute("CREATE TABLE accounts AS SELECT * FROM _dg_accounts_arrow")
+                con.unregister("_dg_accounts_arrow")
+            n_rejected = rej.total
+        n_events = store.count()
+        if n_events == 0:
+            raise InputError(
+                f"no readable requests in {len(paths)} input file(s): {reader.stats.rejected} line(s) rejected; see {out / 'rejected.jsonl'}"
+            )
+        result = _detect(con, out, model=model, has_accounts=acct_table is not None, redact=redact, engine=engine,
+                         spark_master=spark_master, timings=timings)
+        summary = {
+            "inputs": [str(p) for p in paths],
+            "requests": n_events,
+            "lines": reader.stats.lines,
+            "accounts": result["accounts"],
+            "rejected": n_rejected,
+            "duplicates": dups,
+            "flagged_accounts": result["flagged_accounts"],
+            "clusters": result["clusters"],
+            "flagged_clusters": result["flagged_clusters"],
+            "threshold": model.threshold.value,
+            "time_range": result["time_range"],
+            "engine": engine,
+            "version": __version__,
+            "timings": timings,
+        }
+        store.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary["elapsed_s"] = time.perf_counter() - t_start
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if write_html:
+        try:
+            from distillguard.report.html import write_report
+
+            write_report(out, out / "report.html")
+        except ImportError:  # pragma: no cover - report module always ships
+            pass
+    summary["elapsed_s"] = time.perf_counter() - t_start
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _account_stats(con, engine: str, spark_master: str | None) -> pa.Table:
+    if engine == "spark":
+        from distillguard.engine.spark import spark_account_stats
+
+        return spark_account_stats(con, master=spark_master)
+    if engine != "duckdb":
+        raise InputError(f"unknown engine {engine!r}; use duckdb or spark")
+    from distillguard.features.stats import stats_sql
+
+    return con.sql(stats_sql("events")).to_arrow_table()
+
+
+def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
+            spark_master: str | None, timings: dict[str, float]) -> dict[str, Any]:
+    t = time.perf_counter()
+    stats = _account_stats(con, engine, spark_master)
+    timings["features_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    account_ids = stats.column("account_id").to_pylist()
+    cols = _stats_columns(stats)
+    feats, strs, scores = score_stats(cols, model)
+    idx = {a: i for i, a in enumerate(account_ids)}
+
+    # -- linkage ---------------------------------------------------------------------------
+    templated = [a for a, r, n in zip(account_ids, feats["prefix_distinct_ratio"], feats["requests"])
+                 if r <= TEMPLATE_MAX_PREFIX_RATIO and n >= TEMPLATE_MIN_REQUESTS]
+    con.register("_dg_templated", pa.table({"account_id": pa.array(templated, pa.string())}))
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _dg_template_accounts AS
+        SELECT account_id, arg_min(md5_number_lower(lower(left(coalesce(prompt, ''), 32))), (ts, request_id)) AS pre
+        FROM events SEMI JOIN _dg_templated USING (account_id) GROUP BY account_id"""
+    )
+    con.unregister("_dg_templated")
+    edges = compute_edges(con, events="events", accounts="accounts" if has_accounts else None, template_accounts="_dg_template_accounts")
+    clusters = clusters_from_edges(edges)
+    timings["linkage_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+
+    # -- cluster scores on merged stats -----------------------------------------------------
+    members: dict[str, list[str]] = {}
+    for a, c in clusters.items():
+        members.setdefault(c, []).append(a)
+    cluster_ids = sorted(members)
+    rows = stats.to_pylist() if cluster_ids else []
+    merged = []
+    for cid in cluster_ids:
+        acc = AccountStats()
+        for a in members[cid]:
+            acc = acc.merge(AccountStats.from_row(rows[idx[a]]))
+        merged.append(acc.to_row())
+    if merged:
+        ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS}
+        ccols["hours"] = np.asarray(ccols["hours"], dtype=np.float64).reshape(-1, 24)
+        for name in STAT_COLUMNS:
+            if name not in ("hours", "days") and not name.startswith("kmv_"):
+                ccols[name] = np.asarray(ccols[name])
+        cfeats, cstrs, cscores = score_stats(ccols, model)
+    else:
+        cfeats, cstrs, cscores = {}, {}, np.zeros(0)
+    cflag = model.threshold.flag(cscores)
+    cinfo = {cid: i for i, cid in enumerate(cluster_ids)}
+
+    # -- flags and reasons ------------------------------------------------------------------
+    own_flag = model.threshold.flag(scores)
+    final_score = scores.copy()
+    flagged = own_flag.copy()
+    for cid, i in cinfo.items():
+        if cflag[i]:
+            for a in members[cid]:
+                j = idx[a]
+                flagged[j] = True
+                final_score[j] = max(final_score[j], cscores[i])
+
+    # per-cluster link summary
+    link_summary = _link_summary(edges, clusters)
+    verdict_lines = []
+    feat_names = list(feats)
+    for j, a in enumerate(account_ids):
+        f_j = {k: float(feats[k][j]) for k in feat_names}
+        s_j = {k: float(v[j]) for k, v in strs.items()}
+        reasons = [r.as_dict() for r in model.reasons(s_j, f_j)] if (flagged[j] or scores[j] > 0.1) else []
+        cid = clusters.get(a)
+        if cid is not None and cflag[cinfo[cid]]:
+            i = cinfo[cid]
+            cf = {k: float(cfeats[k][i]) for k in cfeats}
+            cs = {k: float(v[i]) for k, v in cstrs.items()}
+            creasons = model.reasons(cs, cf, top=3)
+            reasons.insert(0 if not own_flag[j] else len(reasons), {
+                "signal": "linked_cluster",
+                "value": round(float(cscores[i]), 6),
+                "detail": f"member of cluster {cid} ({len(members[cid])} accounts linked by "
+                          f"{', '.join(sorted({l['type'] for l in link_summary.get(cid, [])}))}); combined traffic scores "
+                          f"{cscores[i]:.3f}: " + "; ".join(r.detail for r in creasons),
+            })
+        verdict_lines.append({
+            "account_id": a,
+            "score": round(float(final_score[j]), 6),
+            "flagged": bool(flagged[j]),
+            "cluster_id": cid,
+            "reasons": reasons,
+        })
+    _write_jsonl(out / "verdicts.jsonl", verdict_lines)
+    cluster_lines = [
+        {
+            "cluster_id": cid,
+            "account_ids": sorted(members[cid]),
+            "score": round(float(cscores[cinfo[cid]]), 6),
+            "flagged": bool(cflag[cinfo[cid]]),
+            "links": link_summary.get(cid, []),
+            "reasons": [r.as_dict() for r in model.reasons({k: float(v[cinfo[cid]]) for k, v in cstrs.items()},
+                                                            {k: float(v[cinfo[cid]]) for k, v in cfeats.items()})],
+        }
+        for cid in cluster_ids
+    ]
+    _write_jsonl(out / "clusters.jsonl", cluster_lines)
+
+    # -- analyst files ----------------------------------------------------------------------
+    acc_cols = {"account_id": account_ids, "score": final_score, "own_score": scores, "flagged": flagged,
+                "cluster_id": [clusters.get(a) for a in account_ids]}
+    acc_cols.update({k: v for k, v in feats.items()})
+    acc_cols.update({f"s_{k}": v for k, v in strs.items()})
+    pq.write_table(pa.table(acc_cols), out / "accounts.parquet")
+    (out / "signals.json").write_text(json.dumps(catalogue(), indent=2) + "\n")
+    flagged_ids = [a for a, f in zip(account_ids, flagged) if f]
+    _write_evidence(con, out, flagged_ids, verdict_lines, idx, clusters, edges, redact=redact)
+    flagged_clusters = {cid for cid in cluster_ids if cflag[cinfo[cid]]}
+    fc_accounts = {a for c in flagged_clusters for a in members[c]}
+    edge_mask = [s in fc_accounts or d in fc_accounts or (s in clusters and clusters.get(s) == clusters.get(d))
+                 for s, d in zip(edges.column("src").to_pylist(), edges.column("dst").to_pylist())]
+    pq.write_table(edges.filter(pa.array(edge_mask, pa.bool_())).select(["src", "dst", "type", "w", "shared", "example", "total"])
+                   .rename_columns(["src", "dst", "type", "weight", "shared", "example", "total"]), out / "graph_edges.parquet")
+    timings["scoring_s"] = time.perf_counter() - t
+    return {
+        "accounts": len(account_ids),
+        "flagged_accounts": int(flagged.sum()),
+        "clusters": len(cluster_ids),
+        "flagged_clusters": len(flagged_clusters),
+        "time_range": [float(np.min(cols["t0"])), float(np.max(cols["t1"]))],
+    }
+
+
+def _link_summary(edges: pa.Table, clusters: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Per cluster: which key types link its members, the example shared value, accounts and edges."""
+    agg: dict[str, dict[str, dict[str, Any]]] = {}
+    t = edges.to_pydict()
+    for s, d, typ, ex in zip(t["src"], t["dst"], t["type"], t["example"]):
+        c = clusters.get(s)
+        if c is None or clusters.get(d) != c:
+            continue
+        e = agg.setdefault(c, {}).setdefault(typ, {"type": typ, "values": {}, "accounts": set(), "edges": 0})
+        e["edges"] += 1
+        e["accounts"].update((s, d))
+        e["values"][ex] = e["values"].get(ex, 0) + 1
+    out: dict[str, list[dict[str, Any]]] = {}
+    for c, types in agg.items():
+        lst = []
+        for typ, e in types.items():
+            top = max(e["values"].items(), key=lambda kv: kv[1])[0] if e["values"] else None
+            lst.append({"type": typ, "value": top, "accounts": len(e["accounts"]), "edges": e["edges"],
+                        "distinct_values": len(e["values"])})
+        lst.sort(key=lambda x: -x["edges"])
+        out[c] = lst
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "wb") as f:
+        for r in rows:
+            f.write(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+
+def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict], idx: dict[str, int],
+                    clusters: dict[str, str], edges: pa.Table, *, redact: bool) -> None:
+    if not flagged_ids:
+        (out / "evidence.jsonl").write_bytes(b"")
+        return
+    con.register("_dg_flagged", pa.table({"account_id": pa.array(flagged_ids, pa.string())}))
+    ex = con.sql(
+        f"""SELECT account_id, list(left(prompt, {EXAMPLE_CHARS}) ORDER BY ts)[1:{EXAMPLE_PROMPTS}] AS prompts,
+                   min(ts) AS t0, max(ts) AS t1
+            FROM (SELECT account_id, prompt, ts, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS k
+                  FROM events SEMI JOIN _dg_flagged USING (account_id)) WHERE k <= 50 GROUP BY account_id"""
+    ).to_arrow_table().to_pylist()
+    tl = con.sql(
+        """SELECT account_id, floor(ts / 3600)::BIGINT AS h, count(*) AS c FROM events SEMI JOIN _dg_flagged USING (account_id)
+           GROUP BY ALL"""
+    ).to_arrow_table().to_pydict()
+    ind = con.sql(
+        """SELECT account_id, type, list(DISTINCT value)[1:20] AS vals FROM _dg_keys SEMI JOIN _dg_flagged USING (account_id)
+           GROUP BY ALL"""
+    ).to_arrow_table().to_pylist()
+    con.unregister("_dg_flagged")
+    hours: dict[str, dict[int, int]] = {}
+    for a, h, c in zip(tl["account_id"], tl["h"], tl["c"]):
+        hours.setdefault(a, {})[h] = c
+    indicators: dict[str, dict[str, list]] = {}
+    names = {"client_ip": "client_ips", "ip_prefix": "ip_prefixes", "user_agent_params": "user_agent_params",
+             "payment_fingerprint": "payment_fingerprints", "template": "template_signatures",
+             "email_domain": "email_domains", "created_wave": "created_waves"}
+    for r in ind:
+        indicators.setdefault(r["account_id"], {})[names.get(r["type"], r["type"])] = r["vals"]
+    ua = con.sql(
+        """SELECT account_id, list(DISTINCT user_agent)[1:5] AS uas FROM events WHERE user_agent IS NOT NULL
+           AND account_id IN (SELECT unnest($ids)) GROUP BY account_id""",
+        params={"ids": flagged_ids},
+    ).to_arrow_table().to_pylist()
+    for r in ua:
+        indicators.setdefault(r["account_id"], {})["user_agents"] = r["uas"]
+    links: dict[str, list[dict[str, Any]]] = {}
+    fset = set(flagged_ids)
+    t = edges.to_pydict()
+    for s, d, typ, w, exv in zip(t["src"], t["dst"], t["type"], t["w"], t["example"]):
+        for a, b in ((s, d), (d, s)):
+            if a in fset and len(links.setdefault(a, [])) < 50:
+                links[a].append({"account_id": b, "type": typ, "value": exv, "weight": round(float(w), 4)})
+    exmap = {r["account_id"]: r for r in ex}
+    with open(out / "evidence.jsonl", "wb") as f:
+        for a in flagged_ids:
+            v = verdicts[idx[a]]
+            e = exmap.get(a, {})
+            h = hours.get(a, {})
+            start = min(h) if h else 0
+            end = max(h) if h else 0
+            if end - start > 24 * 60:  # long histories: daily buckets
+                bucket = 24
+                counts: dict[int, int] = {}
+                for k, c in h.items():
+                    counts[(k - start) // 24] = counts.get((k - start) // 24, 0) + c
+                series = [counts.get(i, 0) for i in range((end - start) // 24 + 1)]
+            else:
+                bucket = 1
+                series = [h.get(start + i, 0) for i in range(end - start + 1)]
+            prompts = e.get("prompts") or []
+            rec = {
+                "account_id": a,
+                "cluster_id": clusters.get(a),
+                "score": v["score"],
+                "example_prompts": [_redact(p) if redact else p for p in prompts],
+                "timeline": {"start": start * 3600, "bucket_s": 3600 * bucket, "counts": series},
+                "links": links.get(a, []),
+                "indicators": indicators.get(a, {}),
+            }
+            f.write(orjson.dumps(rec) + b"\n")

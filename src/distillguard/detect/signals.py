@@ -1,0 +1,153 @@
+"""The signal catalogue: every behavioural signal declared once, as data (in the style of Sigma rules).
+
+Each signal reads one feature of :mod:`distillguard.features.stats` and maps it to a *strength* in
+[0, 1] with a linear ramp from ``lo`` (strength 0) to ``hi`` (strength 1); ``hi < lo`` means that low
+values are suspicious. ``min_requests`` discounts a signal on accounts with little traffic (the
+strength is multiplied by ``min(1, requests / min_requests)``), so that three requests never carry
+the weight of three thousand. Reports, docs, reasons and the STIX export all read this catalogue.
+
+>>> s = SIGNALS_BY_NAME["cot_elicitation"]
+>>> round(float(strengths({"cot_share": [0.5], "requests": [100.0]})["cot_elicitation"][0]), 2)
+1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+EXTRACT = "AML.T0024.002"  # Extract AI Model via AI inference API
+REPLICATE = "AML.T0005.001"  # Train Proxy via Replication
+
+
+@dataclass(frozen=True)
+class Signal:
+    id: str
+    name: str
+    title: str
+    feature: str
+    lo: float
+    hi: float
+    description: str
+    analyst_note: str
+    atlas: tuple[str, ...] = (EXTRACT,)
+    level: str = "medium"
+    falsepositives: tuple[str, ...] = ()
+    min_requests: float = 20.0
+    unit: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["atlas"] = list(self.atlas)
+        d["falsepositives"] = list(self.falsepositives)
+        return d
+
+    def detail(self, value: float) -> str:
+        """One line for an analyst: what the value is and how it compares to the signal's range."""
+        shown = f"{value:.0%}" if self.unit == "share" else (f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}")
+        bound = self.hi
+        bshown = f"{bound:.0%}" if self.unit == "share" else (f"{bound:,.0f}" if abs(bound) >= 100 else f"{bound:.3g}")
+        cmp = "<=" if self.hi < self.lo else ">="
+        return f"{self.title}: {self.feature} = {shown} (full strength at {cmp} {bshown})"
+
+
+SIGNALS: tuple[Signal, ...] = (
+    Signal("DG-0001", "high_volume", "High daily request volume", "req_per_day", 400, 6000,
+           "Requests per active day far above interactive use.",
+           "Bulk harvesting needs volume; check whether a product with end users explains it.",
+           level="medium", falsepositives=("API resellers and chat front-ends", "batch pipelines"), min_requests=50, unit="req/day"),
+    Signal("DG-0002", "high_token_volume", "High daily token volume", "tokens_per_day", 3e5, 8e6,
+           "Input plus output tokens per active day.",
+           "Large output volume is what a distillation data set is made of.",
+           level="medium", falsepositives=("resellers", "long-context coding assistants"), min_requests=50, unit="tokens/day"),
+    Signal("DG-0003", "regular_timing", "Machine-regular request timing", "iat_cv", 1.2, 0.35,
+           "Low coefficient of variation of inter-arrival times: a scheduler, not a person.",
+           "Humans are bursty (CV well above 1); scripts pace themselves.",
+           level="low", falsepositives=("batch pipelines", "monitoring probes"), min_requests=30, unit="cv"),
+    Signal("DG-0004", "flat_daily_profile", "Flat 24-hour activity", "hour_entropy", 0.88, 0.985,
+           "Activity spread evenly over all 24 hours (normalised entropy of the hour histogram).",
+           "People sleep; automated harvesting runs around the clock.",
+           level="low", falsepositives=("global products", "batch pipelines"), min_requests=200, unit="entropy"),
+    Signal("DG-0005", "machine_speed", "Machine-speed request rate", "fast_share", 0.3, 0.9,
+           "Share of requests arriving less than 2 s after the previous one.",
+           "Concurrency and no reading time between answers.",
+           level="low", falsepositives=("agent tool loops", "batch pipelines", "evaluation harnesses"), min_requests=30, unit="share"),
+    Signal("DG-0006", "single_turn", "Single-turn requests only", "single_share", 0.8, 0.99,
+           "Share of requests without any previous assistant turn: no conversation, no follow-up.",
+           "Harvesting sends one prompt and keeps the answer; people converse.",
+           level="low", falsepositives=("batch pipelines", "evaluation harnesses", "embedding jobs"), min_requests=30, unit="share"),
+    Signal("DG-0007", "cot_elicitation", "Chain-of-thought elicitation", "cot_share", 0.04, 0.35,
+           "Share of prompts asking for step-by-step or hidden reasoning, in any of several languages.",
+           "Reasoning traces are the most valuable distillation data; campaigns coerce them at scale.",
+           atlas=(EXTRACT, REPLICATE), level="high", falsepositives=("tutoring products", "maths homework help"), min_requests=20, unit="share"),
+    Signal("DG-0008", "identity_probe", "Identity and system-prompt probing", "ident_share", 0.01, 0.15,
+           "Share of prompts asking the model who made it, what it is, or to reveal its instructions.",
+           "Probing identity calibrates a student model and tests whether outputs are watermarked.",
+           level="medium", falsepositives=("curious users", "red-team exercises"), min_requests=20, unit="share"),
+    Signal("DG-0009", "self_instruct", "Self-instruct task generation", "selfi_share", 0.005, 0.15,
+           "Share of prompts asking for many new tasks or examples (the Alpaca self-instruct pattern).",
+           "Generating instruction data sets is replication of the model's capabilities.",
+           atlas=(REPLICATE, EXTRACT), level="high", falsepositives=("synthetic-data teams with permission",), min_requests=10, unit="share"),
+    Signal("DG-0010", "templated_prompts", "One template over many prompts", "prefix_distinct_ratio", 0.5, 0.05,
+           "Few distinct prompt openings relative to requests: one template filled with many items.",
+           "Dataset builders wrap every item in the same instruction frame.",
+           level="medium", falsepositives=("batch pipelines", "evaluation harnesses"), min_requests=30, unit="ratio"),
+    Signal("DG-0011", "format_scaffold", "Dataset-format scaffolding", "fmt_share", 0.15, 0.7,
+           "Share of prompts with instruction/input/response scaffolding or fixed output-format orders.",
+           "Typical of prompts built to produce training pairs.",
+           atlas=(REPLICATE,), level="medium", falsepositives=("structured-output products",), min_requests=20, unit="share"),
+    Signal("DG-0012", "logprob_harvest", "Log-probability harvesting", "lp_share", 0.05, 0.5,
+           "Share of requests asking for logprobs/top_logprobs.",
+           "Log-probabilities give a student the teacher's full distribution (soft-label distillation).",
+           level="high", falsepositives=("evaluation harnesses", "calibration research"), min_requests=20, unit="share"),
+    Signal("DG-0013", "multi_sample", "Multiple samples per prompt", "nmulti_share", 0.1, 0.6,
+           "Share of requests with n > 1.",
+           "Several samples per prompt multiply the harvested data.",
+           level="medium", falsepositives=("best-of-n products",), min_requests=20, unit="share"),
+    Signal("DG-0014", "max_length", "Answers cut at max_tokens", "hitmax_share", 0.25, 0.75,
+           "Share of responses that stopped at the output-length ceiling.",
+           "Harvesters ask for the longest answers they can get.",
+           level="low", falsepositives=("long-form writing tools",), min_requests=30, unit="share"),
+    Signal("DG-0015", "broad_topics", "Broad, unrelated topics", "vocab_breadth", 0.42, 0.62,
+           "Distinct words over total words in the account's first 64 prompts: breadth of subject matter.",
+           "A product stays on its subject; a distillation prompt set covers everything.",
+           level="low", falsepositives=("general chat front-ends", "resellers", "evaluation harnesses"), min_requests=20, unit="ratio"),
+    Signal("DG-0016", "reasoning_effort", "Maximal reasoning requested", "effort_share", 0.2, 0.8,
+           "Share of requests with reasoning_effort medium/high or reasoning tokens billed.",
+           "Campaigns after reasoning traces ask for the most reasoning.",
+           atlas=(EXTRACT, REPLICATE), level="low", falsepositives=("maths and coding products",), min_requests=20, unit="share"),
+    Signal("DG-0017", "no_system_prompt", "No system prompt", "sys_share", 0.3, 0.02,
+           "Share of requests carrying a system prompt (low share is suspicious).",
+           "Products frame their requests with a system prompt; raw harvesting often does not.",
+           level="low", falsepositives=("developers", "playground use"), min_requests=30, unit="share"),
+)
+SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
+
+
+def strengths(feats: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Strength in [0, 1] of every signal, for arrays (or lists) of features over accounts."""
+    n = np.asarray(feats["requests"], dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for s in SIGNALS:
+        v = np.asarray(feats[s.feature], dtype=np.float64)
+        ramp = (v - s.lo) / (s.hi - s.lo)
+        st = np.clip(np.nan_to_num(ramp, nan=0.0), 0.0, 1.0)
+        out[s.name] = st * np.clip(n / s.min_requests, 0.0, 1.0)
+    return out
+
+
+def catalogue() -> list[dict[str, Any]]:
+    return [s.as_dict() for s in SIGNALS]
+
+
+@dataclass
+class Reason:
+    signal: str
+    value: float
+    detail: str
+    contribution: float = field(default=0.0, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"signal": self.signal, "value": round(float(self.value), 6), "detail": self.detail}

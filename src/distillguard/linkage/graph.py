@@ -1,0 +1,174 @@
+"""The account graph: typed, weighted links between accounts that share infrastructure or content.
+
+Accounts get *keys* (``type``, ``value``): payment fingerprint, client IP, IP prefix (/24, /48), user
+agent plus first parameter signature, creation wave (10-minute bucket), rare email domain, and the
+template signature of an account dominated by one prompt template. Two accounts sharing a key value
+get a link whose weight falls with the number of accounts sharing it (a campus NAT or a cloud range
+links little; a value shared by more than ``cap`` accounts links nothing). A pair's weight is the sum
+over key types, each type capped; pairs at or above :data:`EDGE_MIN_WEIGHT` are edges, and clusters
+are Louvain communities of the edge graph. No link ever flags on its own: a cluster is scored on the
+merged behaviour of its members (:mod:`distillguard.detect.scan`).
+
+>>> round(key_weight("payment_fingerprint", 3), 2), round(key_weight("client_ip", 300), 2)
+(1.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import duckdb
+import networkx as nx
+import pyarrow as pa
+
+FREEMAIL = frozenset(
+    "gmail.com googlemail.com yahoo.com outlook.com hotmail.com live.com icloud.com proton.me protonmail.com "
+    "qq.com 163.com 126.com yandex.ru mail.ru gmx.de web.de aol.com".split()
+)
+
+
+@dataclass(frozen=True)
+class KeyType:
+    name: str
+    base: float  # weight of one shared value between two accounts (before rarity)
+    cap: int  # values shared by more accounts than this link nothing
+    type_cap: float  # most one pair can gain from this key type
+    rarity: bool = True  # divide by log2(1 + accounts sharing the value)
+    min_share: int = 2  # values shared by fewer accounts link nothing (waves need a crowd)
+
+
+KEY_TYPES = {
+    k.name: k
+    for k in (
+        KeyType("payment_fingerprint", 1.0, 200, 1.0, rarity=False),
+        KeyType("client_ip", 0.7, 60, 0.9),
+        KeyType("ip_prefix", 0.35, 60, 0.5),
+        KeyType("user_agent_params", 0.35, 150, 0.35, rarity=False),
+        KeyType("template", 0.7, 300, 0.7, rarity=False),
+        KeyType("created_wave", 0.35, 300, 0.35, rarity=False, min_share=4),
+        KeyType("email_domain", 0.3, 30, 0.3),
+    )
+}
+EDGE_MIN_WEIGHT = 1.0
+
+
+def key_weight(key_type: str, shared_by: int) -> float:
+    """Weight of one shared value of ``key_type`` held by ``shared_by`` accounts."""
+    k = KEY_TYPES[key_type]
+    if shared_by < k.min_share or shared_by > k.cap:
+        return 0.0
+    return k.base / math.log2(1 + shared_by) if k.rarity else k.base
+
+
+def ip_prefix(ip: str | None) -> str | None:
+    """The /24 of an IPv4 address or the /48 of an IPv6 address, as text.
+
+    >>> ip_prefix("203.0.113.77"), ip_prefix("2001:db8:1:2::1")
+    ('203.0.113.0/24', '2001:db8:1::/48')
+    """
+    if not ip:
+        return None
+    if ":" in ip:
+        parts = ip.split(":")
+        return ":".join(parts[:3]) + "::/48"
+    parts = ip.split(".")
+    if len(parts) != 4:
+        return None
+    return ".".join(parts[:3]) + ".0/24"
+
+
+def created_wave(created_at: float | None) -> str | None:
+    return None if created_at is None else str(int(created_at // 600) * 600)
+
+
+def template_key(prefix_hash: int) -> str:
+    return f"{prefix_hash:016x}"
+
+
+def ua_params_key(user_agent: str | None, psig: str) -> str:
+    return hashlib.md5(f"{user_agent or '-'} {psig}".encode()).hexdigest()[:16]
+
+
+_IP_PREFIX_SQL = (
+    "CASE WHEN client_ip IS NULL THEN NULL WHEN contains(client_ip, ':') "
+    "THEN array_to_string(string_split(client_ip, ':')[1:3], ':') || '::/48' "
+    "WHEN len(string_split(client_ip, '.')) = 4 THEN array_to_string(string_split(client_ip, '.')[1:3], '.') || '.0/24' END"
+)
+
+
+def account_keys_sql(events: str, accounts: str | None, template_accounts: str) -> str:
+    """SQL of (account_id, type, value) keys. ``template_accounts`` has (account_id, pre) of templated accounts."""
+    from distillguard.features.derive import psig_sql
+
+    parts = [
+        f"SELECT DISTINCT account_id, 'client_ip' AS type, client_ip AS value FROM {events} WHERE client_ip IS NOT NULL",
+        f"SELECT DISTINCT account_id, 'ip_prefix', {_IP_PREFIX_SQL} FROM {events} WHERE client_ip IS NOT NULL",
+        f"""SELECT account_id, 'user_agent_params', left(md5(coalesce(arg_min(user_agent, (ts, request_id)), '-') || ' ' ||
+               arg_min({psig_sql()}, (ts, request_id))), 16) FROM {events} GROUP BY account_id""",
+        f"SELECT account_id, 'template', printf('%016x', pre) FROM {template_accounts}",
+    ]
+    if accounts:
+        parts += [
+            f"SELECT account_id, 'payment_fingerprint', payment_fingerprint FROM {accounts} WHERE payment_fingerprint IS NOT NULL",
+            f"SELECT account_id, 'created_wave', CAST(CAST(floor(created_at / 600) * 600 AS BIGINT) AS VARCHAR) FROM {accounts} WHERE created_at IS NOT NULL",
+            f"SELECT account_id, 'email_domain', lower(email_domain) FROM {accounts} WHERE email_domain IS NOT NULL "
+            f"AND lower(email_domain) NOT IN ({', '.join(repr(x) for x in sorted(FREEMAIL))})",
+        ]
+    return "\nUNION ALL\n".join(f"({p})" for p in parts)
+
+
+def edges_sql(keys: str) -> str:
+    """SQL of weighted pair edges (src < dst) from a keys relation, per key type, with evidence counts."""
+    cases = " ".join(
+        f"WHEN type = '{k.name}' AND m >= {k.min_share} AND m <= {k.cap} THEN "
+        + (f"{k.base} / log2(1 + m)" if k.rarity else f"{k.base}")
+        for k in KEY_TYPES.values()
+    )
+    caps = " ".join(f"WHEN type = '{k.name}' THEN {k.type_cap}" for k in KEY_TYPES.values())
+    return f"""
+WITH kv AS (SELECT DISTINCT account_id, type, value FROM {keys} WHERE value IS NOT NULL),
+sized AS (SELECT *, count(*) OVER (PARTITION BY type, value) AS m FROM kv),
+w AS (SELECT *, CASE {cases} ELSE 0 END AS w FROM sized),
+pairs AS (
+  SELECT a.account_id AS src, b.account_id AS dst, a.type, sum(a.w) AS w, count(*) AS shared,
+         arg_max(a.value, a.w) AS example
+  FROM w a JOIN w b ON a.type = b.type AND a.value = b.value AND a.account_id < b.account_id
+  WHERE a.w > 0
+  GROUP BY ALL
+),
+typed AS (SELECT src, dst, type, least(w, CASE {caps} ELSE 1 END) AS w, shared, example FROM pairs)
+SELECT src, dst, type, w, shared, example, sum(w) OVER (PARTITION BY src, dst) AS total
+FROM typed
+"""
+
+
+def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = EDGE_MIN_WEIGHT) -> dict[str, str]:
+    """Map account → cluster id (communities of two or more accounts); ids are stable hashes."""
+    g = nx.Graph()
+    t = edges.to_pydict()
+    for s, d, tot in zip(t["src"], t["dst"], t["total"]):
+        if tot >= min_weight:
+            g.add_edge(s, d, weight=float(tot))
+    out: dict[str, str] = {}
+    if g.number_of_nodes() == 0:
+        return out
+    for comp in nx.connected_components(g):
+        sub = g.subgraph(comp)
+        if len(comp) <= 3:
+            groups = [comp]
+        else:
+            groups = nx.community.louvain_communities(sub, weight="weight", seed=seed, resolution=0.5)
+        for grp in groups:
+            if len(grp) < 2:
+                continue
+            cid = "C" + hashlib.sha1(min(grp).encode()).hexdigest()[:10]
+            for a in grp:
+                out[a] = cid
+    return out
+
+
+def compute_edges(con: duckdb.DuckDBPyConnection, *, events: str, accounts: str | None, template_accounts: str) -> pa.Table:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _dg_keys AS {account_keys_sql(events, accounts, template_accounts)}")
+    return con.sql(edges_sql("_dg_keys")).to_arrow_table()
