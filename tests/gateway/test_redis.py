@@ -1,0 +1,91 @@
+"""Shared state through a real redis-server: exact quotas across two gateway processes, shared flags,
+fail-open / fail-closed when Redis goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from gwhelpers import CHAT, FlagAfterK, auth, gateway_process
+
+from distillguard.gateway.state import RedisState
+
+
+def _policy(tmp_path, text: str):
+    p = tmp_path / "policy.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.slow
+def test_quota_of_n_admits_exactly_n_across_two_gateways(upstream, keys_file, tmp_path, redis_server):
+    url, _, _ = redis_server
+    ns = "t" + uuid.uuid4().hex[:8]
+    pol = _policy(tmp_path, "quotas:\n  account: {requests_per_day: 25}\n")
+    common = ["--upstream", upstream.url, "--keys", str(keys_file), "--config", pol, "--redis", url,
+              "--redis-namespace", ns]
+    with gateway_process(*common, "--log-dir", str(tmp_path / "a")) as (a, _), \
+         gateway_process(*common, "--log-dir", str(tmp_path / "b")) as (b, _):
+
+        async def fire():
+            async with httpx.AsyncClient(timeout=20) as c:
+                return await asyncio.gather(*[c.post(f"{(a, b)[i % 2]}/v1/chat/completions", json=CHAT,
+                                                     headers=auth(0)) for i in range(80)])
+
+        rs = asyncio.run(fire())
+        # the other account has its own allowance
+        other = httpx.post(f"{b}/v1/chat/completions", json=CHAT, headers=auth(1))
+    codes = [r.status_code for r in rs]
+    assert codes.count(200) == 25 and codes.count(429) == 55
+    served_by = {(a, b)[i % 2] for i, r in enumerate(rs) if r.status_code == 200}
+    assert len(served_by) == 2  # both processes admitted some
+    assert other.status_code == 200
+
+
+@pytest.mark.slow
+def test_flags_shared_across_gateways(upstream, keys_file, tmp_path, redis_server):
+    url, _, _ = redis_server
+    ns = "t" + uuid.uuid4().hex[:8]
+    pol = _policy(tmp_path, "rules:\n  - {flagged: true, action: block}\n")
+    common = ["--upstream", upstream.url, "--keys", str(keys_file), "--config", pol, "--redis", url,
+              "--redis-namespace", ns, "--detector", "gwhelpers:FlagAfterK"]
+    env = {"DG_TEST_FLAG_AFTER": "2"}
+    with gateway_process(*common, "--log-dir", str(tmp_path / "a"), env=env) as (a, _), \
+         gateway_process(*common, "--log-dir", str(tmp_path / "b"), env=env) as (b, _):
+        # the detector in gateway A flags hydra1 at its 2nd request (cluster c-hydra)
+        first = [httpx.post(f"{a}/v1/chat/completions", json=CHAT, headers=auth(2)).status_code for _ in range(2)]
+        # gateway B has never seen hydra1 but refuses it: the flag lives in Redis
+        on_b = httpx.post(f"{b}/v1/chat/completions", json=CHAT, headers=auth(2)).status_code
+        # hydra2 shares the cluster: after one request (which tells B its cluster), it is refused too
+        h2 = [httpx.post(f"{b}/v1/chat/completions", json=CHAT, headers=auth(3)).status_code for _ in range(2)]
+        alice = httpx.post(f"{b}/v1/chat/completions", json=CHAT, headers=auth(0)).status_code
+    assert first == [200, 200] and on_b == 403
+    assert h2 == [200, 403] and alice == 200
+
+
+@pytest.mark.parametrize("fail_mode,expected", [("open", 200), ("closed", 503)])
+def test_redis_down_fail_open_or_closed(make_gw, redis_server, fail_mode, expected):
+    url, _, proc = redis_server
+    state = RedisState(url=url, namespace="t" + uuid.uuid4().hex[:8], timeout_s=0.3)
+
+    async def go():
+        async with make_gw({"fail_mode": fail_mode, "quotas": {"key": {"requests_per_minute": 100}}},
+                           state=state, detector=FlagAfterK(k=1000)) as g:
+            up = await g.client.post("/v1/chat/completions", json=CHAT, headers=auth())
+            proc.terminate()
+            proc.wait(5)
+            down = await g.client.post("/v1/chat/completions", json=CHAT, headers=auth())
+            health = await g.client.get("/healthz")
+            metrics = (await g.client.get("/metrics")).text
+            return up, down, health, metrics, g.records()
+
+    up, down, health, metrics, recs = asyncio.run(go())
+    assert up.status_code == 200 and down.status_code == expected
+    assert f'distillguard_state_errors_total{{fail_mode="{fail_mode}"}}' in metrics
+    assert health.json()["state_ok"] is False
+    assert health.status_code == (200 if fail_mode == "open" else 503)
+    assert [r["status_code"] for r in recs] == [200, expected]
+    if fail_mode == "closed":
+        assert down.json()["error"]["code"] == "state_unavailable" and down.headers["retry-after"] == "5"
