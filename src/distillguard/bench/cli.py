@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from distillguard.gateway.bench import bench_gateway_command
+
 bench_app = typer.Typer(
     help="Benchmarks: detection quality, ingest/scan speed, gateway latency.", no_args_is_help=True
 )
@@ -66,3 +68,6 @@ def detect_command(
     Console().print((out / "results.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     Console().print(f"wrote {out / 'results.json'} and {out / 'results.md'} "
                     f"({len(results['detectors'])} detectors)", markup=False, highlight=False)
+
+
+bench_app.command("gateway")(bench_gateway_command)
