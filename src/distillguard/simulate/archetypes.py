@@ -29,7 +29,7 @@ Extraction archetypes (``label = "extraction"``), each with the public report it
 ===================  =====================================================================================
 name                 behaviour (main parameters in :data:`EXTRACTION`)
 ===================  =====================================================================================
-bulk                 one account, 5k-30k requests/day from cloud IPs, broad distillation prompt set
+bulk                 one account, 2k-10k requests/day from cloud IPs, broad distillation prompt set
 hydra                hundreds of accounts each under per-account limits (< 60 rpm, < 1M tokens/day),
                      rotating residential proxy IPs, a few payment cards reused, accounts created in
                      waves, one prompt set sharded between them
@@ -87,33 +87,33 @@ class Archetype:
 BENIGN: dict[str, Archetype] = {
     a.name: a
     for a in [
-        Archetype(name="individual", label="benign", share=0.50, per_day=(9, 1.1), stream=0.55,
+        Archetype(name="individual", label="benign", share=0.50, per_day=(3.5, 1.1), stream=0.55,
                   description="bursty human sessions in local daytime, multi-turn",
                   params={"active_day_prob": 0.45, "turns_geom_p": 0.45, "hh_dialogue_share": 0.3,
-                          "perturb": 0.55, "cgnat_share": 0.10, "think_s": 40.0}),
-        Archetype(name="product", label="benign", share=0.07, per_day=(140, 1.1), stream=0.6,
+                          "perturb": 0.85, "cgnat_share": 0.10, "think_s": 40.0}),
+        Archetype(name="product", label="benign", share=0.045, per_day=(25, 1.1), stream=0.6,
                   description="system prompt, end_user ids, diurnal load, Azure conv burstiness",
-                  params={"rag_share": 0.5, "end_users_per_100_req": 18, "turns_geom_p": 0.55, "perturb": 0.6}),
-        Archetype(name="batch_pipeline", label="benign", share=0.05, per_day=(400, 1.0), stream=0.0,
+                  params={"rag_share": 0.5, "end_users_per_100_req": 18, "turns_geom_p": 0.55, "perturb": 0.85}),
+        Archetype(name="batch_pipeline", label="benign", share=0.045, per_day=(30, 1.0), stream=0.0,
                   description="one template over many items, cron or Batch API, temperature 0",
                   params={"batch_api_share": 0.4, "runs_per_day": (1, 3)}),
-        Archetype(name="eval_harness", label="benign", share=0.03, per_day=(0, 0), stream=0.0,
+        Archetype(name="eval_harness", label="benign", share=0.02, per_day=(0, 0), stream=0.0,
                   description="benchmark questions in bursts at temperature 0, model sweeps",
-                  params={"runs": (1, 4), "models": (1, 3), "passk_share": 0.2, "logprob_mc_share": 0.2,
+                  params={"runs": (1, 3), "models": (1, 2), "questions": (40, 300), "passk_share": 0.2, "logprob_mc_share": 0.2,
                           "early_adopter_share": 0.5}),
-        Archetype(name="coding_assistant", label="benign", share=0.10, per_day=(35, 0.9), stream=0.9,
+        Archetype(name="coding_assistant", label="benign", share=0.10, per_day=(9, 0.9), stream=0.9,
                   description="long multi-turn contexts (Azure code, Mooncake lengths)",
-                  params={"turns": (3, 14), "context_chars_cap": 2500}),
-        Archetype(name="agent_framework", label="benign", share=0.06, per_day=(60, 1.0), stream=0.2,
+                  params={"turns": (3, 14), "context_chars_cap": 1500}),
+        Archetype(name="agent_framework", label="benign", share=0.05, per_day=(12, 1.0), stream=0.2,
                   description="tool-call loops with growing context",
                   params={"steps": (2, 8), "tools": (2, 5)}),
-        Archetype(name="company", label="benign", share=0.09, per_day=(20, 1.0), stream=0.5,
+        Archetype(name="company", label="benign", share=0.09, per_day=(4, 1.0), stream=0.5,
                   description="2-6 accounts sharing payment, email domain and office /24",
                   params={"size": (2, 6), "member_kinds": ["individual", "product", "batch_pipeline", "coding_assistant"]}),
-        Archetype(name="campus", label="benign", share=0.09, per_day=(6, 0.9), stream=0.6,
+        Archetype(name="campus", label="benign", share=0.09, per_day=(2.5, 0.9), stream=0.6,
                   description="20-80 students behind one NAT IP, shared homework prompts",
                   params={"size": (20, 80), "homework_share": 0.3, "homework_prompts": (4, 10)}),
-        Archetype(name="reseller", label="benign", share=0.01, per_day=(2500, 0.8), stream=0.7,
+        Archetype(name="reseller", label="benign", share=0.003, per_day=(300, 0.8), stream=0.7,
                   description="broad, high-volume legitimate front-end traffic",
                   params={"end_user_share": 0.5}),
     ]
@@ -124,17 +124,17 @@ _ANTHROPIC_2026 = ("Provider disclosure, Feb 2026: three labs, >16M exchanges vi
 EXTRACTION: dict[str, Archetype] = {
     a.name: a
     for a in [
-        Archetype(name="bulk", label="extraction", accounts=(1, 1), per_day=(12000, 0.4), stream=0.1,
+        Archetype(name="bulk", label="extraction", accounts=(1, 1), per_day=(4000, 0.4), stream=0.1,
                   description="one account pulling a broad prompt set at high volume",
                   modelled_on="Late-2024 reports of a lab-linked group pulling large volumes of data through a "
                               "US provider's API (MITRE ATLAS AML.T0024.002, AML.CS0056)"),
-        Archetype(name="hydra", label="extraction", accounts=(120, 300), per_day=(220, 0.5), stream=0.3,
+        Archetype(name="hydra", label="extraction", accounts=(100, 220), per_day=(100, 0.5), stream=0.3,
                   description="many accounts under per-account limits, residential proxies, waves, shards",
                   params={"max_rpm": 60, "max_tokens_per_day": 1_000_000, "cards": (3, 8), "card_reuse": 0.7,
                           "waves": (2, 4), "proxy_pool": (1500, 8000), "sticky_requests": (5, 40),
                           "lifetime_days": (3, 10)},
                   modelled_on=_ANTHROPIC_2026),
-        Archetype(name="reseller_mixed", label="extraction", accounts=(1, 2), per_day=(2500, 0.6), stream=0.6,
+        Archetype(name="reseller_mixed", label="extraction", accounts=(1, 2), per_day=(600, 0.6), stream=0.6,
                   description="extraction stream hidden in a legitimate reseller's traffic",
                   params={"extraction_share": (0.15, 0.35)},
                   modelled_on="Provider statements (2025-26) that distillers evade restrictions through "
@@ -143,27 +143,27 @@ EXTRACTION: dict[str, Archetype] = {
                   description="old accounts, modest daily volume in office hours for weeks",
                   modelled_on="MITRE ATLAS AML.T0024.002 (Extract AI Model via inference API); rate-limit "
                               "evasion described in the Feb 2026 disclosures"),
-        Archetype(name="cot_elicitation", label="extraction", accounts=(5, 30), per_day=(180, 0.6), stream=0.3,
+        Archetype(name="cot_elicitation", label="extraction", accounts=(5, 30), per_day=(110, 0.6), stream=0.3,
                   description="chain-of-thought / reasoning-trace coercion in many languages",
                   params={"non_english_share": (0.3, 0.8), "reasoning_model_share": 0.6},
                   modelled_on="Feb 2026: a 100,000-prompt campaign, much of it not in English, coercing reasoning "
                               "traces; and a campaign seeking chain-of-thought data (" + _ANTHROPIC_2026 + ")"),
-        Archetype(name="logprob_harvest", label="extraction", accounts=(3, 15), per_day=(200, 0.6), stream=0.0,
+        Archetype(name="logprob_harvest", label="extraction", accounts=(3, 15), per_day=(120, 0.6), stream=0.0,
                   description="logprobs/top_logprobs, n > 1, temperature sweeps",
                   params={"top_logprobs": [5, 10, 20], "n": [1, 2, 4, 8], "temperatures": [0.0, 0.3, 0.7, 1.0, 1.3]},
                   modelled_on="Model-stealing via logits/log-probabilities (Carlini et al. 2024, 'Stealing Part of "
                               "a Production Language Model'); ATLAS AML.T0024.002"),
-        Archetype(name="self_instruct", label="extraction", accounts=(1, 5), per_day=(300, 0.5), stream=0.0,
+        Archetype(name="self_instruct", label="extraction", accounts=(1, 5), per_day=(60, 0.5), stream=0.0,
                   description="the real Alpaca self-instruct request on /v1/completions",
                   params={"request_batch_size": 5, "num_prompt_instructions": 3, "temperature": 1.0,
                           "top_p": 1.0, "max_tokens": 3072, "stop": ["\n20", "20.", "20."]},
                   modelled_on="Stanford Alpaca (2023): ~52K instructions generated by text-davinci-003 with "
                               "prompt.txt and 175 seed tasks (generate_instruction.py)"),
-        Archetype(name="paraphrase", label="extraction", accounts=(3, 20), per_day=(200, 0.6), stream=0.3,
+        Archetype(name="paraphrase", label="extraction", accounts=(3, 20), per_day=(120, 0.6), stream=0.3,
                   description="templates whose wording varies per request to dodge exact matching",
                   modelled_on="Template rotation described in the Feb 2026 disclosures; GPTeacher/Alpaca-style "
                               "instruction sets"),
-        Archetype(name="model_pivot", label="extraction", accounts=(3, 15), per_day=(250, 0.5), stream=0.2,
+        Archetype(name="model_pivot", label="extraction", accounts=(3, 15), per_day=(150, 0.5), stream=0.2,
                   description="half the traffic moves to the newly released model within hours",
                   params={"pivot_share": 0.5, "pivot_delay_h": (1, 10)},
                   modelled_on="Feb 2026 disclosure: a campaign moved half its traffic to a new model within "

@@ -92,6 +92,14 @@ PREFIXES = ["", "", "hey, ", "Hi! ", "quick question: ", "pls ", "Question: ", "
 SUFFIXES = ["", "", " thanks", " thx", "?", " please", " (be brief)", " :)", "!!", " in simple terms",
             " asap", " - explain", " step by step", " thank you!"]
 
+#: Personal context sentences people add to a question.
+CONTEXTS = ["I'm a beginner.", "I'm on Windows 11.", "I use a Mac.", "This is for work.", "My teacher asked this.",
+            "I'm a nurse.", "I'm writing a blog post.", "It's for my thesis.", "I have 10 minutes.",
+            "Keep it simple.", "I'm not a native speaker.", "My manager wants it today.", "I'm 15.",
+            "I already googled it.", "For a presentation tomorrow.", "I'm using Linux.", "In the UK.",
+            "In Canada.", "For my startup.", "Asking for a friend.", "Context: I'm a teacher.",
+            "I'm learning English.", "We are a small team.", "Budget is tight.", "I tried twice already."]
+
 #: Chain-of-thought / reasoning-trace elicitation instructions, by language (prefix, suffix).
 COT_INSTRUCTIONS = {
     "en": [("Think step by step and write out your complete reasoning before giving the final answer.\n\n", ""),
