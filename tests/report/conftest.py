@@ -105,12 +105,12 @@ def build_scan_dir(
     for c, size in enumerate(cluster_sizes):
         cid = f"c-{c:04d}"
         members = [f"acct-x{c}{k:03d}" for k in range(size)]
-        prefix = f"203.0.{113 + c}.0/24"
+        prefix = f"203.{c // 100}.{113 + c % 100}.0/24"
         ua = f"python-httpx/0.{27 + c}.0 extractor/{c}"
         pay = f"pf_{c:02d}" + "ab" * 10
         tmpl = f"{c:x}" * 16
         cscore = round(0.97 - 0.04 * c, 3)
-        start = 5 + 7 * c
+        start = (5 + 7 * c) % 40
         for k, aid in enumerate(members):
             score = float(min(1.0, cscore - rng.uniform(0, 0.1)))
             reasons = [
@@ -121,7 +121,7 @@ def build_scan_dir(
             ]
             accounts.append({"account_id": aid, "score": score, "flagged": True, "cluster_id": cid, **feat(True)})
             verdicts.append({"account_id": aid, "score": score, "flagged": True, "cluster_id": cid, "reasons": reasons})
-            ip = f"203.0.{113 + c}.{10 + k}"
+            ip = f"203.{c // 100}.{113 + c % 100}.{(10 + k) % 250}"
             prompts = [
                 f"Solve the following problem and show your reasoning step by step: problem #{n * 10 + j}"
                 for j in range(3)

@@ -51,7 +51,12 @@ svg text.ax{font-size:10px;fill:var(--mut)}
 .tlrow .lab{width:180px;font-size:12px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .prompt{white-space:pre-wrap;background:var(--soft);border-left:3px solid var(--bd);padding:5px 8px;margin:4px 0;font-size:12.5px;max-height:4.6em;overflow:auto}
 details summary{cursor:pointer;color:var(--mut);font-size:12.5px}
+.scroll{max-height:620px;overflow:auto;border:1px solid var(--bd);border-radius:4px}
+.scroll table{margin:0}
+.scroll th{top:0}
 input.filter{padding:4px 8px;border:1px solid var(--bd);border-radius:4px;width:320px;margin:4px 0}
+.mem{white-space:nowrap}
+.mem .mono{word-break:normal}
 .legend-score{display:inline-block;width:120px;height:10px;background:linear-gradient(90deg,#7f8c9a,#c0392b);vertical-align:middle;border-radius:2px}
 """
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ class _Cdp:
     def __init__(self, ws_url: str, timeout: float) -> None:
         from websockets.sync.client import connect
 
-        self.ws = connect(ws_url, max_size=256 * 2**20, open_timeout=timeout)
+        self._stack = ExitStack()
+        self.ws = self._stack.enter_context(connect(ws_url, max_size=256 * 2**20, open_timeout=timeout))
         self.timeout = timeout
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
@@ -87,7 +89,7 @@ class _Cdp:
                     return msg
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 def check_page(
@@ -156,7 +158,9 @@ def check_page(
             if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 result.console_errors.append(" ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
             elif m == "Runtime.exceptionThrown":
-                result.console_errors.append(p.get("exceptionDetails", {}).get("text", "exception"))
+                det = p.get("exceptionDetails", {})
+                desc = (det.get("exception") or {}).get("description", "")
+                result.console_errors.append(f'{det.get("text", "exception")} {desc}'.strip())
             elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 result.console_errors.append(p["entry"].get("text", ""))
             elif m == "Network.requestWillBeSent":

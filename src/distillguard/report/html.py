@@ -104,7 +104,7 @@ def _summary(scan: ScanOutput) -> str:
     inputs = ", ".join(f"<code>{_e(p)}</code>" for p in (s.get("inputs") or []))
     html.append(f'<p class="note">Traffic from {_e(_ts(t0))} to {_e(_ts(t1))}. Inputs: {inputs or "?"}. '
                 f"distillguard {_e(s.get('version', '?'))}. Scores are in [0, 1]; an account or cluster is flagged "
-                f'at score &ge; the threshold. Score colour: 0 <span class="legend-score"></span> 1.</p>')
+                f'at score &ge; the threshold. <span class="mem">Score colour: 0 <span class="legend-score"></span> 1.</span></p>')
     if scan.missing:
         html.append(f'<p class="note">Not in the scan folder (parts left out): '
                     f'{", ".join(_e(m) for m in scan.missing)}.</p>')
@@ -190,11 +190,12 @@ def _clusters(scan: ScanOutput, scores: dict[str, float], *, top_clusters: int, 
                if len(shown) < len(members) else "")
         out_note = (f'<p class="note">{outside[cid]:,} edge(s) lead to accounts outside this cluster.</p>'
                     if outside.get(cid) else "")
-        listed = members[:60]
+        listed = members[:40]
         mem = ", ".join(
-            f'<a href="#{_anchor("a-", a)}" class="mono">{_e(a)}</a>&nbsp;{scores.get(a, 0.0):.2f}' for a in listed
+            f'<span class="mem"><a href="#{_anchor("a-", a)}" class="mono">{_e(a)}</a>&nbsp;{scores.get(a, 0.0):.2f}'
+            "</span>" for a in listed
         )
-        more = f" &hellip; and {len(members) - len(listed):,} more (see the accounts table)" if len(members) > 60 else ""
+        more = f" &hellip; and {len(members) - len(listed):,} more (see the accounts table)" if len(members) > 40 else ""
         tl_rows = []
         for a in members[:8]:
             tl = (ev.get(a) or {}).get("timeline")
@@ -223,8 +224,8 @@ def _clusters(scan: ScanOutput, scores: dict[str, float], *, top_clusters: int, 
             for c in flagged[top_clusters:]
         )
         html.append(f"<h3>{len(flagged) - top_clusters:,} more flagged clusters</h3>"
-                    '<table class="sortable"><thead><tr><th>cluster</th><th class="num">score</th>'
-                    f'<th class="num">accounts</th><th>links</th></tr></thead><tbody>{rows}</tbody></table>')
+                    '<div class="scroll"><table class="sortable"><thead><tr><th>cluster</th><th class="num">score</th>'
+                    f'<th class="num">accounts</th><th>links</th></tr></thead><tbody>{rows}</tbody></table></div>')
     return "".join(html)
 
 
@@ -252,9 +253,9 @@ def _accounts_table(scan: ScanOutput, requests: dict[str, float], *, table_rows:
             "the full list is in verdicts.jsonl.</p>") if len(vs) > table_rows else ""
     return (f'<p class="note">Every flagged account. Click a column to sort; type to filter.</p>{more}'
             '<input class="filter" data-table="acct-table" placeholder="filter accounts, clusters, signals">'
-            '<table class="sortable" id="acct-table"><thead><tr><th>account</th><th>cluster</th>'
+            '<div class="scroll"><table class="sortable" id="acct-table"><thead><tr><th>account</th><th>cluster</th>'
             '<th class="num">score</th><th class="num">requests</th><th>top reasons</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def _account_cards(scan: ScanOutput, *, top_accounts: int) -> str:
