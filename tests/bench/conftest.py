@@ -20,9 +20,9 @@ WORDS = ("garden recipe budget travel python invoice poem weather history guitar
          "resume kitchen wedding cat dog movie novel chemistry exam holiday printer email bike "
          "mortgage coffee painting spreadsheet sleep vitamin salary camera piano hiking flight").split()
 _SYL = ("ka", "lo", "mi", "ne", "ru", "ta", "vi", "so", "pe", "dra", "ul", "en", "or", "is", "bem", "cho")
-#: A few thousand made-up words: human prompts are drawn from them, so they share no template.
+#: A few hundred made-up words: human prompts are drawn from them, so they share no template.
 _VRNG = np.random.default_rng(0)
-VOCAB = np.array(sorted({"".join(_VRNG.choice(_SYL, size=2 + i % 3)) + _SYL[i % 16] for i in range(3000)}))
+VOCAB = np.array(sorted({"".join(_VRNG.choice(_SYL, size=2 + i % 3)) + _SYL[i % 16] for i in range(400)}))
 HUMAN_FORMS = (
     "can you help me with my {a} and {b}?",
     "what is a good {a} for someone who likes {b}",

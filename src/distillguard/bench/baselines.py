@@ -7,6 +7,8 @@ more likely extraction), and an account is flagged when ``score > threshold_``.
 
 Tuned thresholds are set at the benign false-positive rate ``tune_fpr`` (default 1e-3, the
 detector's own target) on the tuning traffic's benign accounts; nothing is tuned on the reported seed.
+Baselines that learn from the tuning traffic (embeddings, MMD reference, IsolationForest) learn on
+one half of its accounts and set the threshold on the other (:func:`tuning_split`).
 
 ====================  ===========================================================================
 ``ratelimit-60rpm``   per-key limits as LiteLLM applies them (sliding 60 s RPM/TPM windows, tokens
@@ -38,6 +40,26 @@ from distillguard.bench.metrics import threshold_at_fpr
 DEFAULT_TUNE_FPR = 1e-3
 
 
+def tuning_split(tune: Traffic) -> np.ndarray:
+    """Deterministic half of the tuning accounts (True: *fit* half, False: *calibration* half).
+
+    Baselines that learn (embeddings, reference samples, IsolationForest) learn on the fit half and
+    set their threshold on the calibration half. The split alternates along a fixed permutation of
+    the accounts, so it holds for benign and extraction accounts alike.
+
+    >>> import types
+    >>> t = types.SimpleNamespace(account_ids=np.array(["a", "b", "c", "d"]), cache={})
+    >>> int(tuning_split(t).sum())
+    2
+    """
+    if "tuning_split" not in tune.cache:
+        perm = np.random.default_rng(20260101).permutation(tune.account_ids.size)
+        mask = np.zeros(tune.account_ids.size, dtype=bool)
+        mask[perm[::2]] = True
+        tune.cache["tuning_split"] = mask
+    return tune.cache["tuning_split"]
+
+
 class Baseline:
     """Base class: ``fit`` on tuning traffic, ``score_samples`` per account, ``predict`` = flagged."""
 
@@ -49,13 +71,26 @@ class Baseline:
         self.tune_fpr = tune_fpr
         self.seed = seed
 
-    def _learn(self, tune: Traffic) -> None:
-        """Learn what the scores need (reference samples, models); thresholds come after."""
+    #: whether ``_learn`` learns from the tuning accounts (then the threshold uses the other half)
+    learns = False
+
+    def _learn(self, tune: Traffic, fit_mask: np.ndarray) -> None:
+        """Learn what the scores need (models, reference samples) from the ``fit_mask`` accounts."""
+
+    def _threshold_accounts(self, tune: Traffic) -> np.ndarray:
+        """Mask of the tuning accounts whose scores set the threshold.
+
+        The benign accounts; for a baseline that learns from the tuning traffic, only those of the
+        calibration half (:func:`tuning_split`), so no threshold is set on in-sample scores.
+        """
+        if not self.learns:
+            return tune.y == 0
+        return (tune.y == 0) & ~tuning_split(tune)
 
     def fit(self, tune: Traffic) -> Baseline:
-        self._learn(tune)
+        self._learn(tune, tuning_split(tune))
         s = self.score_samples(tune)
-        self.threshold_ = threshold_at_fpr(s[tune.y == 0], self.tune_fpr)
+        self.threshold_ = threshold_at_fpr(s[self._threshold_accounts(tune)], self.tune_fpr)
         return self
 
     def score_samples(self, traffic: Traffic) -> np.ndarray:
@@ -234,10 +269,12 @@ class IForest(Baseline):
         x[:, :3] = np.log1p(x[:, :3])
         return x
 
-    def _learn(self, tune: Traffic) -> None:
+    learns = True
+
+    def _learn(self, tune: Traffic, fit_mask: np.ndarray) -> None:
         from sklearn.ensemble import IsolationForest
 
-        self.model_ = IsolationForest(n_estimators=200, random_state=self.seed).fit(self._matrix(tune))
+        self.model_ = IsolationForest(n_estimators=200, random_state=self.seed).fit(self._matrix(tune)[fit_mask])
 
     def score_samples(self, traffic: Traffic) -> np.ndarray:
         return -self.model_.score_samples(self._matrix(traffic))
@@ -270,8 +307,9 @@ def embed_traffic(traffic: Traffic, embedder: HashedNgramEmbedder, cap: int = PR
 
 
 def fit_embedder(tune: Traffic, *, dim: int = 64, seed: int = 0) -> HashedNgramEmbedder:
-    """An embedder fitted on the tuning traffic's first prompts per account."""
+    """An embedder fitted on the first prompts of the *fit* half of the tuning accounts."""
     idx = first_per_account(tune.acc, tune.starts, PROMPTS_PER_ACCOUNT)
+    idx = idx[tuning_split(tune)[tune.acc[idx]]]
     return HashedNgramEmbedder(dim=dim, seed=seed).fit(tune.column("prompt")[idx].tolist())
 
 
@@ -281,7 +319,9 @@ class _ContentBaseline(Baseline):
         super().__init__(tune_fpr=tune_fpr, seed=seed)
         self.embedder = embedder
 
-    def _learn(self, tune: Traffic) -> None:
+    learns = True
+
+    def _learn(self, tune: Traffic, fit_mask: np.ndarray) -> None:
         self.embedder_ = self.embedder or fit_embedder(tune, seed=self.seed)
 
 
@@ -323,7 +363,8 @@ class Prada(_ContentBaseline):
 class Mmd(_ContentBaseline):
     """Windowed MMD two-sample test of an account's prompt embeddings against benign reference prompts.
 
-    Windows: an account's embedded prompts (first 64 in time order) are cut into consecutive
+    The reference is up to ``reference_size`` prompts (two per account) from benign accounts of the
+    fit half of the tuning traffic; the threshold is set on the calibration half. Windows: an account's embedded prompts (first 64 in time order) are cut into consecutive
     windows of at most ``window`` prompts; each window gets the unbiased MMD^2 estimate with an RBF
     kernel whose bandwidth is the median pairwise distance of the reference. Accounts with fewer
     than 2 embedded prompts score 0 (the unbiased estimate needs two).
@@ -341,14 +382,18 @@ class Mmd(_ContentBaseline):
         self.window = window
         self.reference_size = reference_size
 
-    def _learn(self, tune: Traffic) -> None:
-        super()._learn(tune)
+    def _learn(self, tune: Traffic, fit_mask: np.ndarray) -> None:
+        super()._learn(tune, fit_mask)
         e = embed_traffic(tune, self.embedder_)
         rng = np.random.default_rng(self.seed)
-        benign = np.flatnonzero(tune.y == 0)
-        # up to two prompts from each benign account, so heavy accounts do not dominate the reference
+        # the reference comes from benign accounts of the fit half; the threshold is set on the
+        # calibration half, so no account is compared with a sample of its own prompts
+        benign = np.flatnonzero((tune.y == 0) & fit_mask & (np.diff(e.starts) > 0))
+        n_ref = min(benign.size, self.reference_size)
+        ref_accounts = rng.choice(benign, size=n_ref, replace=False) if n_ref else benign[:0]
+        # up to two prompts from each, so heavy accounts do not dominate the reference
         rows = []
-        for a in benign:
+        for a in np.sort(ref_accounts):
             lo, hi = e.starts[a], e.starts[a + 1]
             if hi > lo:
                 rows.extend(rng.choice(np.arange(lo, hi), size=min(2, hi - lo), replace=False).tolist())
