@@ -2,7 +2,7 @@
 
 Per request: authenticate the key (hashed) → read the body (size limit) → admit against quotas and
 current flags (one atomic step in the state backend) → apply the policy (refuse, or change the body)
-→ forward to the upstream (pooled ``httpx.AsyncClient``, no retries) → answer the client (streams
+→ forward to the upstream (pooled ``aiohttp`` client, no retries) → answer the client (streams
 passed through chunk by chunk) → after the answer: queue the traffic-log record, count tokens, run the
 online detector on the event and store a changed verdict as a flag for the next requests.
 
@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -241,7 +241,7 @@ class Gateway:
         self.metrics.gauges["log_queue_depth"] = lambda: float(self.sink.pending)
         self.metrics.gauges["log_records_written"] = lambda: float(self.sink.written)
         self.metrics.gauges["log_write_errors"] = lambda: float(self.sink.errors)
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self._verdicts: dict[str, tuple[bool, float, str | None]] = {}
         self._seq = 0
         self._prefix = os.urandom(4).hex()
@@ -270,16 +270,15 @@ class Gateway:
     async def lifespan_context(self):
         if self.sink._thread is None:
             self.sink.start()
-        self.client = httpx.AsyncClient(
-            base_url=self.upstream,
-            timeout=httpx.Timeout(self.policy.upstream_timeout_s, connect=5.0),
-            limits=httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections),
-            http2=False,
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=self.policy.upstream_timeout_s),
+            auto_decompress=True, skip_auto_headers=("User-Agent",),
         )
         try:
             yield
         finally:
-            await self.client.aclose()
+            await self.client.close()
             self.sink.close()
             await self.state.close()
 
@@ -473,48 +472,44 @@ class Gateway:
         stream = method == "POST" and forward.get("stream") is True
         t_up = time.perf_counter()
         try:
-            req = self.client.build_request(method, ctx.endpoint, content=content, headers=up_headers)
-            resp = await self.client.send(req, stream=stream)
-        except httpx.TimeoutException:
+            resp = await self.client.request(method, self.upstream + ctx.endpoint, data=content, headers=up_headers,
+                                             allow_redirects=False)
+            if not (stream and resp.status == 200):
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             self.metrics.inc("upstream_errors_total", kind="timeout")
             return self._refuse(ctx, _err(504, "the upstream model server timed out; retry later", "server_error",
                                           "upstream_timeout"), "upstream_timeout")
-        except httpx.HTTPError:
+        except (aiohttp.ClientError, OSError):
             self.metrics.inc("upstream_errors_total", kind="connection")
             return self._refuse(ctx, _err(502, "the upstream model server is unreachable; retry later",
                                           "server_error", "upstream_unavailable"), "upstream_unavailable")
-        if stream and resp.status_code == 200:
+        if stream and resp.status == 200:
             return _SSEResponse(self, ctx, resp)
-        if stream:
-            try:
-                await resp.aread()
-            except httpx.HTTPError:
-                pass
-            finally:
-                await resp.aclose()
         ctx.upstream_ms = (time.perf_counter() - t_up) * 1000
-        if resp.status_code >= 400:
-            return self._upstream_error(ctx, resp)
-        raw = resp.content
+        if resp.status >= 400:
+            return self._upstream_error(ctx, resp.status, raw, resp.headers)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             parsed = None
-        out = Response(raw, status_code=resp.status_code, media_type=resp.headers.get("content-type", _JSON),
+        out = Response(raw, status_code=resp.status, media_type=resp.headers.get("content-type", _JSON),
                        headers={"x-request-id": ctx.request_id})
-        out.background = BackgroundTask(self._after, ctx, resp.status_code, parsed if isinstance(parsed, dict) else None)
+        out.background = BackgroundTask(self._after, ctx, resp.status, parsed if isinstance(parsed, dict) else None)
         return out
 
-    def _upstream_error(self, ctx: _ReqCtx, resp: httpx.Response) -> Response:
-        s = resp.status_code
+    def _upstream_error(self, ctx: _ReqCtx, s: int, raw: bytes, up_headers: Any) -> Response:
         self.metrics.inc("upstream_errors_total", kind=str(s))
         try:
-            body = orjson.loads(resp.content)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
         headers = {"x-request-id": ctx.request_id}
-        if "retry-after" in resp.headers:
-            headers["Retry-After"] = resp.headers["retry-after"][:32]
+        if "retry-after" in up_headers:
+            headers["Retry-After"] = up_headers["retry-after"][:32]
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             e = body["error"]
             out = _err(s, str(e.get("message", f"upstream error {s}"))[:2000], str(e.get("type", "upstream_error"))[:100],
@@ -684,7 +679,7 @@ class _SSEResponse(Response):
     """Pass the upstream's server-sent events through chunk by chunk; assemble the body for the log;
     when the client goes away, close the upstream stream at once (which cancels the generation)."""
 
-    def __init__(self, gw: Gateway, ctx: _ReqCtx, upstream: httpx.Response):
+    def __init__(self, gw: Gateway, ctx: _ReqCtx, upstream: aiohttp.ClientResponse):
         self.gw, self.ctx, self.up = gw, ctx, upstream
         self.status_code = 200
         self.background = None
@@ -711,7 +706,7 @@ class _SSEResponse(Response):
         error: dict | None = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.up.aiter_raw():
+            async for chunk in self.up.content.iter_any():
                 asm.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             state["done"] = True
@@ -721,7 +716,7 @@ class _SSEResponse(Response):
                 raise
         except OSError:
             state["disconnected"] = True
-        except httpx.HTTPError:
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             error = {"message": "the upstream stream broke off", "type": "server_error", "code": "upstream_stream_error"}
             self.gw.metrics.inc("upstream_errors_total", kind="stream")
             with contextlib.suppress(Exception):
@@ -729,7 +724,10 @@ class _SSEResponse(Response):
         finally:
             state["done"] = True
             watcher.cancel()
-            await self.up.aclose()
+            if state["disconnected"] or error is not None:
+                self.up.close()  # drop the connection: the upstream stops generating
+            else:
+                self.up.release()
             self.ctx.upstream_ms = None
             extra: dict[str, Any] = {}
             if state["disconnected"]:
