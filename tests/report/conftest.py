@@ -149,7 +149,9 @@ def build_scan_dir(
             {"type": "user_agent_params", "value": ua, "accounts": size, "edges": size * (size - 1) // 2},
             {"type": "shared_prompts", "value": tmpl, "accounts": size, "edges": size // 2},
             {"type": "sync_timing", "value": None, "accounts": size, "edges": size},
-        ]})
+            {"type": "template", "value": tmpl[::-1] + "ff", "accounts": size, "edges": 1},
+        ], "reasons": [{"signal": "sync_timing", "value": 0.9,
+                        "detail": f"{size} accounts active in the same minutes"}]})
 
     for s in range(n_flagged_singletons):
         aid = f"acct-s{s:04d}"

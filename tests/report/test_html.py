@@ -94,3 +94,9 @@ def test_unwritable_output(tmp_path, scan_dir):
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot write"):
         write_report(scan_dir, blocker / "report.html")
+
+
+def test_cluster_reasons_are_shown(page):
+    cluster = page.split('<section id="clusters">')[1].split("</section>")[0]
+    assert cluster.count("why the cluster is flagged") == 3
+    assert "14 accounts active in the same minutes" in cluster

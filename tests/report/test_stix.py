@@ -63,6 +63,7 @@ def test_indicators_use_standard_patterns_where_stix_has_objects(bundle):
             "'python-httpx/0.27.0 extractor/0']") in patterns
     assert "[x-distillguard-payment-method:fingerprint = 'pf_00abababababababababab']" in patterns
     assert "[x-distillguard-prompt-template:signature = '0000000000000000']" in patterns
+    assert "[x-distillguard-prompt-template:signature = '0000000000000000ff']" in patterns  # a "template" link
     assert "[ipv4-addr:value = '198.51.100.1']" in patterns  # singleton's IP: no prefix covers it
     assert "[ipv4-addr:value = '203.0.113.10']" not in patterns  # covered by the cluster's shared prefix
     # values that do not single out an operator are not shared

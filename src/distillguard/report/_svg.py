@@ -33,6 +33,8 @@ FLAGGED_COLOR = "#c0392b"
 def _fmt(x: float) -> str:
     """Short number label: 0.12, 3.4k, 2.1M."""
     ax = abs(x)
+    if ax == 0:
+        return "0"
     if ax >= 1e6:
         return f"{x / 1e6:.1f}M"
     if ax >= 1e3:

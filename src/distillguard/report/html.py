@@ -63,6 +63,10 @@ def _atlas(ids: list[str] | None) -> str:
     )
 
 
+def _level(level: Any) -> str:
+    return f'<span class="lvl {_e(level)}">{_e(level)}</span>' if level else ""
+
+
 def _anchor(prefix: str, ident: Any) -> str:
     """A safe element id for an account or cluster (ids are attacker-influenced strings)."""
     return prefix + hashlib.sha1(str(ident).encode("utf-8")).hexdigest()[:12]
@@ -125,7 +129,7 @@ def _top_signals(scan: ScanOutput) -> str:
         level = sig.get("level", "")
         rows.append(
             f"<tr><td><b>{_e(sig.get('title') or name)}</b> <span class=\"mono\">{_e(name)}</span></td>"
-            f"<td>{_e(sig.get('id', ''))}</td><td><span class=\"lvl {_e(level)}\">{_e(level)}</span></td>"
+            f"<td>{_e(sig.get('id', ''))}</td><td>{_level(level)}</td>"
             f'<td class="num">{c:,} ({c / n:.0%})</td>'
             f'<td class="bar"><div class="b" style="width:{100 * c / n:.1f}%"></div></td></tr>'
         )
@@ -145,6 +149,20 @@ def _links_table(links: list[dict[str, Any]]) -> str:
     )
     return ("<table><thead><tr><th>link</th><th>shared value</th><th class=\"num\">accounts</th>"
             f"<th class=\"num\">edges</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _cluster_reasons(c: dict[str, Any], scan: ScanOutput) -> str:
+    reasons = c.get("reasons") or []
+    if not reasons:
+        return ""
+    cat = scan.signal_by_name()
+    rows = "".join(
+        f"<tr><td title=\"{_e(r.get('signal'))}\">{_e((cat.get(r.get('signal')) or {}).get('title') or r.get('signal'))}"
+        f"</td><td class=\"num\">{_num(r.get('value'))}</td><td>{_e(r.get('detail'))}</td></tr>"
+        for r in reasons[:6]
+    )
+    return ('<table><thead><tr><th>why the cluster is flagged</th><th class="num">value</th><th>detail</th></tr>'
+            f"</thead><tbody>{rows}</tbody></table>")
 
 
 def _clusters(scan: ScanOutput, scores: dict[str, float], *, top_clusters: int, graph_nodes: int) -> str:
@@ -212,7 +230,7 @@ def _clusters(scan: ScanOutput, scores: dict[str, float], *, top_clusters: int, 
         html.append(
             f'<div class="cluster" id="{_anchor("c-", cid)}"><h3>Cluster <span class="mono">{_e(cid)}</span> '
             f"{_score(c.get('score'))} &middot; {len(members):,} accounts</h3>"
-            f'<div class="row"><div>{_links_table(c.get("links") or [])}'
+            f'<div class="row"><div>{_cluster_reasons(c, scan)}{_links_table(c.get("links") or [])}'
             f'<p><b>Accounts</b> (score): {mem}{more}</p>{tl_html}</div>'
             f'<div>{svg}<div>{_svg.legend_html(types)}</div>{cap}{out_note}</div></div></div>'
         )
@@ -350,7 +368,7 @@ def _catalogue(signals: list[dict[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td class=\"mono\">{_e(s.get('id'))}</td><td><b>{_e(s.get('title') or s.get('name'))}</b><br>"
         f"<span class=\"mono\">{_e(s.get('name'))}</span></td><td>{_atlas(s.get('atlas'))}</td>"
-        f"<td><span class=\"lvl {_e(s.get('level'))}\">{_e(s.get('level'))}</span></td>"
+        f"<td>{_level(s.get('level'))}</td>"
         f"<td>{_e(s.get('description'))}"
         + (f"<br><span class=\"note\">{_e(s.get('analyst_note'))}</span>" if s.get("analyst_note") else "")
         + f"</td><td>{'<br>'.join(_e(f) for f in s.get('falsepositives') or [])}</td></tr>"

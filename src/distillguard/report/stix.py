@@ -155,7 +155,8 @@ def _group_values(group: dict[str, Any], scan: ScanOutput, *, include_ips: bool)
             continue
         value = str(value)
         kind = {"ip_prefix": "ip_prefix", "client_ip": "client_ip", "payment_fingerprint": "payment_fingerprint",
-                "shared_prompts": "template_signature", "prompt_set_slices": "template_signature"}.get(t)
+                "shared_prompts": "template_signature", "prompt_set_slices": "template_signature",
+                "template": "template_signature"}.get(t)
         if t == "user_agent_params":
             kind = "user_agent" if (value in member_uas or not member_uas) else "client_fingerprint"
         if kind is None or (kind == "client_ip" and not include_ips):
