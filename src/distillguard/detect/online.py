@@ -1,19 +1,39 @@
-"""The online detector: the same features and thresholds as ``scan``, one request at a time.
+"""The online detector: the same features, signals, scores and threshold as ``scan``, one request at a time.
 
-Interface (used by the gateway, ``replay`` and the LiteLLM plugin)::
+Used by the gateway, the LiteLLM plugin and ``replay`` (the same code in all three). Per account it
+keeps :class:`~distillguard.features.stats.AccountStats` (bounded: counters, a 24-bin histogram, KMV
+sketches of 128 hashes, small capped sets); per linked cluster it keeps the merge of its members'
+stats, updated with each member request, so a cluster is scored on its combined behaviour exactly as
+in batch. Links come from :class:`~distillguard.linkage.online.OnlineLinker`.
 
-    det = OnlineDetector(accounts=None)          # accounts: optional {account_id: account-file row}
-    verdict = det.process(event)                 # event: dict from schema.event_from_record()
-    verdict.account_id, verdict.score, verdict.flagged, verdict.cluster_id, verdict.reasons
+Interface::
 
-``process`` = ``learn_one`` then ``score_one`` then the threshold. Being built: this first version
-keeps per-account counters only and never flags.
+    det = OnlineDetector(accounts={"acct": {"payment_fingerprint": "...", "created_at": 1.7e9}})
+    v = det.process(event)          # event: dict from schema.event_from_record()
+    v.account_id, v.score, v.flagged, v.cluster_id, v.reasons
+
+>>> from distillguard.schema import event_from_record
+>>> det = OnlineDetector()
+>>> v = det.process(event_from_record({"request_id": "r1", "timestamp": 0, "account_id": "a",
+...     "endpoint": "/v1/chat/completions", "request": {"messages": [{"role": "user", "content": "hi"}]}}))
+>>> v.flagged, 0.0 <= v.score <= 1.0
+(False, True)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from distillguard.detect.scoring import ScoreModel
+from distillguard.detect.signals import strengths_scalar
+from distillguard.features.derive import derive_one, words_of
+from distillguard.features.stats import KMV_K, WORDS_FIRST_N, AccountStats, features_scalar, kmv_estimate
+from distillguard.linkage.graph import FREEMAIL, created_wave, ip_prefix, template_key, ua_params_key
+from distillguard.linkage.online import OnlineLinker
+
+TEMPLATE_MAX_PREFIX_RATIO = 0.5
+TEMPLATE_MIN_REQUESTS = 30
 
 
 @dataclass(frozen=True)
@@ -23,20 +43,154 @@ class Verdict:
     flagged: bool
     cluster_id: str | None = None
     reasons: list[dict[str, Any]] = field(default_factory=list)
+    cluster_score: float = 0.0
+    newly_flagged: bool = False
+
+
+@dataclass
+class _Account:
+    stats: AccountStats = field(default_factory=AccountStats)
+    score: float = 0.0
+    first_pre: int | None = None
+    templated: bool = False
+    flagged_at: float | None = None
+    requests_before_flag: int | None = None
+    flag_reasons: list[dict[str, Any]] = field(default_factory=list)
+    flag_cluster: str | None = None
 
 
 class OnlineDetector:
-    def __init__(self, *, accounts: dict[str, dict] | None = None):
-        self.accounts = accounts or {}
-        self._counts: dict[str, int] = {}
+    """Per-request detection with per-account and per-cluster state (see the module docstring)."""
 
+    def __init__(self, *, accounts: dict[str, dict] | None = None, model: ScoreModel | None = None, linkage: bool = True):
+        self.model = model or ScoreModel.default()
+        self.threshold = self.model.threshold.value
+        self.accounts = accounts or {}
+        self.linkage = linkage
+        self._acc: dict[str, _Account] = {}
+        self._cluster_stats: dict[str, AccountStats] = {}
+        self._cluster_score: dict[str, float] = {}
+        self.linker = OnlineLinker(on_union=self._on_union)
+        self._current: str | None = None
+        self._current_included = False
+
+    # -- state ------------------------------------------------------------------------------
+    def _side(self, root: str) -> AccountStats:
+        cs = self._cluster_stats.pop(root, None)
+        if cs is not None:
+            return cs
+        if root == self._current:
+            self._current_included = True  # the account's own stats already hold this request
+        return self._acc_stats(root)
+
+    def _on_union(self, root: str, other: str) -> None:
+        a, b = self._side(root), self._side(other)
+        self._cluster_stats[root] = a.merge(b)
+        self._cluster_score.pop(other, None)
+
+    def _acc_stats(self, account: str) -> AccountStats:
+        st = self._acc.get(account)
+        return st.stats if st is not None else AccountStats()
+
+    def account_state(self, account_id: str) -> _Account | None:
+        return self._acc.get(account_id)
+
+    def is_flagged(self, account_id: str) -> bool:
+        st = self._acc.get(account_id)
+        return st is not None and st.flagged_at is not None
+
+    # -- the River-style interface ------------------------------------------------------------
     def learn_one(self, event: dict[str, Any]) -> None:
-        aid = event["account_id"]
-        self._counts[aid] = self._counts.get(aid, 0) + 1
+        self.process(event)
 
     def score_one(self, event: dict[str, Any]) -> float:
-        return 0.0
+        st = self._acc.get(event["account_id"])
+        return st.score if st is not None else 0.0
 
     def process(self, event: dict[str, Any]) -> Verdict:
-        self.learn_one(event)
-        return Verdict(account_id=event["account_id"], score=self.score_one(event), flagged=False)
+        """Update the state with one event and return the account's verdict after it."""
+        aid = event["account_id"]
+        st = self._acc.get(aid)
+        need_words = st is None or st.stats.n < WORDS_FIRST_N
+        return self.process_derived(
+            aid, event["ts"], derive_one(event), words_of(event.get("prompt")) if need_words else None,
+            client_ip=event.get("client_ip"), user_agent=event.get("user_agent"),
+        )
+
+    def process_derived(self, aid: str, ts: float, d: dict[str, Any], words: list[str] | None, *,
+                        client_ip: str | None = None, user_agent: str | None = None) -> Verdict:
+        """:meth:`process` with the per-request derived values already computed (``replay`` does it in bulk)."""
+        st = self._acc.get(aid)
+        new = st is None
+        if new:
+            st = self._acc[aid] = _Account(first_pre=d["pre"])
+        gap, dw, dd = st.stats.update(ts, d, words)
+        self._current, self._current_included = aid, False
+        if self.linkage:
+            lk = self.linker
+            if new:
+                info = self.accounts.get(aid) or {}
+                lk.add_key(aid, "payment_fingerprint", info.get("payment_fingerprint"))
+                lk.add_key(aid, "created_wave", created_wave(info.get("created_at")))
+                dom = (info.get("email_domain") or "").lower() or None
+                lk.add_key(aid, "email_domain", None if dom in FREEMAIL else dom)
+                lk.add_key(aid, "user_agent_params", ua_params_key(user_agent, d["psig"]))
+            if client_ip:
+                if not lk.has_key(aid, "client_ip", client_ip):
+                    lk.add_key(aid, "client_ip", client_ip)
+                    lk.add_key(aid, "ip_prefix", ip_prefix(client_ip))
+            if not st.templated and st.stats.n >= TEMPLATE_MIN_REQUESTS:
+                ratio = min(1.0, kmv_estimate(st.stats.kmv_pre, KMV_K["kmv_pre"]) / st.stats.n)
+                if ratio <= TEMPLATE_MAX_PREFIX_RATIO:
+                    st.templated = True
+                    lk.add_key(aid, "template", template_key(st.first_pre))
+        # account score
+        feats = features_scalar(st.stats)
+        strs = strengths_scalar(feats)
+        st.score = self.model.score_scalar(strs)
+        # cluster score
+        cid = None
+        cscore = 0.0
+        cstrs = cfeats = None
+        if self.linkage:
+            root = self.linker.root(aid)
+            if root in self._cluster_stats:
+                cs = self._cluster_stats[root]
+                if not self._current_included:
+                    cs.apply(ts, d, gap, dw, dd)
+                cfeats = features_scalar(cs)
+                cstrs = strengths_scalar(cfeats)
+                cscore = self.model.score_scalar(cstrs)
+                self._cluster_score[root] = cscore
+                cid = self.linker.cluster_of(aid)
+        score = max(st.score, cscore if cid is not None else 0.0)
+        flagged = score >= self.threshold
+        newly = False
+        if flagged and st.flagged_at is None:
+            newly = True
+            st.flagged_at = ts
+            st.requests_before_flag = st.stats.n - 1
+            st.flag_cluster = cid
+            reasons = [r.as_dict() for r in self.model.reasons(strs, feats)] if st.score >= self.threshold else []
+            if cid is not None and cscore >= self.threshold:
+                members = self.linker.members(aid)
+                creasons = self.model.reasons(cstrs, cfeats, top=3)
+                reasons.insert(0 if st.score < self.threshold else len(reasons), {
+                    "signal": "linked_cluster", "value": round(cscore, 6),
+                    "detail": f"member of cluster {cid} ({len(members)} accounts); combined traffic scores {cscore:.3f}: "
+                              + "; ".join(r.detail for r in creasons),
+                })
+                # every member of a flagged cluster is flagged at this moment too
+                for m in members:
+                    ms = self._acc.get(m)
+                    if ms is not None and ms.flagged_at is None and m != aid:
+                        ms.flagged_at = ts
+                        ms.requests_before_flag = ms.stats.n
+                        ms.flag_cluster = cid
+                        ms.flag_reasons = [reasons[0]]
+            st.flag_reasons = reasons
+        return Verdict(account_id=aid, score=score, flagged=st.flagged_at is not None, cluster_id=cid,
+                       reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
+
+    def flagged_accounts(self) -> dict[str, _Account]:
+        return {a: s for a, s in self._acc.items() if s.flagged_at is not None}

@@ -52,7 +52,7 @@ def _stats_columns(table: pa.Table) -> dict[str, Any]:
         col = table.column(name)
         if name == "hours":
             cols[name] = np.asarray(col.to_pylist(), dtype=np.float64).reshape(-1, 24)
-        elif name == "days" or name.startswith("kmv_"):
+        elif name == "days" or name.startswith(("kmv_", "set_")):
             cols[name] = col.to_pylist()
         else:
             cols[name] = col.to_numpy(zero_copy_only=False)
@@ -170,9 +170,9 @@ def _account_stats(con, engine: str, spark_master: str | None) -> pa.Table:
         return spark_account_stats(con, master=spark_master)
     if engine != "duckdb":
         raise InputError(f"unknown engine {engine!r}; use duckdb or spark")
-    from distillguard.features.stats import stats_sql
+    from distillguard.features.stats import account_stats
 
-    return con.sql(stats_sql("events")).to_arrow_table()
+    return account_stats(con, "events")
 
 
 def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
@@ -217,7 +217,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
         ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS}
         ccols["hours"] = np.asarray(ccols["hours"], dtype=np.float64).reshape(-1, 24)
         for name in STAT_COLUMNS:
-            if name not in ("hours", "days") and not name.startswith("kmv_"):
+            if name not in ("hours", "days") and not name.startswith(("kmv_", "set_")):
                 ccols[name] = np.asarray(ccols[name])
         cfeats, cstrs, cscores = score_stats(ccols, model)
     else:

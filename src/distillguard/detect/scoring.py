@@ -78,6 +78,15 @@ class ScoreModel:
             z = v if z is None else z + v
         return self.bias + (z if z is not None else 0.0)
 
+    def score_scalar(self, strengths: dict[str, float]) -> float:
+        """:meth:`score` for one account, in plain Python."""
+        import math
+
+        z = self.bias
+        for name, w in self.weights.items():
+            z += w * strengths[name]
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
     def score(self, strengths: dict[str, Any]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logit(strengths)))
 

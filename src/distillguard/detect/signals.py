@@ -138,6 +138,22 @@ def strengths(feats: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def strengths_scalar(feats: dict[str, float]) -> dict[str, float]:
+    """:func:`strengths` for one account, in plain Python (the online hot path)."""
+    n = feats["requests"]
+    out = {}
+    for s in SIGNALS:
+        v = feats[s.feature]
+        if v != v:  # NaN: not enough data for this feature
+            out[s.name] = 0.0
+            continue
+        r = (v - s.lo) / (s.hi - s.lo)
+        r = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)
+        c = n / s.min_requests
+        out[s.name] = r * (0.0 if c < 0.0 else (1.0 if c > 1.0 else c))
+    return out
+
+
 def catalogue() -> list[dict[str, Any]]:
     return [s.as_dict() for s in SIGNALS]
 

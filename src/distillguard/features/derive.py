@@ -60,9 +60,9 @@ _COMPILED = {k: re.compile(v) for k, v in PATTERNS.items()}
 SCAN_CHARS = 2000
 #: Characters of the prompt's head/tail that make its template signature.
 SIG_CHARS = 32
-WORD_SPLIT = r"[^a-z0-9]+"
-_WORD_RE = re.compile(WORD_SPLIT)
-MIN_WORD_LEN = 3
+#: A word for vocabulary breadth: a run of 3+ ASCII letters or digits (same in RE2 and Python).
+WORD_PATTERN = r"[a-z0-9]{3,}"
+_WORD_RE = re.compile(WORD_PATTERN)
 WORDS_PROMPT_CHARS = 300
 
 
@@ -118,7 +118,7 @@ def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
 
 def words_of(prompt: str | None) -> list[str]:
     """Words used for the vocabulary-breadth feature (ASCII letters and digits, 3+ characters)."""
-    return [w for w in _WORD_RE.split((prompt or "")[:WORDS_PROMPT_CHARS].lower()) if len(w) >= MIN_WORD_LEN]
+    return _WORD_RE.findall((prompt or "")[:WORDS_PROMPT_CHARS].lower())
 
 
 def psig_sql() -> str:

@@ -24,10 +24,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from distillguard.features.derive import derive_sql, md5_u64
+from distillguard.features.derive import WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
 
 FLAG_COLUMNS = ("cot", "ident", "selfi", "fmt", "transl", "single", "lp", "nmulti", "hitmax", "stream", "sys", "tools", "effort")
-KMV_K = {"kmv_ph": 128, "kmv_pre": 128, "kmv_suf": 128, "kmv_psig": 32, "kmv_temp": 16, "kmv_words": 256}
+KMV_K = {"kmv_ph": 128, "kmv_pre": 128, "kmv_suf": 128}
+#: Small exact sets (the lexicographically smallest distinct values, capped): parameter signatures, temperatures.
+SET_K = {"set_psig": 32, "set_temp": 16}
 WORDS_FIRST_N = 64  # vocabulary breadth looks at an account's first 64 prompts
 FAST_IAT_S = 2.0  # inter-arrival below this counts as machine-speed
 MAX_DAYS = 4096
@@ -72,6 +74,7 @@ class AccountStats:
     iat_sum2: float = 0.0
     fast_n: int = 0
     words_total: int = 0
+    words_distinct: int = 0
     last_ts: float | None = None
     cot: int = 0
     ident: int = 0
@@ -91,23 +94,41 @@ class AccountStats:
     kmv_ph: list[int] = field(default_factory=list)
     kmv_pre: list[int] = field(default_factory=list)
     kmv_suf: list[int] = field(default_factory=list)
-    kmv_psig: list[int] = field(default_factory=list)
-    kmv_temp: list[int] = field(default_factory=list)
-    kmv_words: list[int] = field(default_factory=list)
+    set_psig: list[str] = field(default_factory=list)
+    set_temp: list[str] = field(default_factory=list)
+    _words: set[str] | None = field(default_factory=set, repr=False)
 
-    def update(self, ts: float, d: dict[str, Any], words: list[str] | None = None) -> None:
-        """Add one request (``d`` from :func:`~distillguard.features.derive.derive_one`) at time ``ts``."""
+    def update(self, ts: float, d: dict[str, Any], words: list[str] | None = None) -> tuple[float | None, int, int]:
+        """Add one request (``d`` from :func:`~distillguard.features.derive.derive_one`) at time ``ts``.
+
+        Returns ``(gap, words_added, distinct_words_added)`` so that a cluster holding this account
+        can apply the very same change with :meth:`apply` (cluster stats = merge of member stats).
+        """
+        gap = None if self.last_ts is None else ts - self.last_ts
+        self.last_ts = ts
+        dw = dd = 0
+        if self.n < WORDS_FIRST_N and words is not None and self._words is not None:
+            before = len(self._words)
+            self._words.update(words)
+            dw, dd = len(words), len(self._words) - before
+            if self.n + 1 == WORDS_FIRST_N:
+                self._words = None  # the count is final; free the set
+        self.apply(ts, d, gap, dw, dd)
+        return gap, dw, dd
+
+    def apply(self, ts: float, d: dict[str, Any], gap: float | None, words_added: int, distinct_added: int) -> None:
+        """Apply one request's change, with the gap and word counts measured on its own account."""
         self.n += 1
-        if self.last_ts is not None:
-            gap = ts - self.last_ts
+        if gap is not None:
             self.iat_n += 1
             self.iat_sum += gap
             self.iat_sum2 += gap * gap
             if gap < FAST_IAT_S:
                 self.fast_n += 1
-        self.last_ts = ts
-        self.t0 = min(self.t0, ts)
-        self.t1 = max(self.t1, ts)
+        if ts < self.t0:
+            self.t0 = ts
+        if ts > self.t1:
+            self.t1 = ts
         self.out_tok += d["out_tok"]
         self.in_tok += d["in_tok"]
         for c in FLAG_COLUMNS:
@@ -119,23 +140,22 @@ class AccountStats:
         kmv_insert(self.kmv_ph, KMV_K["kmv_ph"], d["ph"])
         kmv_insert(self.kmv_pre, KMV_K["kmv_pre"], d["pre"])
         kmv_insert(self.kmv_suf, KMV_K["kmv_suf"], d["suf"])
-        kmv_insert(self.kmv_psig, KMV_K["kmv_psig"], md5_u64(d["psig"]))
-        kmv_insert(self.kmv_temp, KMV_K["kmv_temp"], md5_u64("-" if d["temp"] is None else repr(round(d["temp"], 3))))
-        if self.n <= WORDS_FIRST_N and words is not None:
-            self.words_total += len(words)
-            for w in words:
-                kmv_insert(self.kmv_words, KMV_K["kmv_words"], md5_u64(w))
+        kmv_insert(self.set_psig, SET_K["set_psig"], d["psig"])
+        kmv_insert(self.set_temp, SET_K["set_temp"], temp_key(d["temp"]))
+        self.words_total += words_added
+        self.words_distinct += distinct_added
 
     def merge(self, o: "AccountStats") -> "AccountStats":
         """A new stats object for the union of two disjoint sets of requests (for clusters)."""
         m = AccountStats()
-        for name in ("n", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total") + FLAG_COLUMNS:
+        for name in ("n", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct") + FLAG_COLUMNS:
             setattr(m, name, getattr(self, name) + getattr(o, name))
         m.t0, m.t1 = min(self.t0, o.t0), max(self.t1, o.t1)
         m.hours = [a + b for a, b in zip(self.hours, o.hours)]
         m.days = set(list(self.days | o.days)[:MAX_DAYS])
-        for name, k in KMV_K.items():
+        for name, k in {**KMV_K, **SET_K}.items():
             setattr(m, name, kmv_merge(getattr(self, name), getattr(o, name), k))
+        m._words = None  # merged vocabulary breadth is the request-weighted mix of the members'
         return m
 
     def to_row(self) -> dict[str, Any]:
@@ -151,19 +171,40 @@ class AccountStats:
             v = row[name]
             if name == "days":
                 v = set(v)
-            elif name.startswith("kmv_") or name == "hours":
+            elif name.startswith(("kmv_", "set_")) or name == "hours":
                 v = list(v)
             setattr(s, name, v)
         return s
 
 
 STAT_COLUMNS = (
-    "n", "t0", "t1", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total",
-) + FLAG_COLUMNS + ("hours", "days") + tuple(KMV_K)  # fmt: skip
+    "n", "t0", "t1", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct",
+) + FLAG_COLUMNS + ("hours", "days") + tuple(KMV_K) + tuple(SET_K)  # fmt: skip
 
 
-def stats_sql(events: str = "events", key: str = "account_id") -> str:
-    """SQL computing :class:`AccountStats` columns for every ``key`` of the events table."""
+def temp_key(temp: float | None) -> str:
+    """Temperature as the text both paths compare (DuckDB's CAST of a DOUBLE rounded to 3 places)."""
+    return "-" if temp is None else repr(round(float(temp), 3))
+
+
+def derived_sql(events: str = "events", key: str = "account_id") -> str:
+    """Derived values of every event plus the inter-arrival gap and rank within its ``key``."""
+    return f"""SELECT *, ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk
+  FROM ({derive_sql(events)}) x
+  WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id)"""
+
+
+def account_stats(con: Any, events: str = "events", key: str = "account_id") -> Any:
+    """Run :func:`stats_sql` on a DuckDB connection (materialising the derived events once)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _dg_derived AS {derived_sql(events, key)}")
+    try:
+        return con.sql(stats_sql("_dg_derived", key)).to_arrow_table()
+    finally:
+        con.execute("DROP TABLE IF EXISTS _dg_derived")
+
+
+def stats_sql(derived: str = "_dg_derived", key: str = "account_id") -> str:
+    """SQL computing :class:`AccountStats` columns for every ``key`` of a derived-events table."""
     flag_sums = ",\n  ".join(f"sum({c}::INTEGER)::BIGINT AS {c}" for c in FLAG_COLUMNS)
     temp_str = "CASE WHEN temp IS NULL THEN '-' ELSE CAST(round(temp, 3) AS VARCHAR) END"
 
@@ -174,11 +215,7 @@ def stats_sql(events: str = "events", key: str = "account_id") -> str:
 )"""
 
     return f"""
-WITH d AS (
-  SELECT *, ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk
-  FROM ({derive_sql(events)}) x
-  WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id)
-),
+WITH d AS (SELECT * FROM {derived}),
 base AS (
   SELECT {key} AS k, count(*)::BIGINT AS n, min(ts) AS t0, max(ts) AS t1,
   sum(out_tok)::BIGINT AS out_tok, sum(in_tok)::BIGINT AS in_tok,
@@ -194,32 +231,28 @@ hrs AS (
         SELECT {key} AS k, (floor(ts / 3600)::BIGINT % 24) AS h, count(*) AS c FROM d GROUP BY ALL) GROUP BY k)
 ),
 words AS (
-  SELECT {key} AS k, unnest(list_filter(regexp_split_to_array(lower(left(coalesce(prompt, ''), 300)), '[^a-z0-9]+'),
-                        lambda w: length(w) >= 3)) AS w
+  SELECT {key} AS k, unnest(regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}')) AS w
   FROM d WHERE rk <= {WORDS_FIRST_N}
 ),
-wt AS (SELECT k, count(*)::BIGINT AS words_total FROM words GROUP BY k),
-kmv_words AS (SELECT k, min(h, {KMV_K['kmv_words']}) AS kmv_words FROM (SELECT DISTINCT k, md5_number_lower(w) AS h FROM words) GROUP BY k),
+wt AS (SELECT k, count(*)::BIGINT AS words_total, count(DISTINCT w)::BIGINT AS words_distinct FROM words GROUP BY k),
+set_psig AS (SELECT k, min(v, {SET_K['set_psig']}) AS set_psig FROM (SELECT DISTINCT {key} AS k, psig AS v FROM d) GROUP BY k),
+set_temp AS (SELECT k, min(v, {SET_K['set_temp']}) AS set_temp FROM (SELECT DISTINCT {key} AS k, {temp_str} AS v FROM d) GROUP BY k),
 {kmv('kmv_ph', 'ph')},
 {kmv('kmv_pre', 'pre')},
-{kmv('kmv_suf', 'suf')},
-{kmv('kmv_psig', 'md5_number_lower(psig)')},
-{kmv('kmv_temp', f'md5_number_lower({temp_str})')}
+{kmv('kmv_suf', 'suf')}
 SELECT base.k AS {key}, n, t0, t1, out_tok, in_tok, iat_n, iat_sum, iat_sum2, fast_n,
-  coalesce(wt.words_total, 0)::BIGINT AS words_total,
+  coalesce(wt.words_total, 0)::BIGINT AS words_total, coalesce(wt.words_distinct, 0)::BIGINT AS words_distinct,
   {', '.join(FLAG_COLUMNS)}, hrs.hours, days,
   list_sort(kmv_ph) AS kmv_ph, list_sort(kmv_pre) AS kmv_pre, list_sort(kmv_suf) AS kmv_suf,
-  list_sort(kmv_psig) AS kmv_psig, list_sort(kmv_temp) AS kmv_temp,
-  coalesce(list_sort(kmv_words), []::UBIGINT[]) AS kmv_words
+  list_sort(set_psig) AS set_psig, list_sort(set_temp) AS set_temp
 FROM base
 LEFT JOIN hrs ON hrs.k = base.k
 LEFT JOIN wt ON wt.k = base.k
-LEFT JOIN kmv_words ON kmv_words.k = base.k
+LEFT JOIN set_psig ON set_psig.k = base.k
+LEFT JOIN set_temp ON set_temp.k = base.k
 LEFT JOIN kmv_ph ON kmv_ph.k = base.k
 LEFT JOIN kmv_pre ON kmv_pre.k = base.k
 LEFT JOIN kmv_suf ON kmv_suf.k = base.k
-LEFT JOIN kmv_psig ON kmv_psig.k = base.k
-LEFT JOIN kmv_temp ON kmv_temp.k = base.k
 """
 
 
@@ -235,7 +268,7 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
     """Features from stats columns (arrays over accounts, or scalars for one account).
 
     ``cols`` maps every name of :data:`STAT_COLUMNS` to an array (``hours``: shape (m, 24);
-    ``days`` and ``kmv_*``: sequences of lists).
+    ``days``, ``kmv_*`` and ``set_*``: sequences of lists).
     """
     n = np.asarray(cols["n"], dtype=np.float64)
     safe_n = np.maximum(n, 1.0)
@@ -264,15 +297,13 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
             "iat_cv": iat_cv,
             "fast_share": np.where(iat_n > 0, np.asarray(cols["fast_n"], dtype=np.float64) / np.maximum(iat_n, 1), np.nan),
             "hour_entropy": ent,
-            "param_variety": np.asarray([kmv_estimate(x, KMV_K["kmv_psig"]) for x in cols["kmv_psig"]]),
-            "temp_variety": np.asarray([kmv_estimate(x, KMV_K["kmv_temp"]) for x in cols["kmv_temp"]]),
+            "param_variety": np.asarray([len(x) for x in cols["set_psig"]], dtype=np.float64),
+            "temp_variety": np.asarray([len(x) for x in cols["set_temp"]], dtype=np.float64),
             "prompt_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_ph"]) for x in cols["kmv_ph"]]) / safe_n),
             "prefix_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_pre"]) for x in cols["kmv_pre"]]) / safe_n),
             "suffix_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_suf"]) for x in cols["kmv_suf"]]) / safe_n),
             "vocab_breadth": np.where(
-                words_total >= 20,
-                np.asarray([kmv_estimate(x, KMV_K["kmv_words"]) for x in cols["kmv_words"]]) / np.maximum(words_total, 1.0),
-                np.nan,
+                words_total >= 20, np.asarray(cols["words_distinct"], dtype=np.float64) / np.maximum(words_total, 1.0), np.nan
             ),
         }
         for c in FLAG_COLUMNS:
@@ -281,7 +312,49 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def features_of(stats: AccountStats) -> dict[str, float]:
-    """Features of one account's stats (online path); the same function as the batch path."""
+    """Features of one account's stats through the vectorised function (reference for :func:`features_scalar`)."""
     row = stats.to_row()
-    cols = {k: ([v] if k in ("hours", "days") or k.startswith("kmv_") else np.asarray([v])) for k, v in row.items()}
+    cols = {k: ([v] if k in ("hours", "days") or k.startswith(("kmv_", "set_")) else np.asarray([v])) for k, v in row.items()}
     return {k: float(v[0]) for k, v in features(cols).items()}
+
+
+def features_scalar(s: AccountStats) -> dict[str, float]:
+    """The same numbers as :func:`features` for one stats object, in plain Python (the online hot path)."""
+    nan = math.nan
+    n = float(s.n)
+    safe_n = max(n, 1.0)
+    days = float(len(s.days))
+    tok = s.out_tok + s.in_tok
+    mean = s.iat_sum / s.iat_n if s.iat_n > 0 else nan
+    if s.iat_n > 1 and mean > 0:
+        var = s.iat_sum2 / s.iat_n - mean * mean
+        iat_cv = math.sqrt(max(var, 0.0)) / mean
+    else:
+        iat_cv = nan
+    total = float(sum(s.hours)) or 1.0
+    ent = 0.0
+    for h in s.hours:
+        if h:
+            p = h / total
+            ent -= p * math.log(p)
+    out = {
+        "requests": n,
+        "active_days": days,
+        "req_per_day": n / max(days, 1.0),
+        "span_hours": (s.t1 - s.t0) / 3600.0,
+        "tokens_out": float(s.out_tok),
+        "tokens_per_day": tok / max(days, 1.0),
+        "out_share": s.out_tok / max(tok, 1.0) if tok > 0 else nan,
+        "iat_cv": iat_cv,
+        "fast_share": s.fast_n / s.iat_n if s.iat_n > 0 else nan,
+        "hour_entropy": ent / math.log(24),
+        "param_variety": float(len(s.set_psig)),
+        "temp_variety": float(len(s.set_temp)),
+        "prompt_distinct_ratio": min(1.0, kmv_estimate(s.kmv_ph, KMV_K["kmv_ph"]) / safe_n),
+        "prefix_distinct_ratio": min(1.0, kmv_estimate(s.kmv_pre, KMV_K["kmv_pre"]) / safe_n),
+        "suffix_distinct_ratio": min(1.0, kmv_estimate(s.kmv_suf, KMV_K["kmv_suf"]) / safe_n),
+        "vocab_breadth": s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else nan,
+    }
+    for c in FLAG_COLUMNS:
+        out[f"{c}_share"] = getattr(s, c) / safe_n
+    return out

@@ -48,12 +48,11 @@ def _missing(x: str) -> str:
 
 
 def _text(c: str) -> str:
-    """Text of a message ``content``: a string, or the ``text`` of each part of a list, joined by newlines."""
+    """Text of a message ``content``: a string, or the string ``text`` of each part of a list, joined by newlines."""
     return (
         f"(CASE json_type({c}) WHEN 'VARCHAR' THEN ({c})->>'$' "
-        f"WHEN 'ARRAY' THEN coalesce(array_to_string(list_filter(list_transform(json_extract({c}, '$[*]'), "
-        f"lambda p: CASE WHEN json_type(p) = 'OBJECT' AND json_type(p, '$.text') = 'VARCHAR' THEN p->>'$.text' END), "
-        f"lambda s: s IS NOT NULL), chr(10)), '') ELSE '' END)"
+        f"WHEN 'ARRAY' THEN coalesce(array_to_string(list_transform(list_filter(json_transform({c}, '[{{\"text\": \"JSON\"}}]'), "
+        f"lambda p: json_type(p.text) = 'VARCHAR'), lambda p: p.text->>'$'), chr(10)), '') ELSE '' END)"
     )
 
 
@@ -131,16 +130,16 @@ WITH a AS (
 ), d AS (
   SELECT *,
          ({_missing(R['messages'])} OR {_is(R['messages'], 'ARRAY')}) AS msgs_ok,
-         list_transform(json_extract({msgs_json}, '$[*]'),
-            lambda m: {{'is_obj': json_type(m) = 'OBJECT', 'role': CASE WHEN json_type(m) = 'OBJECT' THEN m->>'$.role' END,
-                       'text': CASE WHEN json_type(m) = 'OBJECT' THEN {_text("json_extract(m, '$.content')")} ELSE '' END}}) AS ms,
+         list_transform(json_transform({msgs_json}, '[{{"role": "JSON", "content": "JSON"}}]'),
+            lambda m: {{'role': CASE WHEN json_type(m.role) = 'VARCHAR' THEN m.role->>'$' END,
+                       'text': {_text("m.content")}}}) AS ms,
          CASE WHEN json_type(t[{_TOP.index('response') + 1}]) = 'OBJECT' THEN {usage} END AS u,
          CASE WHEN {_is(R['prompt'], 'VARCHAR')} OR ({_is(R['prompt'], 'ARRAY')} AND json_array_length({R['prompt']}) > 0) THEN {R['prompt']}
               WHEN {_is(R['input'], 'VARCHAR')} OR ({_is(R['input'], 'ARRAY')} AND json_array_length({R['input']}) > 0) THEN {R['input']} END AS sp
   FROM c
 ), e AS (
   SELECT *,
-         list_filter(ms, lambda m: m.is_obj) AS mo,
+         ms AS mo,
          list_filter(ms, lambda m: m.role = 'user') AS mu
   FROM d
 )

@@ -1,0 +1,150 @@
+"""``replay``: the online detector over logs in timestamp order, as if each request arrived live (contracts.md §3).
+
+The per-request derived values are computed in bulk by the batch SQL (the tested twin of
+:func:`~distillguard.features.derive.derive_one`); everything stateful — account and cluster stats,
+links, scores, the threshold — is :class:`~distillguard.detect.online.OnlineDetector`, the gateway's
+own code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from distillguard.detect.online import OnlineDetector
+from distillguard.detect.scoring import ScoreModel
+from distillguard.errors import InputError
+from distillguard.features.derive import SCAN_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
+from distillguard.features.stats import FLAG_COLUMNS, WORDS_FIRST_N
+from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
+
+_BATCH = 50_000
+
+
+def _replay_sql() -> str:
+    return f"""
+SELECT account_id, ts, client_ip, user_agent,
+       {', '.join(FLAG_COLUMNS)}, out_tok, in_tok, psig, temp, ph, pre, suf,
+       CASE WHEN rk <= {WORDS_FIRST_N} THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
+FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql('events')}) x)
+ORDER BY ts, request_id
+"""
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def run_replay(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    *,
+    accounts: str | Path | None = None,
+    model: ScoreModel | str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Replay ``paths`` through the online detector; writes ``first_flags.jsonl`` and ``rejected.jsonl``."""
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rejected.jsonl").write_bytes(b"")
+    except OSError as e:
+        raise InputError(f"cannot write to output folder {out}: {e.strerror or e}") from e
+    if isinstance(model, (str, Path)):
+        model = ScoreModel.load(model)
+    work = Path(tempfile.mkdtemp(prefix="distillguard-replay-"))
+    try:
+        store = EventStore(work / "work.duckdb", memory_limit="3GB")
+        with RejectWriter(out / "rejected.jsonl") as rej:
+            reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=SCAN_CHARS, keep_response_text=False)
+            for batch in reader.iter_batches(list(paths)):
+                store.append(batch)
+            store.finish_run(rej)
+            acct: dict[str, dict] = {}
+            if accounts is not None:
+                acct = {r["account_id"]: r for r in load_accounts(accounts, rejects=rej).to_pylist()}
+            n_rejected = rej.total
+        total = store.count()
+        if total == 0:
+            raise InputError(f"no readable requests in {len(paths)} input file(s); see {out / 'rejected.jsonl'}")
+        t_read = time.perf_counter() - t_start
+        det = OnlineDetector(accounts=acct, model=model)
+        t0 = time.perf_counter()
+        done = 0
+        prog_ctx = _progress(total) if progress else None
+        advance = prog_ctx.__enter__() if prog_ctx else None
+        try:
+            reader_ = store.con.sql(_replay_sql()).to_arrow_reader(_BATCH)
+            flag_names = list(FLAG_COLUMNS)
+            for batch in reader_:
+                cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+                n = batch.num_rows
+                aids, tss, ips, uas, words = cols["account_id"], cols["ts"], cols["client_ip"], cols["user_agent"], cols["words"]
+                flag_cols = [cols[c] for c in flag_names]
+                other = [cols[c] for c in ("out_tok", "in_tok", "psig", "temp", "ph", "pre", "suf")]
+                process = det.process_derived
+                for i in range(n):
+                    d = dict(zip(flag_names, [c[i] for c in flag_cols]))
+                    d["out_tok"], d["in_tok"], d["psig"], d["temp"], d["ph"], d["pre"], d["suf"] = (c[i] for c in other)
+                    process(aids[i], tss[i], d, words[i], client_ip=ips[i], user_agent=uas[i])
+                done += n
+                if advance:
+                    advance(n)
+        finally:
+            if prog_ctx:
+                prog_ctx.__exit__(None, None, None)
+        t_online = time.perf_counter() - t0
+        store.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    flagged = sorted(det.flagged_accounts().items(), key=lambda kv: (kv[1].flagged_at, kv[0]))
+    with open(out / "first_flags.jsonl", "wb") as f:
+        for aid, st in flagged:
+            f.write(orjson.dumps({
+                "account_id": aid,
+                "flagged_at": iso(st.flagged_at),
+                "flagged_at_unix": st.flagged_at,
+                "requests_before_flag": st.requests_before_flag,
+                "cluster_id": st.flag_cluster,
+                "reasons": st.flag_reasons,
+            }) + b"\n")
+    summary = {
+        "inputs": [str(p) for p in paths],
+        "requests": total,
+        "rejected": n_rejected,
+        "accounts": len(det._acc),
+        "flagged_accounts": len(flagged),
+        "threshold": det.threshold,
+        "read_s": t_read,
+        "online_s": t_online,
+        "online_requests_per_s": total / t_online if t_online > 0 else None,
+        "elapsed_s": time.perf_counter() - t_start,
+    }
+    (out / "replay_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class _progress:
+    def __init__(self, total: int):
+        self.total = total
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self.p.__enter__()
+        self.task = self.p.add_task("replay", total=self.total)
+        return lambda n: self.p.update(self.task, advance=n)
+
+    def __exit__(self, *a):
+        self.p.__exit__(*a)
+
+

@@ -1,0 +1,110 @@
+"""Incremental account linkage for the online detector: the batch link rules, one request at a time.
+
+Keys and weights are those of :mod:`distillguard.linkage.graph`. Each key value keeps the accounts
+that hold it (up to the key type's cap); when an account gains a value, every other holder's pair
+weight for that key type grows (rarity is taken at that moment), and a pair whose total reaches
+:data:`~distillguard.linkage.graph.EDGE_MIN_WEIGHT` is joined with union-find. Differences from the
+batch graph, by design: weights are never taken back when a value later becomes common, and clusters
+are connected components rather than Louvain communities.
+
+>>> lk = OnlineLinker()
+>>> lk.add_key("a", "payment_fingerprint", "pf1"); lk.add_key("b", "payment_fingerprint", "pf1")
+>>> lk.cluster_of("a") == lk.cluster_of("b") != None
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from distillguard.linkage.graph import EDGE_MIN_WEIGHT, KEY_TYPES, key_weight
+
+
+class OnlineLinker:
+    def __init__(self, *, on_union: Callable[[str, str], None] | None = None):
+        self._holders: dict[tuple[str, str], list[str]] = {}
+        self._pairs: dict[tuple[str, str], dict[str, float]] = {}
+        self._parent: dict[str, str] = {}
+        self._members: dict[str, list[str]] = {}
+        self._keys: dict[str, set[tuple[str, str]]] = {}
+        self.on_union = on_union
+
+    # -- union-find -------------------------------------------------------------------------
+    def _find(self, a: str) -> str:
+        p = self._parent.get(a, a)
+        if p == a:
+            return a
+        root = self._find(p)
+        self._parent[a] = root
+        return root
+
+    def _union(self, a: str, b: str) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return
+        ma, mb = self._members.get(ra, [ra]), self._members.get(rb, [rb])
+        if len(ma) < len(mb):
+            ra, rb, ma, mb = rb, ra, mb, ma
+        self._parent[rb] = ra
+        self._members[ra] = ma + mb
+        self._members.pop(rb, None)
+        if self.on_union is not None:
+            self.on_union(ra, rb)
+
+    def root(self, a: str) -> str:
+        return self._find(a)
+
+    def members(self, a: str) -> list[str]:
+        r = self._find(a)
+        return self._members.get(r, [r])
+
+    def cluster_of(self, a: str) -> str | None:
+        """Cluster id of ``a`` (as in batch: a hash of the smallest member id), or None when alone."""
+        m = self.members(a)
+        if len(m) < 2:
+            return None
+        return "C" + hashlib.sha1(min(m).encode()).hexdigest()[:10]
+
+    # -- keys -------------------------------------------------------------------------------
+    def has_key(self, account: str, key_type: str, value: str) -> bool:
+        return (key_type, value) in self._keys.get(account, ())
+
+    def add_key(self, account: str, key_type: str, value: str | None) -> None:
+        if value is None:
+            return
+        mine = self._keys.setdefault(account, set())
+        kv = (key_type, value)
+        if kv in mine:
+            return
+        mine.add(kv)
+        kt = KEY_TYPES[key_type]
+        holders = self._holders.setdefault(kv, [])
+        if len(holders) > kt.cap:
+            return  # too common to link anything
+        holders.append(account)
+        m = len(holders)
+        w = key_weight(key_type, m)
+        if w <= 0:
+            return
+        if m == kt.min_share:
+            pairs = [(x, y) for i, x in enumerate(holders) for y in holders[i + 1 :]]
+        else:
+            pairs = [(x, account) for x in holders[:-1]]
+        for x, y in pairs:
+            key = (x, y) if x < y else (y, x)
+            typed = self._pairs.setdefault(key, {})
+            typed[key_type] = min(kt.type_cap, typed.get(key_type, 0.0) + w)
+            if sum(typed.values()) >= EDGE_MIN_WEIGHT:
+                self._union(x, y)
+
+    def links_of(self, account: str) -> list[dict]:
+        """The typed links of ``account`` to the other members of its cluster."""
+        out = []
+        for other in self.members(account):
+            if other == account:
+                continue
+            key = (account, other) if account < other else (other, account)
+            for t, w in self._pairs.get(key, {}).items():
+                out.append({"account_id": other, "type": t, "weight": round(w, 4)})
+        return out
