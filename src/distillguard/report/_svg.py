@@ -22,6 +22,7 @@ EDGE_COLORS = {
     "created_wave": "#8c564b",
     "email_domain": "#e377c2",
     "shared_prompts": "#1f77b4",
+    "template": "#6baed6",
     "prompt_set_slices": "#17becf",
     "sync_timing": "#2ca02c",
     "model_pivot": "#bcbd22",
