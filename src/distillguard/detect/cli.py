@@ -1,20 +1,90 @@
-"""``distillguard scan``, ``replay`` and ``train`` (being built)."""
+"""``distillguard scan``, ``replay`` and ``train``."""
 
+from __future__ import annotations
+
+import sys
 from pathlib import Path
 
 import typer
 
+from distillguard.errors import DistillguardError
 
-def scan_command(logs: list[Path] = typer.Argument(...), out: Path = typer.Option(...)) -> None:
-    """Score every account and linked group in traffic logs."""
+
+def _fail(cmd: str, e: Exception) -> None:
+    print(f"distillguard {cmd}: {e}", file=sys.stderr)
     raise typer.Exit(2)
 
 
-def replay_command(logs: list[Path] = typer.Argument(...), out: Path = typer.Option(...)) -> None:
-    """Run the online detector over logs in time order."""
-    raise typer.Exit(2)
+def scan_command(
+    logs: list[Path] = typer.Argument(..., help="Traffic logs (.jsonl, .gz, .zst, .parquet, LiteLLM spend logs)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for verdicts, clusters, report and rejects."),
+    accounts: Path = typer.Option(None, "--accounts", help="Account file (JSON Lines) with payment, creation time, email domain."),
+    model: Path = typer.Option(None, "--model", help="Score model from `distillguard train` (default: the shipped one)."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (embedded, default) or spark."),
+    spark_master: str = typer.Option(None, "--spark-master", help="Spark master URL (default local[2]); e.g. spark://host:7077 or yarn."),
+    redact: bool = typer.Option(False, "--redact", help="Replace example prompts in the evidence with SHA-256 hashes."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Score every account and linked group of accounts for extraction.
+
+    Example: distillguard scan logs/*.jsonl.gz --accounts accounts.jsonl --out scan-out
+    """
+    from distillguard.detect.scan import run_scan
+
+    try:
+        s = run_scan(list(logs), out, accounts=accounts, model=model, engine=engine, redact=redact,
+                     spark_master=spark_master, progress=not quiet)
+    except DistillguardError as e:
+        _fail("scan", e)
+    print(
+        f"scanned {s['requests']:,} requests from {s['accounts']:,} accounts in {s['elapsed_s']:.1f} s "
+        f"({s['requests'] / max(s['elapsed_s'], 1e-9):,.0f} req/s); rejected {s['rejected']:,} lines\n"
+        f"flagged {s['flagged_accounts']:,} accounts and {s['flagged_clusters']:,} of {s['clusters']:,} linked groups "
+        f"(threshold {s['threshold']:.3f})\n"
+        f"report: {Path(out) / 'report.html'}"
+    )
 
 
-def train_command(labels: Path = typer.Option(...)) -> None:
-    """Fit a supervised model on labelled traffic."""
-    raise typer.Exit(2)
+def replay_command(
+    logs: list[Path] = typer.Argument(..., help="Traffic logs, replayed in timestamp order."),
+    out: Path = typer.Option(..., "--out", help="Output folder for first_flags.jsonl and rejects."),
+    accounts: Path = typer.Option(None, "--accounts", help="Account file (JSON Lines)."),
+    model: Path = typer.Option(None, "--model", help="Score model from `distillguard train`."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run the gateway's online detector over logs, request by request, and record when each account was first flagged.
+
+    Example: distillguard replay logs/*.jsonl.gz --accounts accounts.jsonl --out replay-out
+    """
+    from distillguard.detect.replay import run_replay
+
+    try:
+        s = run_replay(list(logs), out, accounts=accounts, model=model, progress=not quiet)
+    except DistillguardError as e:
+        _fail("replay", e)
+    print(
+        f"replayed {s['requests']:,} requests ({s['online_requests_per_s']:,.0f} req/s online); "
+        f"flagged {s['flagged_accounts']:,} of {s['accounts']:,} accounts; first flags: {Path(out) / 'first_flags.jsonl'}"
+    )
+
+
+def train_command(
+    traffic: list[Path] = typer.Argument(..., help="Labelled traffic folders from `distillguard simulate` (traffic.jsonl.gz, accounts.jsonl, labels.jsonl), or log files with --labels."),
+    labels: Path = typer.Option(None, "--labels", help="Label file (account_id, label) when TRAFFIC are log files."),
+    accounts: Path = typer.Option(None, "--accounts", help="Account file when TRAFFIC are log files."),
+    out: Path = typer.Option(Path("model.json"), "--out", help="Where to write the model."),
+    target_fpr: float = typer.Option(1e-3, "--target-fpr", help="Benign false-positive rate the threshold is chosen for."),
+) -> None:
+    """Fit the signal weights and the operating threshold on labelled traffic (use with `scan --model`).
+
+    Example: distillguard train sim-seed1 sim-seed2 --out model.json
+    """
+    from distillguard.detect.train import train_model
+
+    try:
+        model, report = train_model(list(traffic), labels=labels, accounts=accounts, target_fpr=target_fpr)
+    except DistillguardError as e:
+        _fail("train", e)
+    model.save(out)
+    print(report)
+    print(f"model written to {out}")

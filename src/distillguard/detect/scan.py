@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,6 @@ def _stats_columns(table: pa.Table) -> dict[str, Any]:
     return cols
 
 
-def score_stats(cols: dict[str, Any], model: ScoreModel) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
-    """(features, strengths, scores) for stats columns of many accounts or clusters."""
-    f = features(cols)
-    s = strengths(f)
-    return f, s, model.score(s)
-
-
 def _redact(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -100,27 +94,15 @@ def run_scan(
         con = store.con
         with RejectWriter(out / "rejected.jsonl") as rej:
             t = time.perf_counter()
-            from distillguard.progress import byte_progress
-
-            with byte_progress([Path(p) for p in paths], "reading logs") if progress else _null() as advance:
-                reader = EventReader(rejects=rej, con=con, prompt_max_chars=SCAN_CHARS, keep_response_text=False, on_progress=advance)
-                for batch in reader.iter_batches(list(paths)):
-                    store.append(batch)
-            dups = store.finish_run(rej)
+            reader, dups, has_accounts = load_into(store, paths, rej, accounts=accounts, progress=progress)
             timings["ingest_s"] = time.perf_counter() - t
-            acct_table = None
-            if accounts is not None:
-                acct_table = load_accounts(accounts, rejects=rej)
-                con.register("_dg_accounts_arrow", acct_table)
-                con.execute("CREATE TABLE accounts AS SELECT * FROM _dg_accounts_arrow")
-                con.unregister("_dg_accounts_arrow")
             n_rejected = rej.total
         n_events = store.count()
         if n_events == 0:
             raise InputError(
                 f"no readable requests in {len(paths)} input file(s): {reader.stats.rejected} line(s) rejected; see {out / 'rejected.jsonl'}"
             )
-        result = _detect(con, out, model=model, has_accounts=acct_table is not None, redact=redact, engine=engine,
+        result = _detect(con, out, model=model, has_accounts=has_accounts, redact=redact, engine=engine,
                          spark_master=spark_master, timings=timings)
         summary = {
             "inputs": [str(p) for p in paths],
@@ -155,6 +137,25 @@ def run_scan(
     return summary
 
 
+def load_into(store: EventStore, paths: list[str | Path], rej: RejectWriter, *, accounts: str | Path | None = None,
+              progress: bool = False) -> tuple[EventReader, int, bool]:
+    """Read logs (and the account file) into the store's ``events`` (and ``accounts``) tables."""
+    from distillguard.progress import byte_progress
+
+    con = store.con
+    with byte_progress([Path(p) for p in paths], "reading logs") if progress else _null() as advance:
+        reader = EventReader(rejects=rej, con=con, prompt_max_chars=SCAN_CHARS, keep_response_text=False, on_progress=advance)
+        for batch in reader.iter_batches(list(paths)):
+            store.append(batch)
+    dups = store.finish_run(rej)
+    if accounts is not None:
+        acct_table = load_accounts(accounts, rejects=rej)
+        con.register("_dg_accounts_arrow", acct_table)
+        con.execute("CREATE OR REPLACE TABLE accounts AS SELECT * FROM _dg_accounts_arrow")
+        con.unregister("_dg_accounts_arrow")
+    return reader, dups, accounts is not None
+
+
 class _null:
     def __enter__(self):
         return None
@@ -175,18 +176,39 @@ def _account_stats(con, engine: str, spark_master: str | None) -> pa.Table:
     return account_stats(con, "events")
 
 
-def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
-            spark_master: str | None, timings: dict[str, float]) -> dict[str, Any]:
+@dataclass
+class Analysis:
+    """Everything about the accounts and their links that does not depend on the score model."""
+
+    account_ids: list[str]
+    cols: dict[str, Any]
+    feats: dict[str, np.ndarray]
+    strs: dict[str, np.ndarray]
+    edges: pa.Table
+    clusters: dict[str, str]
+    members: dict[str, list[str]]
+    cluster_ids: list[str]
+    cfeats: dict[str, np.ndarray]
+    cstrs: dict[str, np.ndarray]
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {a: i for i, a in enumerate(self.account_ids)}
+
+
+def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: str | None = None,
+            timings: dict[str, float] | None = None) -> Analysis:
+    """Stats, features, signal strengths, links and clusters of the ``events`` table."""
+    timings = timings if timings is not None else {}
     t = time.perf_counter()
     stats = _account_stats(con, engine, spark_master)
     timings["features_s"] = time.perf_counter() - t
     t = time.perf_counter()
     account_ids = stats.column("account_id").to_pylist()
     cols = _stats_columns(stats)
-    feats, strs, scores = score_stats(cols, model)
+    feats = features(cols)
+    strs = strengths(feats)
     idx = {a: i for i, a in enumerate(account_ids)}
-
-    # -- linkage ---------------------------------------------------------------------------
     templated = [a for a, r, n in zip(account_ids, feats["prefix_distinct_ratio"], feats["requests"])
                  if r <= TEMPLATE_MAX_PREFIX_RATIO and n >= TEMPLATE_MIN_REQUESTS]
     con.register("_dg_templated", pa.table({"account_id": pa.array(templated, pa.string())}))
@@ -199,42 +221,56 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     edges = compute_edges(con, events="events", accounts="accounts" if has_accounts else None, template_accounts="_dg_template_accounts")
     clusters = clusters_from_edges(edges)
     timings["linkage_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-
-    # -- cluster scores on merged stats -----------------------------------------------------
     members: dict[str, list[str]] = {}
     for a, c in clusters.items():
         members.setdefault(c, []).append(a)
     cluster_ids = sorted(members)
-    rows = stats.to_pylist() if cluster_ids else []
     merged = []
-    for cid in cluster_ids:
-        acc = AccountStats()
-        for a in members[cid]:
-            acc = acc.merge(AccountStats.from_row(rows[idx[a]]))
-        merged.append(acc.to_row())
+    if cluster_ids:
+        rows = stats.to_pylist()
+        for cid in cluster_ids:
+            acc = AccountStats()
+            for a in members[cid]:
+                acc = acc.merge(AccountStats.from_row(rows[idx[a]]))
+            merged.append(acc.to_row())
     if merged:
         ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS}
         ccols["hours"] = np.asarray(ccols["hours"], dtype=np.float64).reshape(-1, 24)
         for name in STAT_COLUMNS:
             if name not in ("hours", "days") and not name.startswith(("kmv_", "set_")):
                 ccols[name] = np.asarray(ccols[name])
-        cfeats, cstrs, cscores = score_stats(ccols, model)
+        cfeats = features(ccols)
+        cstrs = strengths(cfeats)
     else:
-        cfeats, cstrs, cscores = {}, {}, np.zeros(0)
+        cfeats, cstrs = {}, {}
+    return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs)
+
+
+def final_scores(an: Analysis, model: ScoreModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(own account scores, cluster scores, final account scores, final flags) under ``model``."""
+    scores = model.score(an.strs)
+    cscores = model.score(an.cstrs) if an.cluster_ids else np.zeros(0)
+    cflag = model.threshold.flag(cscores)
+    final = scores.copy()
+    idx = an.index
+    for i, cid in enumerate(an.cluster_ids):
+        for a in an.members[cid]:
+            j = idx[a]
+            final[j] = max(final[j], cscores[i])
+    return scores, cscores, final, model.threshold.flag(final)
+
+
+def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
+            spark_master: str | None, timings: dict[str, float]) -> dict[str, Any]:
+    an = analyse(con, has_accounts=has_accounts, engine=engine, spark_master=spark_master, timings=timings)
+    t = time.perf_counter()
+    account_ids, cols, feats, strs, edges, clusters = an.account_ids, an.cols, an.feats, an.strs, an.edges, an.clusters
+    members, cluster_ids, cfeats, cstrs = an.members, an.cluster_ids, an.cfeats, an.cstrs
+    idx = an.index
+    scores, cscores, final_score, flagged = final_scores(an, model)
     cflag = model.threshold.flag(cscores)
     cinfo = {cid: i for i, cid in enumerate(cluster_ids)}
-
-    # -- flags and reasons ------------------------------------------------------------------
     own_flag = model.threshold.flag(scores)
-    final_score = scores.copy()
-    flagged = own_flag.copy()
-    for cid, i in cinfo.items():
-        if cflag[i]:
-            for a in members[cid]:
-                j = idx[a]
-                flagged[j] = True
-                final_score[j] = max(final_score[j], cscores[i])
 
     # per-cluster link summary
     link_summary = _link_summary(edges, clusters)

@@ -1,0 +1,111 @@
+"""``train``: fit the signal weights and the operating threshold on labelled traffic.
+
+Accounts and linked clusters are both training rows (a cluster is labelled extraction when most of
+its members are); weights are non-negative (:func:`~distillguard.detect.scoring.fit`). The threshold is
+then chosen on the *final* account scores (an account's score is the larger of its own and its
+cluster's) so that at most ``target_fpr`` of benign accounts are flagged. The shipped default model
+(``detect/default_model.json``) was made this way on simulated development seeds only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from distillguard.detect.scan import analyse, final_scores, load_into
+from distillguard.detect.scoring import ScoreModel, Threshold, fit
+from distillguard.detect.signals import SIGNALS
+from distillguard.errors import InputError
+from distillguard.ingest import EventStore, RejectWriter
+
+
+def _sources(traffic: list[Path], labels: Path | None, accounts: Path | None) -> list[tuple[list[Path], Path | None, Path]]:
+    out = []
+    dirs = [t for t in traffic if Path(t).is_dir()]
+    files = [t for t in traffic if not Path(t).is_dir()]
+    for d in dirs:
+        d = Path(d)
+        logs = sorted(d.glob("traffic*.jsonl*")) or sorted(d.glob("*.jsonl.gz"))
+        if not logs or not (d / "labels.jsonl").exists():
+            raise InputError(f"{d} has no traffic*.jsonl* and labels.jsonl; create it with `distillguard simulate --out {d}`")
+        out.append((logs, d / "accounts.jsonl" if (d / "accounts.jsonl").exists() else None, d / "labels.jsonl"))
+    if files:
+        if labels is None:
+            raise InputError("log files given without --labels")
+        out.append((files, accounts, labels))
+    return out
+
+
+def _labels(path: Path) -> dict[str, int]:
+    lab = {}
+    for raw in path.read_bytes().splitlines():
+        if raw.strip():
+            r = orjson.loads(raw)
+            lab[r["account_id"]] = 1 if r.get("label") == "extraction" else 0
+    return lab
+
+
+def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None):
+    """Per source: the analysis and the labels (used by ``train`` and the benchmark)."""
+    for logs, acc, lab in _sources(traffic, labels, accounts):
+        work = Path(tempfile.mkdtemp(prefix="distillguard-train-"))
+        try:
+            store = EventStore(work / "w.duckdb", memory_limit="3GB")
+            with RejectWriter(work / "rejected.jsonl") as rej:
+                load_into(store, logs, rej, accounts=acc)
+            an = analyse(store.con, has_accounts=acc is not None)
+            store.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        yield an, _labels(lab)
+
+
+def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
+                target_fpr: float = 1e-3) -> tuple[ScoreModel, str]:
+    names = [s.name for s in SIGNALS]
+    rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    ys: list[np.ndarray] = []
+    analyses = []
+    for an, lab in collect(traffic, labels=labels, accounts=accounts):
+        y = np.asarray([lab.get(a, 0) for a in an.account_ids], dtype=np.float64)
+        for n in names:
+            rows[n].append(np.asarray(an.strs[n]))
+        ys.append(y)
+        if an.cluster_ids:
+            cy = np.asarray([1.0 if np.mean([lab.get(a, 0) for a in an.members[c]]) >= 0.5 else 0.0 for c in an.cluster_ids])
+            for n in names:
+                rows[n].append(np.asarray(an.cstrs[n]))
+            ys.append(cy)
+        analyses.append((an, y))
+    if not ys:
+        raise InputError("no labelled traffic to train on")
+    X = {n: np.concatenate(rows[n]) for n in names}
+    y = np.concatenate(ys)
+    if y.sum() == 0 or y.sum() == len(y):
+        raise InputError("training needs both benign and extraction accounts")
+    model = fit(X, y, target_fpr=target_fpr)
+    # threshold on final account scores (own or cluster), benign accounts only
+    benign_final = []
+    for an, ya in analyses:
+        _, _, final, _ = final_scores(an, model)
+        benign_final.append(final[ya == 0])
+    model.threshold = Threshold.for_fpr(np.concatenate(benign_final), target_fpr)
+    # report recall on the training data (not an evaluation: see `distillguard bench detect`)
+    tp = fp = pos = neg = 0
+    for an, ya in analyses:
+        _, _, _, flags = final_scores(an, model)
+        tp += int((flags & (ya == 1)).sum())
+        fp += int((flags & (ya == 0)).sum())
+        pos += int((ya == 1).sum())
+        neg += int((ya == 0).sum())
+    model.meta = {"trained_on": [str(t) for t in traffic], "accounts": pos + neg, "extraction_accounts": pos,
+                  "train_recall": tp / max(pos, 1), "train_fpr": fp / max(neg, 1), "target_fpr": target_fpr}
+    weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(model.weights.items(), key=lambda kv: -kv[1]) if v > 0.01)
+    report = (f"trained on {pos + neg:,} accounts ({pos:,} extraction); threshold {model.threshold.value:.4f} for benign FPR <= {target_fpr:g}\n"
+              f"on the training traffic: recall {tp / max(pos, 1):.3f}, FPR {fp / max(neg, 1):.5f} (evaluate on other seeds with `distillguard bench detect`)\n"
+              f"weights: {weights}; bias {model.bias:.2f}")
+    return model, report
