@@ -100,3 +100,37 @@ def test_cluster_reasons_are_shown(page):
     cluster = page.split('<section id="clusters">')[1].split("</section>")[0]
     assert cluster.count("why the cluster is flagged") == 3
     assert "14 accounts active in the same minutes" in cluster
+
+
+def test_nothing_flagged(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "summary.json").write_text('{"requests": 5, "accounts": 1, "rejected": 0, "flagged_accounts": 0}')
+    (d / "verdicts.jsonl").write_text('{"account_id": "a", "score": 0.1, "flagged": false, "cluster_id": null,'
+                                      ' "reasons": []}\n')
+    html = write_report(d).read_text()
+    assert "No account was flagged." in html and "No flagged clusters." in html
+    assert "Not in the scan folder" in html and "graph_edges.parquet" in html
+
+
+def test_odd_but_legal_values_render(tmp_path, scan_dir):
+    """Nulls, missing optional keys, unknown link types and non-numeric feature columns do not break it."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "s"
+    shutil.copytree(scan_dir, d)
+    (d / "clusters.jsonl").write_text(json.dumps({"cluster_id": "c-odd", "account_ids": ["acct-x0000", "ghost"],
+                                                  "score": None, "flagged": True,
+                                                  "links": [{"type": "brand_new_link", "value": None}]}) + "\n")
+    (d / "evidence.jsonl").write_text(json.dumps({"account_id": "acct-x0000", "timeline": {"counts": []},
+                                                 "example_prompts": [None, ""], "indicators": {}}) + "\n")
+    acc = pq.read_table(d / "accounts.parquet")
+    acc = acc.set_column(acc.column_names.index("cot_share"), "cot_share",
+                         pa.array(["x"] * acc.num_rows))
+    pq.write_table(acc, d / "accounts.parquet")
+    html = write_report(d).read_text()
+    assert "c-odd" in html and "brand_new_link" in html
+    assert html.count('<svg class="hist"') == 4  # the text column is skipped

@@ -119,3 +119,24 @@ def test_bad_tlp_and_bad_folder(scan_dir, tmp_path):
         export_stix(scan_dir, tmp_path / "b.json", tlp="purple")
     with pytest.raises(InputError, match="distillguard scan"):
         export_stix(tmp_path, tmp_path / "b.json")
+
+
+def test_nothing_flagged_gives_a_small_valid_bundle(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "summary.json").write_text('{"requests": 5, "accounts": 1, "time_range": [0, 10]}')
+    (d / "verdicts.jsonl").write_text('{"account_id": "a", "score": 0.1, "flagged": false, "reasons": []}\n')
+    raw = json.loads(export_stix(d, tmp_path / "b.json").read_text())
+    stix2.parse(json.dumps(raw), allow_custom=True)
+    assert Counter(o["type"] for o in raw["objects"]) == Counter(
+        {"attack-pattern": 2, "marking-definition": 1, "identity": 1, "report": 1})
+
+
+def test_malformed_values_are_skipped_and_counted(tmp_path, scan_dir):
+    d = tmp_path / "s"
+    shutil.copytree(scan_dir, d)
+    text = (d / "clusters.jsonl").read_text().replace("203.0.113.0/24", "not-an-ip/99")
+    (d / "clusters.jsonl").write_text(text)
+    raw = json.loads(export_stix(d, tmp_path / "b.json").read_text())
+    assert not any("not-an-ip" in o.get("pattern", "") for o in raw["objects"])
+    assert "1 malformed value(s) left out" in _of(raw, "report")[0]["description"]
