@@ -153,7 +153,7 @@ class Detection:
         return dict(self.__dict__)
 
 
-def score_pairs(pairs: Pairs, wm: Watermark, *, dedup: bool = True) -> Detection:
+def score_pairs(pairs: Pairs, wm: Watermark, *, dedup: bool = True, prepared=None) -> Detection:
     """Score pairs under ``wm``'s key with the exact tail of the scheme.
 
     Example:
@@ -165,7 +165,7 @@ def score_pairs(pairs: Pairs, wm: Watermark, *, dedup: bool = True) -> Detection
     if dedup:
         pairs = pairs.dedup()
     n = len(pairs)
-    s = wm.pair_scores(pairs.windows, pairs.tokens) if n else np.zeros(0)
+    s = wm.pair_scores(pairs.windows, pairs.tokens, prepared=prepared) if n else np.zeros(0)
     total = float(s.sum())
     if wm.key.scheme == "gumbel":
         p, lp = gamma_sf(total, n), gamma_log10_sf(total, n)

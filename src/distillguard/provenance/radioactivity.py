@@ -30,7 +30,7 @@ from scipy import stats
 
 from distillguard.provenance.detect import Detection, Pairs, answer_pairs, score_pairs, window_keys
 from distillguard.provenance.keys import WatermarkKey
-from distillguard.provenance.watermark import Watermark, watermark_for
+from distillguard.provenance.watermark import PreparedPairs, Watermark, watermark_for
 
 Text = tuple[Sequence[int], Sequence[int]]  # (prompt token ids, answer token ids)
 
@@ -147,8 +147,10 @@ def run_test(
         >>> r.p_value > 1e-3, len(r.decoy_pvalues)
         (True, 20)
     """
-    det: Detection = score_pairs(pairs, watermark_for(key), dedup=False)
-    decoys = [score_pairs(pairs, Watermark(d), dedup=False).p_value for d in key.decoys(n_decoys, seed=seed)]
+    wm = watermark_for(key)
+    prep = PreparedPairs(pairs.windows, pairs.tokens, wm)
+    det: Detection = score_pairs(pairs, wm, dedup=False, prepared=prep)
+    decoys = [score_pairs(pairs, Watermark(d), dedup=False, prepared=prep).p_value for d in key.decoys(n_decoys, seed=seed)]
     res = TestResult(name, key.key_id, key.scheme, det.scored, det.score, det.p_value, det.log10_p, decoys, meta=meta or {})
     if decoys:
         ks = stats.kstest(decoys, "uniform")

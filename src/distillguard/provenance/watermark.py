@@ -109,21 +109,34 @@ class Watermark:
                 return splitmix64(self._k_pair ^ anchor ^ (ids * GOLDEN))
             return splitmix64(np.uint64(self.window_seed(window)) ^ (ids * GOLDEN))
 
-    def u(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    def window_messages(self, windows: np.ndarray) -> list[bytes]:
+        """The HMAC messages of window rows (the same for every key with these parameters)."""
+        windows = np.asarray(windows, dtype=">u4")
+        d = self._domain
+        return [d + row.tobytes() for row in windows]
+
+    def seeds(self, messages: list[bytes]) -> np.ndarray:
+        """64-bit window seeds for prepared messages (one HMAC-SHA256 each)."""
+        sec = self.key.secret
+        raw = b"".join([hmac.digest(sec, m, "sha256")[:8] for m in messages])
+        return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+
+    def u(self, windows: np.ndarray, tokens: np.ndarray, *, prepared: "PreparedPairs | None" = None) -> np.ndarray:
         """u(w, y) for n pairs: ``windows`` (n, h) int, ``tokens`` (n,) int -> (n,) uint64."""
-        windows = np.asarray(windows, dtype=np.int64).reshape(len(tokens), -1)
-        tokens = np.asarray(tokens, dtype=np.int64)
+        if prepared is None:
+            prepared = PreparedPairs(windows, tokens, self)
+        tokens = prepared.tokens
         if len(tokens) == 0:
             return np.zeros(0, dtype=np.uint64)
         with np.errstate(over="ignore"):
             y = tokens.astype(np.uint64)
             if self.key.hashing == "selfhash":
+                windows = prepared.windows
                 th = self._token_hashes(int(max(windows.max(), tokens.max())) + 1)
                 anchor = np.minimum(th[windows].min(axis=1), th[tokens])
                 return splitmix64(self._k_pair ^ anchor ^ (y * GOLDEN))
-            uniq, inv = np.unique(windows, axis=0, return_inverse=True)
-            seeds = np.fromiter((self.window_seed(w) for w in uniq), dtype=np.uint64, count=len(uniq))
-            return splitmix64(seeds[inv.reshape(-1)] ^ (y * GOLDEN))
+            seeds = self.seeds(prepared.messages)
+            return splitmix64(seeds[prepared.inverse] ^ (y * GOLDEN))
 
     # -- green list --------------------------------------------------------------------------
     def green_mask(self, window, vocab_size: int | None = None) -> np.ndarray:
@@ -139,9 +152,9 @@ class Watermark:
     def uniforms(u: np.ndarray) -> np.ndarray:
         return ((u >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
 
-    def pair_scores(self, windows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    def pair_scores(self, windows: np.ndarray, tokens: np.ndarray, *, prepared: "PreparedPairs | None" = None) -> np.ndarray:
         """Per-pair score: 1.0/0.0 (green) for the green list, -ln(1 - r) for Gumbel."""
-        u = self.u(windows, tokens)
+        u = self.u(windows, tokens, prepared=prepared)
         if self.key.scheme == "gumbel":
             return -np.log1p(-self.uniforms(u))
         return (u < self._threshold).astype(np.float64)
@@ -171,6 +184,20 @@ class Watermark:
             out[choice] = logits[choice]
             return out
         return logits + self.key.delta * (u < self._threshold)
+
+
+class PreparedPairs:
+    """Pairs with their distinct windows and HMAC messages computed once (reused across keys)."""
+
+    def __init__(self, windows, tokens, wm: Watermark):
+        self.tokens = np.asarray(tokens, dtype=np.int64)
+        self.windows = np.asarray(windows, dtype=np.int64).reshape(len(self.tokens), -1)
+        if len(self.tokens):
+            uniq, inv = np.unique(self.windows, axis=0, return_inverse=True)
+        else:
+            uniq, inv = self.windows, np.zeros(0, dtype=np.int64)
+        self.inverse = inv.reshape(-1)
+        self.messages = wm.window_messages(uniq)
 
 
 @lru_cache(maxsize=64)
