@@ -134,3 +134,11 @@ def test_odd_but_legal_values_render(tmp_path, scan_dir):
     html = write_report(d).read_text()
     assert "c-odd" in html and "brand_new_link" in html
     assert html.count('<svg class="hist"') == 4  # the text column is skipped
+
+
+def test_every_internal_link_has_a_target(make_scan_dir):
+    html = write_report(make_scan_dir(cluster_sizes=(60, 8), n_flagged_singletons=5), top_accounts=10).read_text()
+    targets = set(re.findall(r'id="([^"]+)"', html))
+    links = set(re.findall(r'href="#([^"]+)"', html))
+    assert links and links <= targets
+    assert len(re.findall(r'<div class="acct" id=', html)) == 10

@@ -67,6 +67,13 @@ def _level(level: Any) -> str:
     return f'<span class="lvl {_e(level)}">{_e(level)}</span>' if level else ""
 
 
+def _acct_link(account_id: str, cards: set[str]) -> str:
+    """The account id, linked to its evidence card when it has one."""
+    if account_id in cards:
+        return f'<a href="#{_anchor("a-", account_id)}" class="mono">{_e(account_id)}</a>'
+    return f'<span class="mono">{_e(account_id)}</span>'
+
+
 def _anchor(prefix: str, ident: Any) -> str:
     """A safe element id for an account or cluster (ids are attacker-influenced strings)."""
     return prefix + hashlib.sha1(str(ident).encode("utf-8")).hexdigest()[:12]
@@ -165,7 +172,9 @@ def _cluster_reasons(c: dict[str, Any], scan: ScanOutput) -> str:
             f"</thead><tbody>{rows}</tbody></table>")
 
 
-def _clusters(scan: ScanOutput, scores: dict[str, float], *, top_clusters: int, graph_nodes: int) -> str:
+def _clusters(
+    scan: ScanOutput, scores: dict[str, float], *, top_clusters: int, graph_nodes: int, cards: set[str]
+) -> str:
     flagged = scan.flagged_clusters
     if not flagged:
         return '<p class="note">No flagged clusters.</p>'
@@ -210,7 +219,7 @@ def _clusters(scan: ScanOutput, scores: dict[str, float], *, top_clusters: int, 
                     if outside.get(cid) else "")
         listed = members[:40]
         mem = ", ".join(
-            f'<span class="mem"><a href="#{_anchor("a-", a)}" class="mono">{_e(a)}</a>&nbsp;{scores.get(a, 0.0):.2f}'
+            f'<span class="mem">{_acct_link(a, cards)}&nbsp;{scores.get(a, 0.0):.2f}'
             "</span>" for a in listed
         )
         more = f" &hellip; and {len(members) - len(listed):,} more (see the accounts table)" if len(members) > 40 else ""
@@ -251,7 +260,7 @@ def _reasons_short(reasons: list[dict[str, Any]], n: int = 3) -> str:
     return "; ".join(_e(r.get("signal")) for r in (reasons or [])[:n])
 
 
-def _accounts_table(scan: ScanOutput, requests: dict[str, float], *, table_rows: int) -> str:
+def _accounts_table(scan: ScanOutput, requests: dict[str, float], *, table_rows: int, cards: set[str]) -> str:
     vs = scan.flagged_verdicts
     if not vs:
         return '<p class="note">No account was flagged.</p>'
@@ -261,7 +270,7 @@ def _accounts_table(scan: ScanOutput, requests: dict[str, float], *, table_rows:
         cid = v.get("cluster_id")
         req = requests.get(a)
         rows.append(
-            f'<tr><td class="mono"><a href="#{_anchor("a-", a)}">{_e(a)}</a></td>'
+            f'<tr><td class="mono">{_acct_link(a, cards)}</td>'
             f'<td class="mono">{_e(cid) if cid is not None else ""}</td>'
             f'<td class="num" data-v="{float(v.get("score") or 0):.6f}">{_score(v.get("score"))}</td>'
             f'<td class="num" data-v="{req if req is not None else -1}">{_num(req) if req is not None else ""}</td>'
@@ -278,6 +287,7 @@ def _accounts_table(scan: ScanOutput, requests: dict[str, float], *, table_rows:
 
 def _account_cards(scan: ScanOutput, *, top_accounts: int) -> str:
     vs = scan.flagged_verdicts[:top_accounts]
+    cards = {str(v.get("account_id")) for v in vs}
     if not vs:
         return '<p class="note">No account was flagged.</p>'
     cat = scan.signal_by_name()
@@ -309,7 +319,7 @@ def _account_cards(scan: ScanOutput, *, top_accounts: int) -> str:
         )
         links = ev.get("links") or []
         link_rows = "".join(
-            f"<tr><td class=\"mono\"><a href=\"#{_anchor('a-', lk.get('account_id'))}\">{_e(lk.get('account_id'))}</a>"
+            f"<tr><td class=\"mono\">{_acct_link(str(lk.get('account_id')), cards)}"
             f"</td><td>{_svg.legend_html([str(lk.get('type'))])}</td><td class=\"mono\">{_e(lk.get('value'))}</td>"
             f"<td class=\"num\">{_num(lk.get('weight'))}</td></tr>"
             for lk in links[:15]
@@ -401,6 +411,7 @@ def render_report(
     scores: dict[str, float] = {}
     requests: dict[str, float] = {}
     flagged_ids = {str(v.get("account_id")) for v in scan.flagged_verdicts}
+    cards = {str(v.get("account_id")) for v in scan.flagged_verdicts[:top_accounts]}
     for v in scan.flagged_verdicts:
         scores[str(v.get("account_id"))] = float(v.get("score") or 0.0)
     acc = scan.accounts
@@ -421,10 +432,10 @@ def render_report(
     page = _Page()
     page.section("summary", "Summary", _summary(scan) + _top_signals(scan))
     page.section("clusters", f"Flagged clusters ({len(scan.flagged_clusters):,})",
-                 _clusters(scan, scores, top_clusters=top_clusters, graph_nodes=graph_nodes))
+                 _clusters(scan, scores, top_clusters=top_clusters, graph_nodes=graph_nodes, cards=cards))
     page.section("signals", "Signal distributions: flagged vs the rest", _distributions(scan))
     page.section("accounts", f"Flagged accounts ({len(scan.flagged_verdicts):,})",
-                 _accounts_table(scan, requests, table_rows=table_rows))
+                 _accounts_table(scan, requests, table_rows=table_rows, cards=cards))
     page.section("evidence", "Account evidence: timelines, reasons, example prompts",
                  _account_cards(scan, top_accounts=top_accounts))
     page.section("catalogue", "Signal catalogue", _catalogue(scan.signals))
