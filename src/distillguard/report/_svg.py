@@ -168,12 +168,27 @@ def graph_svg(
     at = {n: xy[i] for i, (n, _) in enumerate(nodes)}
     parts = [f'<svg class="graph" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">',
              f'<rect width="{width}" height="{height}" fill="#fbfbfc"/>']
+    pair_n: dict[tuple[str, str], int] = {}
+    for s, d, _t, _w in edges:
+        if s in at and d in at and s != d:
+            key = (s, d) if s < d else (d, s)
+            pair_n[key] = pair_n.get(key, 0) + 1
+    pair_k: dict[tuple[str, str], int] = {}
     for s, d, t, w in edges:
         if s in at and d in at and s != d:
-            (x1, y1), (x2, y2) = at[s], at[d]
-            sw = 0.6 + 1.8 * min(float(w), 1.0)
+            key = (s, d) if s < d else (d, s)
+            k = pair_k.get(key, 0)
+            pair_k[key] = k + 1
+            (x1, y1), (x2, y2) = at[key[0]], at[key[1]]
+            off = (k - (pair_n[key] - 1) / 2) * 3.0  # parallel links of different types side by side
+            if off:
+                dx, dy = x2 - x1, y2 - y1
+                norm = max(float(np.hypot(dx, dy)), 1e-9)
+                ox, oy = -dy / norm * off, dx / norm * off
+                x1, y1, x2, y2 = x1 + ox, y1 + oy, x2 + ox, y2 + oy
+            sw = 1.2 + 1.8 * min(float(w), 1.0)
             parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-                         f'stroke="{EDGE_COLORS.get(t, "#aaa")}" stroke-width="{sw:.1f}" stroke-opacity="0.6">'
+                         f'stroke="{EDGE_COLORS.get(t, "#aaa")}" stroke-width="{sw:.1f}" stroke-opacity="0.8">'
                          f"<title>{escape(str(t))} ({float(w):.2g})</title></line>")
     r = 5 if len(nodes) > 60 else 7
     for n, score in nodes:
