@@ -27,6 +27,7 @@ class DetectorRun:
     name: str
     available: bool
     note: str = ""
+    error_detail: str = ""
     scores: np.ndarray | None = None
     flagged: np.ndarray | None = None
     cluster_ids: list[str | None] | None = None
@@ -75,6 +76,16 @@ def read_first_flags(out_dir: Path) -> dict[str, float]:
     return {r["account_id"]: _ts(r["flagged_at"]) for r in _read_jsonl(out_dir / "first_flags.jsonl")}
 
 
+def _quiet_kwargs(fn) -> dict[str, Any]:
+    """``progress=False`` when ``fn`` takes it: the harness draws its own progress bar."""
+    import inspect
+
+    try:
+        return {"progress": False} if "progress" in inspect.signature(fn).parameters else {}
+    except (TypeError, ValueError):
+        return {}
+
+
 def run_distillguard(traffic: Traffic, out_dir: Path, *, replay: bool = True) -> DetectorRun:
     """Run ``scan`` (and ``replay``) through their Python API on the traffic's logs."""
     try:
@@ -86,12 +97,12 @@ def run_distillguard(traffic: Traffic, out_dir: Path, *, replay: bool = True) ->
     scan_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        run_scan(list(traffic.logs), scan_dir, accounts=traffic.accounts_file)
+        run_scan(list(traffic.logs), scan_dir, accounts=traffic.accounts_file, **_quiet_kwargs(run_scan))
         run = read_scan_output(scan_dir, traffic)
     except Exception as exc:  # the detector under test failed: report it, keep the baselines
         return DetectorRun(name="distillguard", available=False,
                            note=f"scan failed: {type(exc).__name__}: {exc}".splitlines()[0],
-                           replay_note=traceback.format_exc(limit=3))
+                           error_detail=traceback.format_exc(limit=-4))
     run.elapsed_s = time.perf_counter() - t0
     if not replay:
         run.replay_note = "replay skipped (--no-replay)"
@@ -105,9 +116,10 @@ def run_distillguard(traffic: Traffic, out_dir: Path, *, replay: bool = True) ->
     replay_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        run_replay(list(traffic.logs), replay_dir, accounts=traffic.accounts_file)
+        run_replay(list(traffic.logs), replay_dir, accounts=traffic.accounts_file, **_quiet_kwargs(run_replay))
         run.first_flag_ts = read_first_flags(replay_dir)
         run.replay_elapsed_s = time.perf_counter() - t0
     except Exception as exc:
         run.replay_note = f"replay failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        run.error_detail = traceback.format_exc(limit=-4)
     return run

@@ -86,6 +86,7 @@ def _row(name: str, kind: str, traffic: Traffic, scores: np.ndarray, flagged: np
 def _detector_row(run: DetectorRun, traffic: Traffic) -> dict:
     if not run.available:
         return {"name": run.name, "kind": "distillguard", "available": False, "note": run.note,
+                "error_detail": run.error_detail,
                 "account": None, "campaign": None, "cluster": None, "replay": None, "per_archetype": None}
     row = _row(run.name, "distillguard", traffic, run.scores, run.flagged, note=run.note,
                description="distillguard scan (contract §2 verdicts) and replay (§3 first flags)",
@@ -102,6 +103,8 @@ def _detector_row(run: DetectorRun, traffic: Traffic) -> dict:
         benign_ids = set(traffic.account_ids[~ext])
         row["replay"]["benign_flagged"] = sum(a in benign_ids for a in run.first_flag_ts)
     row["replay_note"] = run.replay_note
+    if run.error_detail:
+        row["error_detail"] = run.error_detail
     return row
 
 
