@@ -192,7 +192,7 @@ def simulate(out_dir, *, preset: str | None = None, n_accounts: int | None = Non
     rng = np.random.default_rng(seed)
     t0 = WINDOW_START
     release = t0 + (p.days // 2) * G.DAY + 17 * 3600 if p.days >= 2 else t0 + 0.6 * G.DAY
-    ctx = G.Ctx(rng=rng, src=src, t0=t0, days=p.days, release_ts=release)
+    ctx = G.Ctx(rng=G.FastRng(rng), src=src, t0=t0, days=p.days, release_ts=release)
 
     prog = None
     if progress:

@@ -113,110 +113,89 @@ def _logprobs_block(text: str, k: int, salt: int) -> dict:
 
 
 def render_rows(cols: dict[str, np.ndarray], idx: np.ndarray, req_ids: list[str], ts_str: list[str],
-                account_ids: list[str], key_ids: list[str], latency: np.ndarray) -> list[dict]:
+                account_ids: list[str], key_ids: list[str], latency: list[float]) -> list[dict]:
     """Traffic-log records for the rows ``idx`` (already in output order)."""
     g = {c: cols[c][idx].tolist() for c in cols}
+    created = (cols["ts"][idx]).astype(np.int64).tolist()
+    isnan = math.isnan
     out = []
-    for j in range(len(idx)):
-        model = g["model"][j]
-        endpoint = g["endpoint"][j]
-        req: dict = {"model": model}
-        if endpoint == COMPLETIONS:
-            req["prompt"] = g["messages"][j]
-        else:
-            req["messages"] = g["messages"][j]
-        t = g["temperature"][j]
-        if not math.isnan(t):
+    append = out.append
+    for (j, model, endpoint, msgs, t, tp, mt, n, lp, tlp, stream, sd, effort, tools, rformat, stop, extra, eu, ip,
+         ua, bid, ans, pt, ct, rt, status) in zip(
+            range(len(idx)), g["model"], g["endpoint"], g["messages"], g["temperature"], g["top_p"], g["max_tokens"],
+            g["n"], g["logprobs"], g["top_logprobs"], g["stream"], g["seed"], g["effort"], g["tools"], g["rformat"],
+            g["stop"], g["extra"], g["end_user"], g["ip"], g["ua"], g["batch_id"], g["answer"], g["ptok"], g["ctok"],
+            g["rtok"], g["status"]):
+        completions = endpoint == COMPLETIONS
+        req: dict = {"model": model, ("prompt" if completions else "messages"): msgs}
+        if not isnan(t):
             req["temperature"] = t
-        tp = g["top_p"][j]
-        if not math.isnan(tp):
+        if not isnan(tp):
             req["top_p"] = tp
-        mt = g["max_tokens"][j]
         if mt > 0:
             req["max_tokens"] = mt
-        n = g["n"][j]
         if n > 0:
             req["n"] = n
-        lp = g["logprobs"][j]
-        tlp = g["top_logprobs"][j]
         if lp:
-            if endpoint == COMPLETIONS:
+            if completions:
                 req["logprobs"] = max(tlp, 1)
             else:
                 req["logprobs"] = True
                 if tlp > 0:
                     req["top_logprobs"] = tlp
-        if g["stream"][j]:
+        if stream:
             req["stream"] = True
             req["stream_options"] = {"include_usage": True}
-        sd = g["seed"][j]
         if sd >= 0:
             req["seed"] = sd
-        if g["effort"][j] is not None:
-            req["reasoning_effort"] = g["effort"][j]
-        if g["tools"][j] is not None:
-            req["tools"] = g["tools"][j]
-        if g["rformat"][j] is not None:
-            req["response_format"] = {"type": g["rformat"][j]}
-        if g["stop"][j] is not None:
-            req["stop"] = g["stop"][j]
-        eu = g["end_user"][j]
+        if effort is not None:
+            req["reasoning_effort"] = effort
+        if tools is not None:
+            req["tools"] = tools
+        if rformat is not None:
+            req["response_format"] = {"type": rformat}
+        if stop is not None:
+            req["stop"] = stop
         if eu is not None:
             req["user"] = eu
-        if g["extra"][j]:
-            req.update(g["extra"][j])
+        if extra:
+            req.update(extra)
         rid = req_ids[j]
-        rec = {
-            "request_id": rid,
-            "timestamp": ts_str[j],
-            "account_id": account_ids[j],
-            "api_key_id": key_ids[j],
-            "client_ip": g["ip"][j],
-            "user_agent": g["ua"][j],
-            "endpoint": endpoint,
-            "request": req,
-        }
+        rec = {"request_id": rid, "timestamp": ts_str[j], "account_id": account_ids[j], "api_key_id": key_ids[j],
+               "client_ip": ip, "user_agent": ua, "endpoint": endpoint, "request": req}
         if eu is not None:
             rec["end_user"] = eu
-        if g["batch_id"][j] is not None:
-            rec["batch_id"] = g["batch_id"][j]
-        status = g["status"][j]
+        if bid is not None:
+            rec["batch_id"] = bid
         rec["status_code"] = status
         rec["latency_ms"] = latency[j]
         if status == 200:
-            ans = g["answer"][j]
-            ct = g["ctok"][j]
-            nchoice = max(n, 1)
-            texts = ans if isinstance(ans, list) else None
-            if texts is not None:
-                nchoice = len(texts)
+            texts = ans if ans.__class__ is list else None
+            nchoice = len(texts) if texts is not None else (n if n > 1 else 1)
             finish = "length" if (mt > 0 and ct >= mt) else "stop"
             choices = []
             for c in range(nchoice):
-                if endpoint == COMPLETIONS:
-                    ch = {"index": c, "text": texts[c] if texts is not None else ans, "logprobs": None,
+                text = texts[c] if texts is not None else ans
+                if completions:
+                    ch = {"index": c, "text": text, "logprobs": {"tokens": text.split()[:8]} if lp else None,
                           "finish_reason": finish}
-                    if lp:
-                        ch["logprobs"] = {"tokens": (texts[c] if texts else ans).split()[:8]}
-                elif isinstance(ans, dict):
-                    ch = {"index": c, "message": ans, "finish_reason": "tool_calls" if ans.get("tool_calls") else finish}
+                elif text.__class__ is dict:
+                    ch = {"index": c, "message": text,
+                          "finish_reason": "tool_calls" if text.get("tool_calls") else finish}
                 else:
-                    ch = {"index": c, "message": {"role": "assistant", "content": texts[c] if texts else ans},
-                          "finish_reason": finish}
+                    ch = {"index": c, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                     if lp:
-                        ch["logprobs"] = _logprobs_block(texts[c] if texts else ans, tlp if tlp > 0 else 1, c + j)
+                        ch["logprobs"] = _logprobs_block(text, tlp if tlp > 0 else 1, c + j)
                 choices.append(ch)
-            rt = g["rtok"][j]
-            usage = {"prompt_tokens": g["ptok"][j], "completion_tokens": ct * nchoice,
-                     "total_tokens": g["ptok"][j] + ct * nchoice,
-                     "completion_tokens_details": {"reasoning_tokens": rt * nchoice}}
+            cts = ct * nchoice
             rec["response"] = {
-                "id": ("cmpl-" if endpoint == COMPLETIONS else "chatcmpl-") + rid[4:],
-                "object": "text_completion" if endpoint == COMPLETIONS else "chat.completion",
-                "created": int(cols["ts"][idx[j]]),
+                "id": ("cmpl-" if completions else "chatcmpl-") + rid[4:],
+                "object": "text_completion" if completions else "chat.completion",
+                "created": created[j],
                 "model": model,
                 "choices": choices,
-                "usage": usage,
+                "usage": {"prompt_tokens": pt, "completion_tokens": cts, "total_tokens": pt + cts,
+                          "completion_tokens_details": {"reasoning_tokens": rt * nchoice}},
             }
-        out.append(rec)
+        append(rec)
     return out
