@@ -24,8 +24,10 @@ def stix_command(
     tlp: str = typer.Option("amber", help="TLP marking on every object: white, green, amber or red."),
     ips: bool = typer.Option(True, "--ips/--no-ips", help="Share individual client IP addresses."),
 ) -> None:
-    """Write a STIX 2.1 bundle: ATLAS attack patterns, one campaign per flagged cluster, indicators
-    (IP prefixes, user agents, payment fingerprints, template signatures), relationships, sightings.
+    """Write a STIX 2.1 bundle of a scan's flagged clusters, to share with other providers.
+
+    Contains MITRE ATLAS attack patterns, one campaign per flagged cluster, indicators (IP prefixes,
+    user agents, payment fingerprints, template signatures), relationships and sightings.
 
     Example: distillguard export stix --scan scan-out --out extraction.stix.json --producer "Example AI"
     """
