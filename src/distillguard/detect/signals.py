@@ -154,8 +154,19 @@ def strengths_scalar(feats: dict[str, float]) -> dict[str, float]:
     return out
 
 
+#: Not a scoring signal: the reason given to an account flagged because its linked cluster was.
+LINKED_CLUSTER = Signal(
+    "DG-0100", "linked_cluster", "Member of a flagged linked group", "cluster_score", 0.0, 1.0,
+    "The account shares infrastructure or content with other accounts, and their combined traffic scores as extraction.",
+    "One operator spreading work over many accounts, each under every per-account limit (a hydra cluster).",
+    atlas=(EXTRACT,), level="high",
+    falsepositives=("a company's team accounts that share payment and office network, when their combined traffic is bulk-like",),
+    min_requests=1.0, unit="score",
+)
+
+
 def catalogue() -> list[dict[str, Any]]:
-    return [s.as_dict() for s in SIGNALS]
+    return [s.as_dict() for s in SIGNALS] + [LINKED_CLUSTER.as_dict()]
 
 
 @dataclass

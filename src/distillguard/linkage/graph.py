@@ -88,7 +88,8 @@ def template_key(prefix_hash: int) -> str:
 
 
 def ua_params_key(user_agent: str | None, psig: str) -> str:
-    return hashlib.md5(f"{user_agent or '-'} {psig}".encode()).hexdigest()[:16]
+    """User agent and parameter signature of an account's first request, readable (shared as an indicator)."""
+    return f"{user_agent or '-'} | {psig}"
 
 
 _IP_PREFIX_SQL = (
@@ -105,15 +106,17 @@ def account_keys_sql(events: str, accounts: str | None, template_accounts: str) 
     parts = [
         f"SELECT DISTINCT account_id, 'client_ip' AS type, client_ip AS value FROM {events} WHERE client_ip IS NOT NULL",
         f"SELECT DISTINCT account_id, 'ip_prefix', {_IP_PREFIX_SQL} FROM {events} WHERE client_ip IS NOT NULL",
-        f"""SELECT account_id, 'user_agent_params', left(md5(coalesce(arg_min(user_agent, (ts, request_id)), '-') || ' ' ||
-               arg_min({psig_sql()}, (ts, request_id))), 16) FROM {events} GROUP BY account_id""",
+        f"""SELECT account_id, 'user_agent_params', coalesce(arg_min(user_agent, (ts, request_id)), '-') || ' | ' ||
+               arg_min({psig_sql()}, (ts, request_id)) FROM {events} GROUP BY account_id""",
         f"SELECT account_id, 'template', printf('%016x', pre) FROM {template_accounts}",
     ]
     if accounts:
+        # only accounts that appear in the traffic (the account file may list many more)
+        seen = f"(SELECT * FROM {accounts} SEMI JOIN (SELECT DISTINCT account_id FROM {events}) USING (account_id))"
         parts += [
-            f"SELECT account_id, 'payment_fingerprint', payment_fingerprint FROM {accounts} WHERE payment_fingerprint IS NOT NULL",
-            f"SELECT account_id, 'created_wave', CAST(CAST(floor(created_at / 600) * 600 AS BIGINT) AS VARCHAR) FROM {accounts} WHERE created_at IS NOT NULL",
-            f"SELECT account_id, 'email_domain', lower(email_domain) FROM {accounts} WHERE email_domain IS NOT NULL "
+            f"SELECT account_id, 'payment_fingerprint', payment_fingerprint FROM {seen} WHERE payment_fingerprint IS NOT NULL",
+            f"SELECT account_id, 'created_wave', CAST(CAST(floor(created_at / 600) * 600 AS BIGINT) AS VARCHAR) FROM {seen} WHERE created_at IS NOT NULL",
+            f"SELECT account_id, 'email_domain', lower(email_domain) FROM {seen} WHERE email_domain IS NOT NULL "
             f"AND lower(email_domain) NOT IN ({', '.join(repr(x) for x in sorted(FREEMAIL))})",
         ]
     return "\nUNION ALL\n".join(f"({p})" for p in parts)

@@ -1,0 +1,113 @@
+"""Batch (DuckDB SQL) and online (Python) compute the same per-request values, stats and features."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from distillguard.detect.online import OnlineDetector
+from distillguard.detect.signals import strengths, strengths_scalar
+from distillguard.features.derive import derive_one, derive_sql, words_of
+from distillguard.features.stats import STAT_COLUMNS, AccountStats, account_stats, features, features_of, features_scalar
+from distillguard.ingest import load_events
+from distillguard.ingest.reader import connect
+
+
+@pytest.fixture(scope="module")
+def events(small_traffic):
+    return load_events([small_traffic / "traffic.jsonl.gz"])
+
+
+def _same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(a, (set, list, tuple)):
+        return list(sorted(a) if isinstance(a, set) else a) == list(b)
+    return a == b
+
+
+def test_derived_values_sql_equals_python(events):
+    con = connect()
+    con.register("events", events)
+    sql_rows = con.sql(derive_sql("events") + " ORDER BY ts, request_id").to_arrow_table().to_pylist()
+    py_rows = sorted(events.to_pylist(), key=lambda e: (e["ts"], e["request_id"]))
+    assert len(sql_rows) == len(py_rows) > 500
+    for ev, row in zip(py_rows, sql_rows):
+        d = derive_one(ev)
+        for k, v in d.items():
+            assert _same(v, row[k]), (ev["request_id"], k, v, row[k])
+    # the patterns do fire on this traffic (the comparison is not vacuous)
+    assert sum(r["cot"] for r in sql_rows) > 0 and sum(r["fmt"] for r in sql_rows) > 0
+
+
+def test_account_stats_batch_equal_online(events):
+    con = connect()
+    con.register("events", events)
+    batch = {r["account_id"]: r for r in account_stats(con, "events").to_pylist()}
+    online: dict[str, AccountStats] = {}
+    for ev in sorted(events.to_pylist(), key=lambda e: (e["ts"], e["request_id"])):
+        s = online.setdefault(ev["account_id"], AccountStats())
+        s.update(ev["ts"], derive_one(ev), words_of(ev["prompt"]) if s.n < 64 else None)
+    assert set(batch) == set(online)
+    for aid, s in online.items():
+        row = s.to_row()
+        for c in STAT_COLUMNS:
+            assert _same(row[c], batch[aid][c]), (aid, c, row[c], batch[aid][c])
+        fo, fb = features_scalar(s), features_of(AccountStats.from_row(batch[aid]))
+        for k in fo:
+            assert _same(fo[k], fb[k]), (aid, k)
+
+
+def test_scalar_and_vector_strengths_agree(events):
+    con = connect()
+    con.register("events", events)
+    rows = account_stats(con, "events").to_pylist()
+    for r in rows[:50]:
+        f = features_scalar(AccountStats.from_row(r))
+        vec = strengths({k: np.asarray([v]) for k, v in f.items()})
+        sca = strengths_scalar(f)
+        for k in sca:
+            assert math.isclose(sca[k], float(vec[k][0]), abs_tol=1e-12)
+
+
+def test_cluster_stats_online_equal_merge_of_members():
+    """A cluster's online stats equal the merge of its members' stats (as batch computes them)."""
+    from distillguard.schema import event_from_record
+
+    det = OnlineDetector(accounts={a: {"payment_fingerprint": "card-1"} for a in ("a", "b", "c")})
+    t = 1_700_000_000.0
+    for i in range(90):
+        aid = "abc"[i % 3]
+        det.process(event_from_record({
+            "request_id": f"r{i}", "timestamp": t + i * 7.0, "account_id": aid, "endpoint": "/v1/chat/completions",
+            "client_ip": f"198.51.100.{i % 5}",
+            "request": {"messages": [{"role": "user", "content": f"Explain step by step item {i}"}], "max_tokens": 100},
+            "response": {"choices": [{"message": {"content": "ok"}, "finish_reason": "length"}], "usage": {"prompt_tokens": 5, "completion_tokens": 100}},
+        }))
+    root = det.linker.root("a")
+    assert det.linker.cluster_of("a") == det.linker.cluster_of("c") is not None
+    merged = AccountStats()
+    for a in ("a", "b", "c"):
+        merged = merged.merge(det.account_state(a).stats)
+    got = det._cluster_stats[root].to_row()
+    want = merged.to_row()
+    for c in STAT_COLUMNS:
+        assert _same(got[c], want[c]), c
+
+
+def test_features_vectorised_on_many_accounts_equal_scalar(events):
+    con = connect()
+    con.register("events", events)
+    table = account_stats(con, "events")
+    cols = {}
+    for name in STAT_COLUMNS:
+        col = table.column(name)
+        cols[name] = col.to_pylist() if name in ("days", "hours") or name.startswith(("kmv_", "set_")) else col.to_numpy(zero_copy_only=False)
+    cols["hours"] = np.asarray(cols["hours"], dtype=np.float64)
+    vec = features(cols)
+    for i, r in enumerate(table.to_pylist()[:40]):
+        sc = features_scalar(AccountStats.from_row(r))
+        for k, v in sc.items():
+            assert _same(v, float(vec[k][i])), k

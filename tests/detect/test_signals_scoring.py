@@ -1,0 +1,101 @@
+"""The signal catalogue, strengths, the score model and the threshold object."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from distillguard.detect.scoring import ScoreModel, Threshold, fit
+from distillguard.detect.signals import SIGNALS, SIGNALS_BY_NAME, catalogue, strengths, strengths_scalar
+from distillguard.errors import ConfigError
+from distillguard.features.stats import FEATURE_COLUMNS
+
+
+def test_catalogue_ids_unique_and_complete():
+    ids = [s.id for s in SIGNALS]
+    names = [s.name for s in SIGNALS]
+    assert len(set(ids)) == len(ids) and len(set(names)) == len(names)
+    for s in SIGNALS:
+        assert s.feature in FEATURE_COLUMNS, s.name
+        assert s.atlas and all(a.startswith("AML.T") for a in s.atlas)
+        assert s.level in ("low", "medium", "high")
+        assert s.description and s.analyst_note and s.falsepositives
+        assert s.lo != s.hi
+    assert {d["id"] for d in catalogue()} == set(ids) | {"DG-0100"}
+
+
+def _feats(**over):
+    base = {f: 0.0 for f in FEATURE_COLUMNS}
+    base.update(requests=500.0, iat_cv=2.0, hour_entropy=0.5, prefix_distinct_ratio=1.0, sys_share=1.0, vocab_breadth=0.2)
+    base.update(over)
+    return base
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_each_signal_has_a_positive_and_a_negative_example(sig):
+    neg = _feats()
+    pos = _feats(**{sig.feature: sig.hi})
+    assert strengths_scalar(pos)[sig.name] == pytest.approx(1.0)
+    assert strengths_scalar(neg)[sig.name] == pytest.approx(0.0)
+    # little traffic discounts the signal
+    few = _feats(**{sig.feature: sig.hi, "requests": sig.min_requests / 4})
+    assert strengths_scalar(few)[sig.name] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("value", [math.nan, -1e300, 1e300, 0.0])
+def test_strengths_handle_missing_and_extreme_values(value):
+    f = {k: value for k in FEATURE_COLUMNS}
+    f["requests"] = 100.0
+    s = strengths_scalar(f)
+    v = strengths({k: np.asarray([x]) for k, x in f.items()})
+    for k in s:
+        assert 0.0 <= s[k] <= 1.0
+        assert s[k] == pytest.approx(float(v[k][0]))
+
+
+def test_threshold_for_fpr():
+    benign = np.linspace(0, 1, 10_000)
+    t = Threshold.for_fpr(benign, 1e-3)
+    assert (benign >= t.value).mean() <= 1e-3
+    assert (benign >= t.value).sum() == 10
+    with pytest.raises(ConfigError):
+        Threshold(value=1.5)
+
+
+def test_model_validation_and_roundtrip(tmp_path):
+    with pytest.raises(ConfigError):
+        ScoreModel(weights={"no_such_signal": 1.0}, bias=0.0)
+    with pytest.raises(ConfigError):
+        ScoreModel(weights={"cot_elicitation": -1.0}, bias=0.0)
+    m = ScoreModel.default()
+    m.save(tmp_path / "m.json")
+    m2 = ScoreModel.load(tmp_path / "m.json")
+    assert m2.weights == m.weights and m2.threshold.value == m.threshold.value
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError):
+        ScoreModel.load(tmp_path / "bad.json")
+
+
+def test_fit_learns_a_separating_nonnegative_model():
+    rng = np.random.default_rng(0)
+    n = 4000
+    y = (rng.random(n) < 0.1).astype(float)
+    X = {s.name: rng.random(n) * 0.2 for s in SIGNALS}
+    X["cot_elicitation"] = np.where(y == 1, 0.8 + 0.2 * rng.random(n), 0.1 * rng.random(n))
+    m = fit(X, y, target_fpr=1e-3)
+    assert all(w >= 0 for w in m.weights.values())
+    assert max(m.weights, key=m.weights.get) == "cot_elicitation"
+    flags = m.threshold.flag(m.score(X))
+    assert flags[y == 1].mean() > 0.95 and flags[y == 0].mean() <= 1e-3
+
+
+def test_reasons_strongest_first():
+    m = ScoreModel.default()
+    f = _feats(cot_share=0.5, lp_share=0.02)
+    s = strengths_scalar(f)
+    rs = m.reasons(s, f)
+    assert rs and rs[0].signal in SIGNALS_BY_NAME
+    contrib = [r.contribution for r in rs]
+    assert contrib == sorted(contrib, reverse=True)
