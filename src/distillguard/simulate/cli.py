@@ -47,6 +47,19 @@ def simulate_command(
                       f"in {res.seconds:.1f} s")
 
 
-def demo_command(out: Path = typer.Option(Path("demo-out"), help="Output folder.")) -> None:
-    """Run the main job on the shipped sample."""
-    raise typer.Exit(2)
+def demo_command(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder."),
+    seed: int = typer.Option(2026, "--seed", help="Seed of the simulated traffic."),
+) -> None:
+    """Run the main job on the shipped sample: simulate traffic, scan it, replay it online, print the findings.
+
+    Example: distillguard demo --out demo-out
+    """
+    from distillguard.demo import run_demo
+    from distillguard.errors import DistillguardError
+
+    try:
+        run_demo(out, seed=seed)
+    except DistillguardError as e:
+        print(f"distillguard demo: {e}")
+        raise typer.Exit(2) from None
