@@ -58,6 +58,9 @@ def test_every_line_is_a_valid_contract_record(sim):
         ids.add(rec["request_id"])
         if rec["status_code"] == 200:
             assert ev["completion_tokens"] >= 1 and ev["prompt_tokens"] >= 1
+            assert 0 <= (ev["reasoning_tokens"] or 0) <= ev["completion_tokens"]
+            if ev["model"] == "orion-2-think":
+                assert ev["reasoning_tokens"] > 0  # benign reasoning-model use has hidden reasoning too
             assert rec["response"]["choices"]
         else:
             assert "response" not in rec

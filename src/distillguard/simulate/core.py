@@ -211,6 +211,16 @@ def simulate(out_dir, *, preset: str | None = None, n_accounts: int | None = Non
         # errors: 0.3% rate-limited, 0.1% server errors (no response body)
         u = rng.random(n)
         cols["status"] = np.where(u < 0.003, 429, np.where(u < 0.004, 500, 200)).astype(np.int32)
+        # reasoning models spend hidden reasoning tokens on every request, benign or not
+        think = np.array([m == G.THINK for m in cols["model"].tolist()], dtype=bool) & (cols["rtok"] == 0)
+        k = int(think.sum())
+        extra = (250 * np.exp(0.9 * rng.standard_normal(k))).astype(np.int64) + 20
+        cols["rtok"][think] = extra
+        cols["ctok"][think] += extra
+        mt = cols["max_tokens"]
+        cap = think & (mt > 0) & (cols["ctok"] > mt)
+        cols["ctok"][cap] = mt[cap]
+        cols["rtok"][cap] = np.minimum(cols["rtok"][cap], np.maximum(mt[cap] - 1, 0))
         fast = np.array([m == G.MINI for m in cols["model"].tolist()])
         per_tok = np.where(fast, 9.0, 22.0) * np.exp(0.25 * rng.standard_normal(n))
         latency = np.round(180 + cols["ptok"] * 0.04 + rng.exponential(150, n) + cols["ctok"] * per_tok, 1)

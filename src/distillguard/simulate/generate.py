@@ -35,7 +35,7 @@ import numpy as np
 
 from distillguard.simulate import texts as T
 from distillguard.simulate.archetypes import BENIGN, EXTRACTION, Archetype
-from distillguard.simulate.sources import Sources
+from distillguard.simulate.sources import _CODE_RE, Sources
 from distillguard.simulate.table import CHAT, COMPLETIONS, Table, rep
 
 MINI, STD, THINK, NEW, INSTRUCT = "orion-2-mini", "orion-2", "orion-2-think", "orion-3", "orion-2-instruct"
@@ -203,13 +203,12 @@ class Ctx:
         return self.t0 + np.mod(t, self.span)
 
     # ---------------------------------------------------------------- content
-    def standin(self, chars: float) -> str:
-        """A real answer text of about ``chars`` characters (at most :data:`MAX_ANSWER_CHARS`)."""
-        s = self.src
-        lens, order = _answer_index(s)
+    def standin(self, chars: float, coding: bool = False) -> str:
+        """A real model answer of about ``chars`` characters (at most :data:`MAX_ANSWER_CHARS`)."""
+        lens, texts = _answer_index(self.src, coding)
         i = bisect.bisect_left(lens, min(chars, MAX_ANSWER_CHARS)) + self.rng.integers(-25, 26)
-        i = min(max(i, 0), len(order) - 1)
-        return s.answers[order[i]][:MAX_ANSWER_CHARS]
+        i = min(max(i, 0), len(texts) - 1)
+        return texts[i][:MAX_ANSWER_CHARS]
 
     def chat_tokens(self, kind: str = "conv") -> tuple[int, int]:
         tok = _token_lists(self.src)[kind]
@@ -223,7 +222,7 @@ class Ctx:
             return text
         pre = T.PREFIXES[r.integers(len(T.PREFIXES))]
         suf = T.SUFFIXES[r.integers(len(T.SUFFIXES))]
-        if r.random() < 0.35:
+        if r.random() < 0.4:
             ctx_s = T.CONTEXTS[r.integers(len(T.CONTEXTS))]
             pre = f"{ctx_s} {pre}" if r.random() < 0.6 else pre
             suf = f"{suf} {ctx_s}" if not pre.startswith(ctx_s) else suf
@@ -233,7 +232,7 @@ class Ctx:
             t = t[0].lower() + t[1:]
         elif u < 0.35:
             t = t.rstrip("?.! ")
-        if r.random() < 0.4:
+        if r.random() < 0.5:
             words = t.split(" ")
             k = int(r.integers(len(words)))
             w = words[k]
@@ -270,9 +269,9 @@ _RESI_FIRST = [24, 47, 67, 68, 71, 73, 76, 98, 99, 108, 174, 2, 5, 31, 37, 46, 7
                175, 176, 177, 178, 179, 180, 181, 182, 183, 186, 187, 188, 189, 190, 191, 200, 201]
 _CLOUD_FIRST = [3, 13, 18, 20, 34, 35, 40, 44, 52, 54, 104, 130, 138, 146, 157, 159, 167]
 _CODING_CACHE: dict[int, np.ndarray] = {}
-_ANSWER_CACHE: dict[int, tuple[list, list]] = {}
+_ANSWER_CACHE: dict[tuple, tuple[list, list]] = {}
 #: Logged stand-in answers are capped (log size); ``usage`` keeps the sampled token count.
-MAX_ANSWER_CHARS = 2000
+MAX_ANSWER_CHARS = 1200
 
 
 _TOKEN_CACHE: dict[int, dict] = {}
@@ -285,10 +284,12 @@ def _token_lists(s: Sources) -> dict:
     return _TOKEN_CACHE[k]
 
 
-def _answer_index(s: Sources) -> tuple[list, list]:
-    k = id(s)
+def _answer_index(s: Sources, coding: bool) -> tuple[list, list]:
+    k = (id(s), coding)
     if k not in _ANSWER_CACHE:
-        _ANSWER_CACHE[k] = (s.answer_len_sorted.tolist(), s.answer_order.tolist())
+        pool = s.standin_code if coding else s.standin_general
+        pool = sorted(pool, key=len)
+        _ANSWER_CACHE[k] = ([len(x) for x in pool], pool)
     return _ANSWER_CACHE[k]
 
 
@@ -478,8 +479,11 @@ def gen_chat_users(ctx: Ctx, accts: np.ndarray, a: Archetype, *, homework: dict 
             hw = homework.get(acct) if homework else None
             if hw and r.random() < BENIGN["campus"].params["homework_share"]:
                 first = hw[int(r.integers(len(hw)))]
+                is_code = False
+                is_code = coding
             else:
-                first, _ = ctx.human_prompt(coding)
+                first, hi = ctx.human_prompt(coding)
+                is_code = coding or bool(s.human_coding[hi])
             if r.random() < 0.02:
                 first = first + " Think step by step."
             k = min(int(r.geometric(geo)), 8)
@@ -487,7 +491,7 @@ def gen_chat_users(ctx: Ctx, accts: np.ndarray, a: Archetype, *, homework: dict 
                 u = ctx.perturb(first, perturb_p) if j == 0 else ctx.perturb(follow[int(r.integers(len(follow)))], 0.5)
                 _, ct = ctx.chat_tokens("code" if coding else "conv")
                 ct = int(ct * (0.6 if j else 1.0)) + 5
-                turns.append((u, ctx.standin(ct * 4), ct))
+                turns.append((u, ctx.standin(ct * 4, is_code), ct))
         history: list[dict] = []
         for u, ans, ct in turns:
             msgs = history + [{"role": "user", "content": u}]
@@ -516,13 +520,14 @@ def gen_products(ctx: Ctx, accts: np.ndarray, a: Archetype) -> None:
         i = 0
         while i < len(ts):
             eu = f"user_{uid_pre}{int(r.integers(n_users)):06d}"
-            first, _ = ctx.human_prompt(topic == "code")
+            first, hi = ctx.human_prompt(topic == "code")
+            is_code = bool(s.human_coding[hi])
             k = min(int(r.geometric(p["turns_geom_p"])), 6, len(ts) - i)
             history = [{"role": "system", "content": sysp}]
             for j in range(k):
                 u = ctx.perturb(first, p["perturb"]) if j == 0 else T.FOLLOW_UPS[int(r.integers(len(T.FOLLOW_UPS)))]
                 pt, ct = ctx.chat_tokens("conv")
-                ans = ctx.standin(ct * 4)
+                ans = ctx.standin(ct * 4, is_code)
                 content = u
                 if rag:
                     content = "Context:\n" + ctx.standin(min(pt * 4, 1500))[:1500] + "\n\nQuestion: " + u
@@ -563,7 +568,7 @@ def gen_batch(ctx: Ctx, accts: np.ndarray, a: Archetype) -> None:
             bid = ("batch_" + ctx.hexid(24)) if use_batch else None
             items = r.integers(0, len(pool), k)
             for t, it in zip(times.tolist(), items.tolist()):
-                item = pool[it][:1200]
+                item = ctx.perturb(pool[it][:1200], 0.7)
                 prompt = tmpl.format(item=item)
                 if ans_kind.startswith("label:"):
                     labels = ans_kind[6:].split(",")
@@ -629,7 +634,7 @@ def gen_eval(ctx: Ctx, accts: np.ndarray, a: Archetype) -> None:
                     else:
                         _, ct = ctx.chat_tokens("conv")
                         ct = min(mt, int(ct * 1.5))
-                        ans = ctx.standin(ct * 4)
+                        ans = ctx.standin(ct * 4, bool(_CODE_RE.search(q[:500])))
                     msgs_l.append(msgs); ans_l.append(ans); pt_l.append(msg_tokens(msgs)); ct_l.append(ct)
                 ar = account_rows(ctx, np.full(k, acct))
                 n_val = int(r.choice([5, 10])) if passk else -1
@@ -675,7 +680,7 @@ def gen_coding(ctx: Ctx, accts: np.ndarray, a: Archetype) -> None:
                 u = ctx.perturb(first, 0.85) if j == 0 else ctx.perturb(T.CODING_FOLLOW_UPS[int(r.integers(len(T.CODING_FOLLOW_UPS)))], 0.5)
                 pt, ct = ctx.chat_tokens("long" if use_long else "code")
                 ct = max(ct, 20) if not use_long else ct
-                ans = ctx.standin(ct * 4)
+                ans = ctx.standin(ct * 4, True)
                 msgs = history + [{"role": "user", "content": u}]
                 _push(rows, t, acct, msgs, ans, max(msg_tokens(msgs), int(pt * (1 + 0.15 * j))), ct)
                 history = msgs[:1] + msgs[1:][-5:] + [{"role": "assistant", "content": ans}]
@@ -743,13 +748,14 @@ def gen_resellers(ctx: Ctx, accts: np.ndarray, a: Archetype, *, scale: float = 1
                 d = s.dialogues[int(r.integers(len(s.dialogues)))]
                 turns = [(h, ans, max(1, len(ans) // 4)) for h, ans in d[: int(r.integers(1, len(d) + 1))]]
             else:
-                first, _ = ctx.human_prompt(coding=r.random() < 0.2)
+                first, hi = ctx.human_prompt(coding=r.random() < 0.2)
+                is_code = bool(s.human_coding[hi])
                 k = min(int(r.geometric(0.5)), 5)
                 turns = []
                 for j in range(k):
                     u = ctx.perturb(first, 0.6) if j == 0 else T.FOLLOW_UPS[int(r.integers(len(T.FOLLOW_UPS)))]
                     _, ct = ctx.chat_tokens("conv")
-                    turns.append((u, ctx.standin(ct * 4), ct))
+                    turns.append((u, ctx.standin(ct * 4, is_code), ct))
             history: list[dict] = []
             for u, ans, ct in turns[: n - i]:
                 msgs = history + [{"role": "user", "content": u}]
@@ -1091,6 +1097,7 @@ def gen_campaign(ctx: Ctx, arch_name: str, scale: float) -> None:
             pt_l.append(sum(len(x) for x in prompts) // 4)
             ct_l.append(int(np.mean([len(x) for x in replies]) // 4))
             continue
+        prompt = ctx.perturb(prompt, 0.3)  # operators vary wording too, against exact-match dedup
         if arch_name == "cot_elicitation":
             prompt = _wrap_cot(ctx, prompt, non_en)
         elif arch_name == "paraphrase" or (arch_name in ("hydra", "reseller_mixed") and r.random() < 0.3):
@@ -1119,6 +1126,7 @@ def gen_campaign(ctx: Ctx, arch_name: str, scale: float) -> None:
         ip = [pool[int(x) % len(pool)] for x in sess.tolist()]
     ct_arr = np.array(ct_l, dtype=np.int64)
     ct_arr = np.where(maxt > 0, np.minimum(ct_arr, maxt), ct_arr)
+    rtok = np.minimum(rtok, np.maximum(ct_arr - 1, 0))
     ctx.tab.add(n, ts=ts, acct=acct, model=model, endpoint=endpoint, messages=msgs_l, answer=ans_l,
                 temperature=temperature, top_p=top_p, max_tokens=maxt, n=n_col, logprobs=logprobs,
                 top_logprobs=top_lp, stream=stream, seed=(np.full(n, 42) if st["seed"] else -1), effort=effort,

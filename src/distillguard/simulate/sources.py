@@ -14,8 +14,9 @@ Pools built here (all plain Python lists / numpy arrays, indexed by the generato
   commercial APIs to build distillation data (Alpaca, Code Alpaca, GPTeacher).
 - ``seeds`` + ``template``: the real Alpaca self-instruct request template (``prompt.txt``) and its
   human-written seed tasks.
-- ``answers``: every real answer text (for prompts whose source has none, a stand-in of the
-  right length is drawn from this pool).
+- ``answers``: every real answer text (documents for batch items and RAG contexts);
+  ``standin_general`` / ``standin_code``: real model answers from the distillation sets, from which a
+  stand-in of the right length is drawn for prompts whose source has no answer.
 - traces: Azure LLM inference 2023 (conv, code) inter-arrival gaps and token counts; Mooncake
   conversation trace token counts (long contexts).
 
@@ -150,6 +151,8 @@ class Sources:
     code_gaps: np.ndarray = field(default_factory=lambda: np.ones(1))
     code_tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     long_tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    standin_general: list[str] = field(default_factory=list)
+    standin_code: list[str] = field(default_factory=list)
     files_read: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -277,6 +280,12 @@ def load_sources(folder: Path | str) -> Sources:
     lens = np.array([len(a) for a in s.answers], dtype=np.int64)
     s.answer_order = np.argsort(lens, kind="stable")
     s.answer_len_sorted = lens[s.answer_order]
+    # stand-in answers for prompts whose source has none: real model answers (distillation sets and
+    # seed outputs), split into code and general; HH-RLHF replies only fit their own dialogues
+    code = [a for (_, a), c in zip(s.distill, s.distill_coding) if a and c]
+    gen = [a for (_, a), c in zip(s.distill, s.distill_coding) if a and not c] + [o for _, _, o in s.seeds if o]
+    s.standin_general = gen or s.answers
+    s.standin_code = code or s.standin_general
     s.files_read = sorted(
         str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".gz", ".csv", ".txt")
     )
