@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from distillguard.bench.speed import bench_ingest_command, bench_scan_command
 from distillguard.gateway.bench import bench_gateway_command
 
 bench_app = typer.Typer(
@@ -38,6 +39,8 @@ def detect_command(
     tune_fpr: float = typer.Option(1e-3, "--tune-fpr", help="Benign FPR at which baseline thresholds are tuned."),
     no_detector: bool = typer.Option(False, "--no-detector", help="Run the baselines only."),
     no_replay: bool = typer.Option(False, "--no-replay", help="Skip distillguard replay (time to detection)."),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Processes for simulating/parsing the two traffics (1 or 2)."),
+    reader: str = typer.Option("python", "--reader", help="Log parser: 'python' (schema.event_from_record) or 'ingest'."),
     out: Path = typer.Option(..., "--out", help="Output folder for results.json and results.md."),
 ) -> None:
     """Score distillguard and the baselines on labelled traffic; write results.json and results.md.
@@ -60,7 +63,7 @@ def detect_command(
         results = run_detect_bench(
             out, traffic=traffic, tune_traffic=tune_traffic, preset=preset, tune_preset=tune_preset,
             seed=seed, tune_seed=tune_seed, tune_fpr=tune_fpr, detector=not no_detector,
-            replay=not no_replay,
+            replay=not no_replay, jobs=jobs, reader=reader,
         )
     except DistillguardError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
@@ -71,3 +74,5 @@ def detect_command(
 
 
 bench_app.command("gateway")(bench_gateway_command)
+bench_app.command("ingest")(bench_ingest_command)
+bench_app.command("scan")(bench_scan_command)

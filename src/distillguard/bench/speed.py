@@ -1,0 +1,148 @@
+"""Speed and memory benchmarks: ``bench ingest`` and ``bench scan``.
+
+Each measured step runs in its own child process, so its wall time and peak resident memory (from
+``wait4``'s rusage) are its own. The baseline in the same run is DuckDB merely parsing the same log
+(``read_json`` over every top-level field), and every figure is reported with its ratio to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_STEPS = {
+    "duckdb_parse": """
+import duckdb, sys
+con = duckdb.connect(); con.execute("SET TimeZone='UTC'")
+n = con.sql(f"SELECT count(*), count(request_id), count(request), count(response) FROM read_json({sys.argv[1]!r}, format='newline_delimited', "
+            "columns={'request_id':'VARCHAR','timestamp':'JSON','account_id':'VARCHAR','endpoint':'VARCHAR','client_ip':'VARCHAR',"
+            "'user_agent':'VARCHAR','request':'JSON','response':'JSON','status_code':'JSON','latency_ms':'JSON'}, ignore_errors=true)").fetchall()[0][0]
+print(n)
+""",
+    "ingest": """
+import sys, tempfile, os
+from distillguard.ingest import EventReader, EventStore, RejectWriter
+d = tempfile.mkdtemp()
+store = EventStore(os.path.join(d, 's.duckdb'), memory_limit='3GB')
+with RejectWriter(os.path.join(d, 'rejected.jsonl')) as rej:
+    for b in EventReader(rejects=rej, con=store.con).iter_batches([sys.argv[1]]):
+        store.append(b)
+    store.finish_run(rej)
+print(store.count())
+""",
+    "scan": """
+import sys, tempfile, json
+from distillguard.detect.scan import run_scan
+acc = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+s = run_scan([sys.argv[1]], tempfile.mkdtemp(), accounts=acc, progress=False, write_html=False)
+print(s['requests']); print(json.dumps(s['timings']), file=sys.stderr)
+""",
+    "replay": """
+import sys, tempfile, json
+from distillguard.detect.replay import run_replay
+acc = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+s = run_replay([sys.argv[1]], tempfile.mkdtemp(), accounts=acc, progress=False)
+print(s['requests']); print(json.dumps({'online_s': s['online_s'], 'read_s': s['read_s']}), file=sys.stderr)
+""",
+}
+
+
+def _run_step(name: str, log: Path, accounts: Path | None) -> dict[str, Any]:
+    args = [sys.executable, "-c", _STEPS[name], str(log), str(accounts) if accounts else ""]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = "", ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read() if proc.stdout else ""
+    err = proc.stderr.read() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark step {name} failed: {err[-2000:]}")
+    rows = int(out.strip().splitlines()[-1])
+    extra = {}
+    for line in err.splitlines():
+        if line.startswith("{"):
+            try:
+                extra = json.loads(line)
+            except json.JSONDecodeError:
+                pass
+    return {"step": name, "rows": rows, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024.0, "requests_per_s": rows / wall if wall > 0 else None, **extra}
+
+
+def run_speed_bench(log: Path, *, steps: list[str], accounts: Path | None = None, out: Path | None = None) -> dict[str, Any]:
+    """Run ``steps`` (and the DuckDB parse baseline) on ``log``; return and optionally write the figures."""
+    results = {"log": str(log), "log_bytes": log.stat().st_size, "cores": os.cpu_count(), "steps": []}
+    base = _run_step("duckdb_parse", log, None)
+    results["steps"].append(base)
+    for s in steps:
+        r = _run_step(s, log, accounts)
+        r["ratio_to_duckdb_parse"] = r["wall_s"] / base["wall_s"] if base["wall_s"] else None
+        results["steps"].append(r)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "speed.md").write_text(to_markdown(results))
+    return results
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"log: `{results['log']}` ({results['log_bytes'] / 2**20:,.0f} MiB on disk), {results['cores']} cores",
+        "",
+        "| step | requests | wall s | requests/s | peak RSS MiB | x DuckDB parse time |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["steps"]:
+        ratio = r.get("ratio_to_duckdb_parse")
+        lines.append(
+            f"| {r['step']} | {r['rows']:,} | {r['wall_s']:.1f} | {r['requests_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
+            f"{'1.00 (baseline)' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    for r in results["steps"]:
+        if r["step"] == "replay" and r.get("online_s"):
+            lines.append(f"\nreplay's online detector alone: {r['rows'] / r['online_s']:,.0f} requests/s "
+                         f"({r['online_s']:.1f} s; reading the log took {r['read_s']:.1f} s)")
+    return "\n".join(lines) + "\n"
+
+
+def _speed_cli(steps: list[str]):
+    import typer
+
+    def command(
+        log: Path = typer.Argument(None, help="Traffic log to measure on (default: simulate the standard preset)."),
+        accounts: Path = typer.Option(None, "--accounts", help="Account file for the log."),
+        seed: int = typer.Option(1, "--seed", help="Seed when the log is simulated."),
+        out: Path = typer.Option(Path("bench-out/speed"), "--out", help="Folder for speed.json and speed.md."),
+    ) -> None:
+        from rich.console import Console
+
+        if log is None:
+            from distillguard.simulate import simulate
+
+            sim = out / f"traffic-standard-{seed}"
+            if not (sim / "traffic.jsonl.gz").exists():
+                simulate(sim, preset="standard", seed=seed, progress=True)
+            log, accounts = sim / "traffic.jsonl.gz", accounts or sim / "accounts.jsonl"
+        res = run_speed_bench(Path(log), steps=steps, accounts=accounts, out=out)
+        Console().print(to_markdown(res), markup=False, highlight=False, soft_wrap=True)
+
+    return command
+
+
+bench_ingest_command = _speed_cli(["ingest"])
+bench_ingest_command.__doc__ = """Ingest speed and peak memory, against DuckDB merely parsing the same log.
+
+    Example: distillguard bench ingest logs/traffic.jsonl.gz --out bench-out/ingest
+    """
+bench_scan_command = _speed_cli(["scan", "replay"])
+bench_scan_command.__doc__ = """scan and replay speed and peak memory, against DuckDB merely parsing the same log.
+
+    Example: distillguard bench scan logs/traffic.jsonl.gz --accounts accounts.jsonl --out bench-out/scan
+    """
