@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import importlib
 import os
 import time
 from datetime import datetime, timezone
@@ -53,7 +54,7 @@ from distillguard.gateway.policy import Policy, Rule, parse_policy_text
 from distillguard.gateway.state import Admission, MemoryState, RedisState
 from distillguard.schema import event_from_record
 
-__all__ = ["Gateway", "load_accounts", "payment_clusters"]
+__all__ = ["Gateway", "load_accounts", "load_detector", "payment_clusters"]
 
 POST_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings")
 UNAUTHENTICATED = "unauthenticated"
@@ -110,6 +111,20 @@ def payment_clusters(accounts: dict[str, dict]) -> dict[str, str]:
             for a in aids:
                 out[a] = cid
     return out
+
+
+def load_detector(spec: str | None, accounts: dict[str, dict]) -> Any:
+    """``"package.module:Factory"`` → ``Factory(accounts=accounts)`` (default: the online detector)."""
+    if not spec:
+        from distillguard.detect.online import OnlineDetector
+
+        return OnlineDetector(accounts=accounts)
+    mod, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot load detector {spec!r} ({e}); give it as package.module:Class") from None
+    return factory(accounts=accounts)
 
 
 class _ReqCtx:

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from distillguard.errors import ConfigError, DistillguardError
-
-
-def load_detector(spec: str | None, accounts: dict[str, dict]) -> Any:
-    """``"package.module:Factory"`` → ``Factory(accounts=accounts)`` (default: the online detector)."""
-    if not spec:
-        from distillguard.detect.online import OnlineDetector
-
-        return OnlineDetector(accounts=accounts)
-    mod, _, name = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cannot load detector {spec!r} ({e}); give it as package.module:Class") from None
-    return factory(accounts=accounts)
+from distillguard.errors import DistillguardError
+from distillguard.gateway.app import load_detector
 
 
 def build_gateway(*, upstream: str, keys: Path, log_dir: Path, config: Path | None = None, redis: str | None = None,

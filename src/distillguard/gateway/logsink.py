@@ -117,8 +117,7 @@ class LogSink:
                 parts.append(dumps(rec, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
             except TypeError:
                 self.errors += 1
-                parts.append(dumps({k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
-                                    for k, v in rec.items()}, option=orjson.OPT_APPEND_NEWLINE))
+                parts.append(dumps(rec, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
         data = b"".join(parts)
         if self._fd is None:
             self._open()
