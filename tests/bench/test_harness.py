@@ -73,7 +73,7 @@ def oracle_detector(monkeypatch):
 @pytest.mark.slow
 def test_harness_writes_results_and_reports_missing_detector(tiny_eval, tiny_tune, tmp_path, no_detector):
     out = tmp_path / "out"
-    res = run_detect_bench(out, traffic=tiny_eval, tune_traffic=tiny_tune, progress=False)
+    res = run_detect_bench(out, traffic=tiny_eval, tune_traffic=tiny_tune, progress=False, jobs=1)
     saved = json.loads((out / "results.json").read_text())
     md = (out / "results.md").read_text()
     assert saved["traffic"]["evaluation"]["extraction_accounts"] == 5
@@ -93,7 +93,7 @@ def test_harness_writes_results_and_reports_missing_detector(tiny_eval, tiny_tun
 
 @pytest.mark.slow
 def test_harness_scores_detector_from_its_output_files(tiny_eval, tiny_tune, tmp_path, oracle_detector):
-    res = run_detect_bench(tmp_path / "out", traffic=tiny_eval, tune_traffic=tiny_tune, progress=False)
+    res = run_detect_bench(tmp_path / "out", traffic=tiny_eval, tune_traffic=tiny_tune, progress=False, jobs=1)
     dg = res["detectors"][0]
     assert dg["available"] and dg["name"] == "distillguard"
     assert dg["account"]["roc_auc"] == 1.0 and dg["account"]["recall_at_threshold"] == 1.0
@@ -117,7 +117,7 @@ def test_tuning_seed_must_differ(tmp_path):
 def test_missing_labels_is_a_clear_error(tiny_tune, tmp_path):
     (tmp_path / "traffic.jsonl").write_text("")
     with pytest.raises(InputError, match="labels.jsonl"):
-        run_detect_bench(tmp_path / "out", traffic=tmp_path, tune_traffic=tiny_tune, progress=False)
+        run_detect_bench(tmp_path / "out", traffic=tmp_path, tune_traffic=tiny_tune, progress=False, jobs=1)
 
 
 @pytest.mark.slow

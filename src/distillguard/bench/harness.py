@@ -22,7 +22,7 @@ import numpy as np
 
 from distillguard.bench import metrics as M
 from distillguard.bench.baselines import DEFAULT_TUNE_FPR, default_baselines, fit_embedder
-from distillguard.bench.data import Traffic, load_traffic
+from distillguard.bench.data import DEFAULT_READER, Traffic, load_event_table, load_traffic, traffic_logs
 from distillguard.bench.detector import DetectorRun, run_distillguard
 from distillguard.bench.embed import MAX_CHARS, PROMPTS_PER_ACCOUNT
 from distillguard.errors import InputError
@@ -51,6 +51,23 @@ def simulated_traffic(root: Path, *, preset: str, seed: int) -> Path:
     simulate(folder, preset=preset, seed=seed)
     marker.write_text(json.dumps({"preset": preset, "seed": seed}))
     return folder
+
+
+def prepare_traffic(*, traffic_dir: Path | None, preset: str | None, seed: int, traffic_root: Path,
+                    cache_dir: Path, reader: str = DEFAULT_READER) -> tuple[Path, float, float]:
+    """Simulate (when no folder is given) and parse one traffic folder into the event cache.
+
+    Runs in a worker process; returns (folder, simulate seconds, parse seconds).
+    """
+    t0 = time.perf_counter()
+    folder = Path(traffic_dir) if traffic_dir is not None else simulated_traffic(traffic_root, preset=preset,
+                                                                                  seed=seed)
+    t1 = time.perf_counter()
+    if not (folder / "labels.jsonl").is_file():
+        raise InputError(f"no labels.jsonl in {folder}; the benchmark needs labelled traffic "
+                         f"(`distillguard simulate --out {folder}` writes it)")
+    load_event_table(traffic_logs(folder), reader=reader, cache_dir=cache_dir)
+    return folder, round(t1 - t0, 3), round(time.perf_counter() - t1, 3)
 
 
 def _traffic_summary(t: Traffic, *, seed: int | None, preset: str | None) -> dict[str, Any]:
@@ -121,8 +138,14 @@ def run_detect_bench(
     detector: bool = True,
     replay: bool = True,
     progress: bool = True,
+    jobs: int = 2,
+    reader: str = DEFAULT_READER,
 ) -> dict[str, Any]:
-    """Run the benchmark and write ``out/results.json`` and ``out/results.md``; returns the results."""
+    """Run the benchmark and write ``out/results.json`` and ``out/results.md``; returns the results.
+
+    ``jobs=2`` simulates and parses the evaluation and the tuning traffic in two processes at once.
+    Parsed event tables are cached under ``out/cache`` and simulated traffic under ``out/traffic``.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     out = Path(out)
@@ -137,7 +160,7 @@ def run_detect_bench(
         raise InputError("--tune-traffic must be a different folder from --traffic")
     tune_preset = tune_preset or preset or "small"
     baselines_probe = default_baselines(tune_fpr=tune_fpr, seed=seed)
-    n_steps = 4 + 2 * len(baselines_probe) + (1 if detector else 0) + 1
+    n_steps = 2 + 2 * len(baselines_probe) + (1 if detector else 0) + 1
     timing: dict[str, float] = {}
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -152,23 +175,30 @@ def run_detect_bench(
             prog.advance(task)
 
         t0 = time.perf_counter()
-        step(f"traffic: evaluation ({preset or traffic})")
-        eval_dir = Path(traffic) if traffic is not None else simulated_traffic(out / "traffic", preset=preset, seed=seed)
-        done("simulate_eval", t0)
-        t0 = time.perf_counter()
-        step(f"traffic: tuning ({tune_preset if tune_traffic is None else tune_traffic})")
-        tune_dir = Path(tune_traffic) if tune_traffic is not None else simulated_traffic(
-            out / "traffic", preset=tune_preset, seed=tune_seed)
-        done("simulate_tune", t0)
+        step("traffic: simulate and parse evaluation + tuning" + (" (2 processes)" if jobs > 1 else ""))
+        specs = [
+            dict(traffic_dir=traffic, preset=preset, seed=seed),
+            dict(traffic_dir=tune_traffic, preset=tune_preset, seed=tune_seed),
+        ]
+        common = dict(traffic_root=out / "traffic", cache_dir=out / "cache", reader=reader)
+        if jobs > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
+                futs = [pool.submit(prepare_traffic, **spec, **common) for spec in specs]
+                prepared = [f.result() for f in futs]
+        else:
+            prepared = [prepare_traffic(**spec, **common) for spec in specs]
+        (eval_dir, timing["simulate_eval"], timing["parse_eval"]), (tune_dir, timing["simulate_tune"],
+                                                                    timing["parse_tune"]) = prepared
+        done("prepare_traffic", t0)
 
         t0 = time.perf_counter()
-        step("load: evaluation traffic")
-        ev = load_traffic(eval_dir)
-        done("load_eval", t0)
-        t0 = time.perf_counter()
-        step("load: tuning traffic")
-        tu = load_traffic(tune_dir)
-        done("load_tune", t0)
+        step("load: evaluation and tuning traffic")
+        ev = load_traffic(eval_dir, reader=reader, cache_dir=out / "cache")
+        tu = load_traffic(tune_dir, reader=reader, cache_dir=out / "cache")
+        done("load", t0)
         if (tu.y == 0).sum() == 0:
             raise InputError(f"the tuning traffic {tune_dir} has no benign account; thresholds cannot be tuned")
 
