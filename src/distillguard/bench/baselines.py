@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distillguard.bench.data import Traffic
-from distillguard.bench.embed import PROMPTS_PER_ACCOUNT, HashedNgramEmbedder, first_per_account
+from distillguard.bench.embed import FIT_SAMPLE, PROMPTS_PER_ACCOUNT, HashedNgramEmbedder, first_per_account
 from distillguard.bench.metrics import threshold_at_fpr
 
 DEFAULT_TUNE_FPR = 1e-3
@@ -297,8 +297,8 @@ def embed_traffic(traffic: Traffic, embedder: HashedNgramEmbedder, cap: int = PR
     key = ("embedded", id(embedder), cap)
     if key not in traffic.cache:
         idx = first_per_account(traffic.acc, traffic.starts, cap)
-        prompts = traffic.column("prompt")[idx]
-        vec = np.concatenate([embedder.transform(prompts[i:i + 50_000]) for i in range(0, idx.size, 50_000)]) \
+        vec = np.concatenate([embedder.transform(traffic.prompts(idx[i:i + 50_000]))
+                              for i in range(0, idx.size, 50_000)]) \
             if idx.size else np.zeros((0, embedder.dim), dtype=np.float32)
         acc = traffic.acc[idx]
         starts = np.searchsorted(acc, np.arange(traffic.account_ids.size + 1))
@@ -310,7 +310,9 @@ def fit_embedder(tune: Traffic, *, dim: int = 64, seed: int = 0) -> HashedNgramE
     """An embedder fitted on the first prompts of the *fit* half of the tuning accounts."""
     idx = first_per_account(tune.acc, tune.starts, PROMPTS_PER_ACCOUNT)
     idx = idx[tuning_split(tune)[tune.acc[idx]]]
-    return HashedNgramEmbedder(dim=dim, seed=seed).fit(tune.column("prompt")[idx].tolist())
+    if idx.size > FIT_SAMPLE:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, FIT_SAMPLE, replace=False))
+    return HashedNgramEmbedder(dim=dim, seed=seed).fit(tune.prompts(idx))
 
 
 class _ContentBaseline(Baseline):

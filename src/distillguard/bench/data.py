@@ -226,6 +226,10 @@ class Traffic:
                 )
         return self.cache[name]
 
+    def prompts(self, idx: np.ndarray) -> list[str | None]:
+        """The prompts of events ``idx`` (without converting the whole column)."""
+        return self.table.column("prompt").take(pa.array(np.asarray(idx, dtype=np.int64))).to_pylist()
+
     def tokens(self) -> np.ndarray:
         """Prompt + completion tokens per event (prompt chars / 4 where usage is missing)."""
         pt = self.column("prompt_tokens")
