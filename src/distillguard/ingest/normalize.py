@@ -70,9 +70,11 @@ def _wrong_type(name: str, x: str) -> str:
 
 def _reason_sql() -> str:
     """CASE expression giving the first reason a record is invalid, in the order of ``schema.validate_record``."""
+    any_missing = " OR ".join(f"t[{_TOP.index(n) + 1}] IS NULL" for n in ("request_id", "timestamp", "account_id", "endpoint", "request"))
     checks = [
-        ("NOT json_valid(line)", "'line is not valid JSON'"),
-        ("json_type(j) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("j")),
+        ("t IS NULL", "'line is not valid JSON'"),
+        # only rows that miss a required field pay for a second parse to tell "not an object" apart
+        (f"({any_missing}) AND json_type(line) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("line")),
     ]
     for name in ["request_id", "timestamp", "account_id", "endpoint", "request"]:
         checks.append((_missing(f"t[{_TOP.index(name) + 1}]"), f"'missing required field ''{name}'''"))
@@ -114,14 +116,10 @@ def normalize_sql(source: str = "lines") -> str:
     )
     effort = f"coalesce({_str(R['reasoning_effort'])}, CASE WHEN {_is(R['reasoning'], 'OBJECT')} THEN {_str('json_extract(' + R['reasoning'] + ', ' + chr(39) + '$.effort' + chr(39) + ')')} END)"
     return f"""
-WITH a AS (
-  SELECT line_no, line,
-         CASE WHEN line IS NOT NULL AND json_valid(line) THEN line::JSON END AS j
+WITH b AS (
+  -- one parse of the whole line; NULL when it is not valid JSON
+  SELECT line_no, line, CASE WHEN line IS NOT NULL THEN try(json_extract(line, {_paths(_TOP)})) END AS t
   FROM {source}
-), b AS (
-  SELECT line_no, line, j,
-         CASE WHEN json_type(j) = 'OBJECT' THEN json_extract(j, {_paths(_TOP)}) END AS t
-  FROM a
 ), c AS (
   SELECT *,
          CASE WHEN json_type(t[{_TOP.index('request') + 1}]) = 'OBJECT' THEN json_extract(t[{_TOP.index('request') + 1}], {_paths(_REQ)}) END AS r,
