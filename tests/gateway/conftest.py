@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gwhelpers import KEYS, InProcess, free_port  # noqa: E402
+from gwhelpers import KEYS, InProcess, NullDetector, free_port  # noqa: E402
 
 from distillguard.gateway.app import Gateway  # noqa: E402
 from distillguard.gateway.fakeupstream import FakeUpstream  # noqa: E402
@@ -49,6 +49,7 @@ def make_gw(upstream, keystore, tmp_path):
         kw.setdefault("upstream", upstream.url)
         kw.setdefault("keys", keystore)
         kw.setdefault("log_dir", tmp_path / "logs")
+        kw.setdefault("detector", NullDetector())
         gw = Gateway(policy=Policy.from_dict(policy or {}), **kw)
         return InProcess(gw)
 

@@ -73,6 +73,16 @@ def read_records(log_dir: Path) -> list[dict]:
     return out
 
 
+class NullDetector(FlagAfterK):
+    """Never flags (isolates quota tests from the real detector's linkage and CPU)."""
+
+    def __init__(self, *, accounts: dict | None = None):
+        super().__init__(accounts=accounts, k=10**9)
+
+    def process(self, event: dict) -> Verdict:
+        return Verdict(account_id=event["account_id"], score=0.0, flagged=False)
+
+
 class InProcess:
     """A Gateway served through httpx.ASGITransport."""
 
@@ -84,8 +94,11 @@ class InProcess:
     async def __aenter__(self) -> "InProcess":
         self._cm = self.gw.lifespan_context()
         await self._cm.__aenter__()
+        async def drain(_response: httpx.Response) -> None:
+            await self.gw.drain()  # detection runs off the request path; tests wait for its verdicts
+
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.gw.app, client=("10.1.2.3", 5555)),
-                                        base_url="http://gw")
+                                        base_url="http://gw", event_hooks={"response": [drain]})
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -16,8 +16,10 @@ def run(coro):
 
 
 def test_chat_plain_logged_as_contract_record(make_gw, upstream):
+    from distillguard.detect.online import OnlineDetector
+
     async def go():
-        async with make_gw() as g:
+        async with make_gw(detector=OnlineDetector()) as g:  # the real detector runs on the request
             r = await g.client.post("/v1/chat/completions", json=dict(CHAT, user="eu-7"),
                                     headers=dict(auth(), **{"User-Agent": "OpenAI/Python 1.0"}))
             assert r.status_code == 200

@@ -4,6 +4,7 @@ fail-open / fail-closed when Redis goes away."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import httpx
@@ -25,14 +26,17 @@ def test_quota_of_n_admits_exactly_n_across_two_gateways(upstream, keys_file, tm
     ns = "t" + uuid.uuid4().hex[:8]
     pol = _policy(tmp_path, "quotas:\n  account: {requests_per_day: 25}\n")
     common = ["--upstream", upstream.url, "--keys", str(keys_file), "--config", pol, "--redis", url,
-              "--redis-namespace", ns]
+              "--redis-namespace", ns, "--detector", "gwhelpers:NullDetector"]
     with gateway_process(*common, "--log-dir", str(tmp_path / "a")) as (a, _), \
          gateway_process(*common, "--log-dir", str(tmp_path / "b")) as (b, _):
 
         async def fire():
             async with httpx.AsyncClient(timeout=20) as c:
-                return await asyncio.gather(*[c.post(f"{(a, b)[i % 2]}/v1/chat/completions", json=CHAT,
-                                                     headers=auth(0)) for i in range(80)])
+                # 10 one after the other, alternating (both gateways admit some), then 70 at once
+                first = [await c.post(f"{(a, b)[i % 2]}/v1/chat/completions", json=CHAT, headers=auth(0))
+                         for i in range(10)]
+                return first + list(await asyncio.gather(*[c.post(f"{(a, b)[i % 2]}/v1/chat/completions", json=CHAT,
+                                                                  headers=auth(0)) for i in range(10, 80)]))
 
         rs = asyncio.run(fire())
         # the other account has its own allowance
@@ -51,11 +55,18 @@ def test_flags_shared_across_gateways(upstream, keys_file, tmp_path, redis_serve
     pol = _policy(tmp_path, "rules:\n  - {flagged: true, action: block}\n")
     common = ["--upstream", upstream.url, "--keys", str(keys_file), "--config", pol, "--redis", url,
               "--redis-namespace", ns, "--detector", "gwhelpers:FlagAfterK"]
-    env = {"DG_TEST_FLAG_AFTER": "2"}
+    env = {"DG_TEST_FLAG_AFTER": "2", "DISTILLGUARD_ADMIN_TOKEN": "adm-secret-1"}
     with gateway_process(*common, "--log-dir", str(tmp_path / "a"), env=env) as (a, _), \
          gateway_process(*common, "--log-dir", str(tmp_path / "b"), env=env) as (b, _):
         # the detector in gateway A flags hydra1 at its 2nd request (cluster c-hydra)
         first = [httpx.post(f"{a}/v1/chat/completions", json=CHAT, headers=auth(2)).status_code for _ in range(2)]
+        # detection runs after the answer, off the request path: wait until A has stored the verdict
+        adm = {"Authorization": "Bearer adm-secret-1"}
+        for _ in range(200):
+            flags = httpx.get(f"{a}/admin/flags", headers=adm).json()["flags"]
+            if any(f["id"] == "hydra1" and f["flagged"] for f in flags):
+                break
+            time.sleep(0.02)
         # gateway B has never seen hydra1 but refuses it: the flag lives in Redis
         on_b = httpx.post(f"{b}/v1/chat/completions", json=CHAT, headers=auth(2)).status_code
         # hydra2 shares the cluster: after one request (which tells B its cluster), it is refused too

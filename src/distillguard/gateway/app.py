@@ -28,6 +28,7 @@ Example (in-process, against the fake upstream):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -258,6 +259,11 @@ class Gateway:
         self.metrics.gauges["log_write_errors"] = lambda: float(self.sink.errors)
         self.client: aiohttp.ClientSession | None = None
         self._verdicts: dict[str, tuple[bool, float, str | None]] = {}
+        # the detector runs on one worker thread (it is not thread-safe; one thread keeps its order),
+        # so a slow detector never stalls the event loop that serves requests
+        self._det_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="distillguard-detect")
+        self._det_tasks: set[asyncio.Task] = set()
+        self.max_pending_detections = 10_000
         self._seq = 0
         self._prefix = os.urandom(4).hex()
         self._need_tokens = False
@@ -293,6 +299,7 @@ class Gateway:
         try:
             yield
         finally:
+            await self.drain()
             await self.client.close()
             self.sink.close()
             await self.state.close()
@@ -560,8 +567,21 @@ class Gateway:
             event = event_from_record(rec)
         except RecordRejected:
             return
-        verdict = self.detector.process(event)
-        await self._store_verdict(key.account_id, verdict)
+        if len(self._det_tasks) >= self.max_pending_detections:  # overloaded: detect inline (backpressure)
+            await self._store_verdict(key.account_id, self.detector.process(event))
+            return
+        task = asyncio.ensure_future(self._detect(key.account_id, event))
+        self._det_tasks.add(task)
+        task.add_done_callback(self._det_tasks.discard)
+
+    async def _detect(self, account_id: str, event: dict) -> None:
+        verdict = await asyncio.get_running_loop().run_in_executor(self._det_exec, self.detector.process, event)
+        await self._store_verdict(account_id, verdict)
+
+    async def drain(self) -> None:
+        """Wait until every queued detection has run and its verdict is stored (tests, shutdown)."""
+        while self._det_tasks:
+            await asyncio.gather(*list(self._det_tasks), return_exceptions=True)
 
     async def _store_verdict(self, account_id: str, verdict: Any) -> None:
         flagged, score, cid = bool(verdict.flagged), float(verdict.score), verdict.cluster_id
