@@ -161,8 +161,9 @@ class SmolTeacher:
         self.vocab_size = int(self.model.config.vocab_size)
 
     def prompt_ids(self, q: str) -> list[int]:
-        msgs = [{"role": "user", "content": q[:400]}]
-        return list(self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True))
+        from distillguard.provenance.suspects import chat_template_ids
+
+        return chat_template_ids(self.tok, [{"role": "user", "content": q[:400]}])
 
     def generate(self, prompts, wm, rng, progress=None):
         from distillguard.provenance.processors import hf_generate

