@@ -62,7 +62,7 @@ def keygen_command(
 def detect_command(
     texts: Path = typer.Argument(..., help="Traffic log (contract §1 JSONL) or a text file (one text per line)."),
     key: Path = typer.Option(..., "--key", help="Key file or key ring."),
-    tokenizer: str = typer.Option("smollm2", help="Serving tokenizer: smollm2, hf:DIR or gguf:FILE."),
+    tokenizer: str = typer.Option("smollm2", help="Serving tokenizer: smollm2, hf:DIR, gguf:FILE or bytes."),
 ) -> None:
     """Is each text watermarked with this key? Prints one JSON line per text (exact p-values).
 
@@ -96,7 +96,7 @@ def test_command(
     served: list[Path] = typer.Option(..., "--served", help="Our traffic logs (contract §1) with the served outputs."),
     key: Path = typer.Option(..., "--key", help="Key file or key ring (the active key is tested)."),
     out: Path = typer.Option(..., "--out", help="Output folder for evidence.json and evidence.html."),
-    tokenizer: str = typer.Option("smollm2", help="Our serving tokenizer: smollm2, hf:DIR or gguf:FILE."),
+    tokenizer: str = typer.Option("smollm2", help="Our serving tokenizer: smollm2, hf:DIR, gguf:FILE or bytes."),
     decoys: int = typer.Option(200, help="Number of decoy keys for calibration."),
     max_prompts: int = typer.Option(50, help="Served prompts to ask the suspect."),
     samples: int = typer.Option(4, help="Answers requested per prompt."),

@@ -240,8 +240,27 @@ class TokenizerAdapter:
         return chat_template_ids(self.tokenizer, messages)
 
 
-def load_tokenizer(spec: str) -> TokenizerAdapter:
-    """``smollm2`` (the packaged GGUF), ``hf:DIR`` or ``gguf:FILE``."""
+class ByteTokenizer:
+    """UTF-8 bytes as token ids (vocabulary 256): for byte-level models and for tests.
+
+    >>> ByteTokenizer().encode("hi")
+    [104, 105]
+    """
+
+    def __len__(self) -> int:
+        return 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return self.encode("".join(f"{m.get('role', 'user')}: {m.get('content', '')}\n" for m in messages) + "assistant: ")
+
+
+def load_tokenizer(spec: str):
+    """``smollm2`` (the packaged GGUF), ``hf:DIR``, ``gguf:FILE`` or ``bytes``."""
+    if spec == "bytes":
+        return ByteTokenizer()
     from transformers import AutoTokenizer
 
     if spec == "smollm2":
@@ -254,4 +273,4 @@ def load_tokenizer(spec: str) -> TokenizerAdapter:
     if kind == "gguf":
         p = Path(target)
         return TokenizerAdapter(tokenizer=AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name))
-    raise ConfigError(f"tokenizer {spec!r}: use smollm2, hf:DIR or gguf:FILE")
+    raise ConfigError(f"tokenizer {spec!r}: use smollm2, hf:DIR, gguf:FILE or bytes")
