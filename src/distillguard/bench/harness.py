@@ -162,6 +162,7 @@ def run_detect_bench(
     baselines_probe = default_baselines(tune_fpr=tune_fpr, seed=seed)
     n_steps = 2 + 2 * len(baselines_probe) + (1 if detector else 0) + 1
     timing: dict[str, float] = {}
+    t_start = time.perf_counter()
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), disable=not progress, transient=False) as prog:
@@ -228,6 +229,7 @@ def run_detect_bench(
                              threshold=M._clean(b.threshold_), elapsed_s=round(el, 3)))
 
         step("metrics and tables")
+        timing["total"] = round(time.perf_counter() - t_start, 3)
         results = {
             "benchmark": "distillguard bench detect",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -324,4 +326,9 @@ def results_markdown(results: dict[str, Any]) -> str:
     if notes:
         lines += [""] + [f"- {r['name']}: {r['replay_note'].strip().splitlines()[0]}" for r in notes]
     lines += ["", f"Embedding for PRADA/MMD: {results['settings']['embedding']}."]
+    total = results.get("timing_s", {}).get("total")
+    if total is not None:
+        lines += ["", f"Whole run (simulation, parsing, every detector): {total:.0f} s on "
+                  f"{results['machine']['cpus']} CPUs; time s column: scoring the evaluation traffic "
+                  "(distillguard: scan; its replay time is in results.json)."]
     return "\n".join(lines) + "\n"
