@@ -51,6 +51,9 @@ class Verdict:
 class _Account:
     stats: AccountStats = field(default_factory=AccountStats)
     score: float = 0.0
+    next_score_at: int = 0
+    strs: dict[str, float] | None = None
+    feats: dict[str, float] | None = None
     first_pre: int | None = None
     templated: bool = False
     flagged_at: float | None = None
@@ -62,7 +65,11 @@ class _Account:
 class OnlineDetector:
     """Per-request detection with per-account and per-cluster state (see the module docstring)."""
 
-    def __init__(self, *, accounts: dict[str, dict] | None = None, model: ScoreModel | None = None, linkage: bool = True):
+    def __init__(self, *, accounts: dict[str, dict] | None = None, model: ScoreModel | None = None, linkage: bool = True,
+                 rescore_every: float = 0.002):
+        """``rescore_every``: once an account (or cluster) has more than ``1 / rescore_every`` requests, its
+        score is recomputed every ``rescore_every * n`` requests instead of every request (stats are
+        always updated); a flag can then come at most that fraction of its requests late. 0 rescores always."""
         self.model = model or ScoreModel.default()
         self.threshold = self.model.threshold.value
         self.accounts = accounts or {}
@@ -71,6 +78,8 @@ class OnlineDetector:
         self._cluster_stats: dict[str, AccountStats] = {}
         self._cluster_score: dict[str, float] = {}
         self.linker = OnlineLinker(on_union=self._on_union)
+        self.rescore_every = rescore_every
+        self._next_cluster_score: dict[str, int] = {}
         self._current: str | None = None
         self._current_included = False
 
@@ -87,6 +96,8 @@ class OnlineDetector:
         a, b = self._side(root), self._side(other)
         self._cluster_stats[root] = a.merge(b)
         self._cluster_score.pop(other, None)
+        self._cluster_score.pop(root, None)  # membership changed: rescore now
+        self._next_cluster_score.pop(other, None)
 
     def _acc_stats(self, account: str) -> AccountStats:
         st = self._acc.get(account)
@@ -144,10 +155,14 @@ class OnlineDetector:
                 if ratio <= TEMPLATE_MAX_PREFIX_RATIO:
                     st.templated = True
                     lk.add_key(aid, "template", template_key(st.first_pre))
-        # account score
-        feats = features_scalar(st.stats)
-        strs = strengths_scalar(feats)
-        st.score = self.model.score_scalar(strs)
+        # account score (on a schedule for heavy accounts: see __init__)
+        n = st.stats.n
+        if n >= st.next_score_at or st.feats is None:
+            st.feats = features_scalar(st.stats)
+            st.strs = strengths_scalar(st.feats)
+            st.score = self.model.score_scalar(st.strs)
+            st.next_score_at = n + max(1, int(n * self.rescore_every))
+        feats, strs = st.feats, st.strs
         # cluster score
         cid = None
         cscore = 0.0
@@ -158,10 +173,13 @@ class OnlineDetector:
                 cs = self._cluster_stats[root]
                 if not self._current_included:
                     cs.apply(ts, d, gap, dw, dd)
-                cfeats = features_scalar(cs)
-                cstrs = strengths_scalar(cfeats)
-                cscore = self.model.score_scalar(cstrs)
-                self._cluster_score[root] = cscore
+                due = self._next_cluster_score.get(root, 0)
+                if cs.n >= due or root not in self._cluster_score:
+                    cfeats = features_scalar(cs)
+                    cstrs = strengths_scalar(cfeats)
+                    self._cluster_score[root] = self.model.score_scalar(cstrs)
+                    self._next_cluster_score[root] = cs.n + max(1, int(cs.n * self.rescore_every))
+                cscore = self._cluster_score[root]
                 cid = self.linker.cluster_of(aid)
         score = max(st.score, cscore if cid is not None else 0.0)
         flagged = score >= self.threshold
@@ -174,6 +192,9 @@ class OnlineDetector:
             reasons = [r.as_dict() for r in self.model.reasons(strs, feats)] if st.score >= self.threshold else []
             if cid is not None and cscore >= self.threshold:
                 members = self.linker.members(aid)
+                if cstrs is None:
+                    cfeats = features_scalar(self._cluster_stats[self.linker.root(aid)])
+                    cstrs = strengths_scalar(cfeats)
                 creasons = self.model.reasons(cstrs, cfeats, top=3)
                 reasons.insert(0 if st.score < self.threshold else len(reasons), {
                     "signal": "linked_cluster", "value": round(cscore, 6),

@@ -28,6 +28,7 @@ class OnlineLinker:
         self._parent: dict[str, str] = {}
         self._members: dict[str, list[str]] = {}
         self._keys: dict[str, set[tuple[str, str]]] = {}
+        self._cid: dict[str, str] = {}
         self.on_union = on_union
 
     # -- union-find -------------------------------------------------------------------------
@@ -49,6 +50,8 @@ class OnlineLinker:
         self._parent[rb] = ra
         self._members[ra] = ma + mb
         self._members.pop(rb, None)
+        self._cid.pop(ra, None)
+        self._cid.pop(rb, None)
         if self.on_union is not None:
             self.on_union(ra, rb)
 
@@ -61,10 +64,14 @@ class OnlineLinker:
 
     def cluster_of(self, a: str) -> str | None:
         """Cluster id of ``a`` (as in batch: a hash of the smallest member id), or None when alone."""
-        m = self.members(a)
-        if len(m) < 2:
-            return None
-        return "C" + hashlib.sha1(min(m).encode()).hexdigest()[:10]
+        r = self._find(a)
+        cid = self._cid.get(r)
+        if cid is None:
+            m = self._members.get(r, [r])
+            if len(m) < 2:
+                return None
+            cid = self._cid[r] = "C" + hashlib.sha1(min(m).encode()).hexdigest()[:10]
+        return cid
 
     # -- keys -------------------------------------------------------------------------------
     def has_key(self, account: str, key_type: str, value: str) -> bool:
