@@ -52,10 +52,10 @@ SPARK_CONF = {
     "spark.driver.memory": "2g",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.adaptive.enabled": "true",
 }
-#: Shuffle partitions for local masters (the Spark default of 200 is far too many for one machine).
-LOCAL_SHUFFLE_PARTITIONS = 4
+#: Extra settings for local masters: one shuffle partition per core (Spark's default of 200 is far too
+#: many for one machine) and no adaptive re-planning (it costs more than it saves at this size).
+LOCAL_CONF = {"spark.sql.adaptive.enabled": "false"}
 STAGING_ENV = "DISTILLGUARD_SPARK_STAGING"
 
 #: Events columns the stage reads (exported to Parquet).
@@ -119,7 +119,8 @@ def get_session(master: str | None = None) -> Any:
         b = SparkSession.builder.master(want).appName("distillguard")
         conf = dict(SPARK_CONF)
         if want.startswith("local"):
-            conf["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS)
+            conf.update(LOCAL_CONF)
+            conf["spark.sql.shuffle.partitions"] = str(_local_cores(want))
             conf["spark.driver.host"] = "127.0.0.1"
             conf["spark.driver.bindAddress"] = "127.0.0.1"
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -135,6 +136,17 @@ def get_session(master: str | None = None) -> Any:
         s.sparkContext.setLogLevel("ERROR")
         _SESSION, _SESSION_MASTER = s, want
         return s
+
+
+def _local_cores(master: str) -> int:
+    """Cores of a ``local``/``local[N]``/``local[*]`` master URL.
+
+    >>> _local_cores("local[3]"), _local_cores("local")
+    (3, 1)
+    """
+    inside = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
+    n = inside.split(",")[0]
+    return max(1, os.cpu_count() or 1) if n == "*" else max(1, int(n)) if n.isdigit() else 2
 
 
 def stop_session() -> None:
