@@ -131,7 +131,7 @@ def load_detector(spec: str | None, accounts: dict[str, dict]) -> Any:
 class _ReqCtx:
     """What one request carries from arrival to its log record."""
 
-    __slots__ = ("t0", "ts", "request_id", "endpoint", "key", "client_ip", "user_agent", "body", "cluster_id",
+    __slots__ = ("t0", "ts", "request_id", "endpoint", "key", "client_ip", "user_agent", "body", "cluster_id", "clusters",
                  "action", "score", "flagged", "upstream_ms", "allowlisted")
 
     def __init__(self, t0: float, ts: float, request_id: str, endpoint: str):
@@ -141,6 +141,7 @@ class _ReqCtx:
         self.user_agent: str | None = None
         self.body: Any = None
         self.cluster_id: str | None = None
+        self.clusters: tuple[str, ...] = ()
         self.action: str | None = None
         self.score = 0.0
         self.flagged = False
@@ -421,8 +422,9 @@ class Gateway:
                     return self._refuse(ctx, _err(503, "the gateway's shared state is unavailable; retry later",
                                                   "server_error", "state_unavailable", {"Retry-After": "5"}),
                                         "state_unavailable")
-                adm = Admission(True, cluster_id=self.cluster_hints.get(key.account_id))
-            ctx.cluster_id = adm.cluster_id
+                hint = self.cluster_hints.get(key.account_id)
+                adm = Admission(True, cluster_id=hint, clusters=(hint,) if hint else ())
+            ctx.cluster_id, ctx.clusters = adm.cluster_id, adm.clusters
             for f in (adm.account_flag, adm.cluster_flag):
                 if f:
                     ctx.score = max(ctx.score, float(f.get("score", 0.0)))
@@ -560,7 +562,7 @@ class Gateway:
                 tokens = sum(v for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
                              if isinstance(v := u.get(k), int))
             try:
-                await self.state.add_tokens(key.api_key_id, key.account_id, ctx.cluster_id, tokens, now=ctx.ts)
+                await self.state.add_tokens(key.api_key_id, key.account_id, ctx.clusters, tokens, now=ctx.ts)
             except StateBackendError:
                 self.metrics.inc("state_errors_total", fail_mode=self.policy.fail_mode)
         try:

@@ -304,8 +304,9 @@ def bench_gateway_command(
     if "hydra" in results:
         h = results["hydra"]
         print(f"hydra campaign ({h['accounts']} accounts, {h['requests']} requests): per-key limits alone served "
-              f"{h['served_per_key_only']}; the gateway served {h['served_gateway']} "
-              f"({h['gateway_rule']})")
+              f"{h['served_per_key_only']}; cluster quotas without the detector {h['served_cluster_quota_no_detector']};"
+              f" the gateway served {h['served_gateway']} ({h['gateway_rule']}); benign requests refused: "
+              f"{h['benign_refused_gateway']}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -7,8 +7,8 @@ extraction prompts (step-by-step explanations over a broad topic list, maximum o
 requests, in-process (``httpx.ASGITransport``) against the fake upstream:
 
 - per-key limits alone (what common AI gateways offer);
-- the gateway: the same per-key limits, plus a per-cluster quota and the online detector with a
-  throttle rule.
+- the gateway's quotas alone: the same per-key limits plus a per-cluster quota (payment-linked);
+- the gateway: those quotas plus the online detector with a throttle rule.
 
 Returns the number of campaign requests served in each run, and the benign requests refused.
 """
@@ -31,6 +31,15 @@ __all__ = ["run_hydra"]
 
 TOPICS = ["thermodynamics", "tax law", "protein folding", "Rust lifetimes", "baroque music", "compilers",
           "macroeconomics", "organic synthesis", "graph theory", "Roman history", "vaccines", "databases"]
+
+
+class _Silent:
+    """A detector that never flags: isolates what the quotas alone do."""
+
+    def process(self, event: dict) -> Any:
+        from distillguard.detect.online import Verdict
+
+        return Verdict(account_id=event["account_id"], score=0.0, flagged=False)
 
 
 def _campaign(seed: int, accounts: int, per_account: int, benign: int) -> tuple[list, dict, KeyStore]:
@@ -95,16 +104,19 @@ def run_hydra(*, seed: int = 1, accounts: int = 100, per_account: int = 20, beni
                       {"min_score": 0.5, "action": "cap", "max_n": 1, "max_tokens": 256, "strip_logprobs": True}],
         })
         out = {}
-        for name, policy in (("per_key_only", key_only), ("gateway", full)):
+        for name, policy, det in (("per_key_only", key_only, OnlineDetector(accounts=acct_rows)),
+                                  ("quotas_only", full, _Silent()),
+                                  ("gateway", full, OnlineDetector(accounts=acct_rows))):
             with tempfile.TemporaryDirectory() as d:
                 gw = Gateway(upstream=up.url, keys=ks, log_dir=d, policy=policy, accounts=acct_rows,
-                             detector=OnlineDetector(accounts=acct_rows), trust_forwarded_for=True)
+                             detector=det, trust_forwarded_for=True)
                 out[name] = asyncio.run(_drive(gw, reqs))
     finally:
         up.stop()
     return {
         "seed": seed, "accounts": accounts, "requests": accounts * per_account, "benign_accounts": benign,
         "served_per_key_only": out["per_key_only"]["served"], "served_gateway": out["gateway"]["served"],
+        "served_cluster_quota_no_detector": out["quotas_only"]["served"],
         "benign_refused_per_key_only": out["per_key_only"]["benign_refused"],
         "benign_refused_gateway": out["gateway"]["benign_refused"],
         "gateway_rule": f"key {key_limit_per_day}/day + payment-linked cluster {cluster_limit_per_day}/day + detector",

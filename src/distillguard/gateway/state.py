@@ -42,6 +42,14 @@ class Admission:
     cluster_id: str | None = None
     account_flag: dict | None = None
     cluster_flag: dict | None = None
+    clusters: tuple[str, ...] = ()  # every cluster the request was counted against
+
+
+def _merge_flags(*flags: dict | None) -> dict | None:
+    present = [f for f in flags if f]
+    if not present:
+        return None
+    return max(present, key=lambda f: (bool(f.get("flagged")), float(f.get("score", 0.0))))
 
 
 def _retry_after(limit: str, now: float) -> int:
@@ -67,24 +75,28 @@ class MemoryState:
         self._counters[name] = (window, self._get(name, window) + n)
 
     async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
-        cid = self.account_cluster.get(account_id) or cluster_hint or ""
-        scopes = [("k", key_id), ("a", account_id)] + ([("c", cid)] if cid else [])
+        det = self.account_cluster.get(account_id, "")
+        clusters = tuple(c for c in dict.fromkeys((cluster_hint, det)) if c)
+        scopes = [("k", key_id), ("a", account_id)] + [("c", c) for c in clusters]
+        cid = det or cluster_hint or None
+        fa = self.flags.get("a:" + account_id)
+        fc = _merge_flags(*(self.flags.get("c:" + c) for c in clusters))
         for i, (s, ident) in enumerate(scopes):
+            block = min(i, 2)
             for j, (lname, period) in enumerate(_WINDOWS):
-                lim = limits[4 * i + j]
+                lim = limits[4 * block + j]
                 if lim > 0 and self._get(f"{lname}:{s}:{ident}", int(now // period)) >= lim:
-                    return Admission(False, _SCOPE_NAMES[s], lname, _retry_after(lname, now), cid or None,
-                                     self.flags.get("a:" + account_id), self.flags.get("c:" + cid) if cid else None)
+                    return Admission(False, _SCOPE_NAMES[s], lname, _retry_after(lname, now), cid, fa, fc, clusters)
         for s, ident in scopes:
             for lname, period in _WINDOWS[:2]:
                 self._add(f"{lname}:{s}:{ident}", int(now // period), 1)
-        return Admission(True, cluster_id=cid or None, account_flag=self.flags.get("a:" + account_id),
-                         cluster_flag=self.flags.get("c:" + cid) if cid else None)
+        return Admission(True, cluster_id=cid, account_flag=fa, cluster_flag=fc, clusters=clusters)
 
-    async def add_tokens(self, key_id: str, account_id: str, cluster_id: str | None, tokens: int, *, now: float) -> None:
+    async def add_tokens(self, key_id: str, account_id: str, clusters: tuple[str, ...], tokens: int, *,
+                         now: float) -> None:
         if tokens <= 0:
             return
-        for s, ident in [("k", key_id), ("a", account_id)] + ([("c", cluster_id)] if cluster_id else []):
+        for s, ident in [("k", key_id), ("a", account_id)] + [("c", c) for c in clusters]:
             for lname, period in _WINDOWS[2:]:
                 self._add(f"{lname}:{s}:{ident}", int(now // period), tokens)
 
@@ -113,22 +125,26 @@ local flags = KEYS[1]
 local pre = ARGV[1]
 local now = tonumber(ARGV[2])
 local kid, aid, hint = ARGV[3], ARGV[4], ARGV[5]
-local cid = redis.call('HGET', flags, 'ac:' .. aid)
-if not cid then cid = hint end
+local det = redis.call('HGET', flags, 'ac:' .. aid) or ''
 local scopes = {{'k', kid}, {'a', aid}}
-if cid ~= '' then scopes[3] = {'c', cid} end
+if hint ~= '' then scopes[#scopes + 1] = {'c', hint} end
+if det ~= '' and det ~= hint then scopes[#scopes + 1] = {'c', det} end
+local cid = det
+if cid == '' then cid = hint end
 local names = {'requests_per_minute', 'requests_per_day', 'tokens_per_minute', 'tokens_per_day'}
 local periods = {60, 86400, 60, 86400}
 local fa = redis.call('HGET', flags, 'a:' .. aid) or ''
-local fc = ''
-if cid ~= '' then fc = redis.call('HGET', flags, 'c:' .. cid) or '' end
+local fh, fd = '', ''
+if hint ~= '' then fh = redis.call('HGET', flags, 'c:' .. hint) or '' end
+if det ~= '' then fd = redis.call('HGET', flags, 'c:' .. det) or '' end
 for i, s in ipairs(scopes) do
+  local block = math.min(i, 3) - 1
   for j = 1, 4 do
-    local lim = tonumber(ARGV[5 + 4 * (i - 1) + j])
+    local lim = tonumber(ARGV[5 + 4 * block + j])
     if lim > 0 then
       local k = pre .. names[j] .. ':' .. s[1] .. ':' .. s[2] .. ':' .. math.floor(now / periods[j])
       local v = tonumber(redis.call('GET', k) or '0')
-      if v >= lim then return {0, s[1], names[j], cid, fa, fc} end
+      if v >= lim then return {0, s[1], names[j], hint, det, fa, fh, fd} end
     end
   end
 end
@@ -138,7 +154,7 @@ for i, s in ipairs(scopes) do
     if redis.call('INCR', k) == 1 then redis.call('EXPIRE', k, periods[j] * 2) end
   end
 end
-return {1, '', '', cid, fa, fc}
+return {1, '', '', hint, det, fa, fh, fd}
 """
 
 _TOKENS_LUA = """
@@ -186,19 +202,19 @@ class RedisState:
     async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
         res = await self._call(self._admit(keys=[self.flags_key],
                                            args=[self.prefix, repr(now), key_id, account_id, cluster_hint or "", *limits]))
-        ok, scope, lname, cid, fa, fc = res
-        dec = lambda b: b.decode() if isinstance(b, bytes) else b  # noqa: E731
-        cid, fa, fc = dec(cid), dec(fa), dec(fc)
-        return Admission(bool(ok), _SCOPE_NAMES.get(dec(scope), ""), dec(lname),
-                         _retry_after(dec(lname), now) if not ok else 0, cid or None,
-                         orjson.loads(fa) if fa else None, orjson.loads(fc) if fc else None)
+        ok, scope, lname, hint, det, fa, fh, fd = (b.decode() if isinstance(b, bytes) else b for b in res)
+        clusters = tuple(c for c in dict.fromkeys((hint, det)) if c)
+        load = lambda t: orjson.loads(t) if t else None  # noqa: E731
+        return Admission(bool(ok), _SCOPE_NAMES.get(scope, ""), lname, _retry_after(lname, now) if not ok else 0,
+                         det or hint or None, load(fa), _merge_flags(load(fh), load(fd)), clusters)
 
-    async def add_tokens(self, key_id: str, account_id: str, cluster_id: str | None, tokens: int, *, now: float) -> None:
+    async def add_tokens(self, key_id: str, account_id: str, clusters: tuple[str, ...], tokens: int, *,
+                         now: float) -> None:
         if tokens <= 0:
             return
         args = [self.prefix, repr(now), tokens, "k", key_id, "a", account_id]
-        if cluster_id:
-            args += ["c", cluster_id]
+        for c in clusters:
+            args += ["c", c]
         await self._call(self._tokens(keys=[self.flags_key], args=args))
 
     async def set_flag(self, kind: str, ident: str, flag: dict | None) -> None:

@@ -199,7 +199,7 @@ class DistillguardLiteLLM(_Base):  # type: ignore[misc,valid-type]
             u = response["usage"]
             tokens = u.get("total_tokens") if isinstance(u.get("total_tokens"), int) else 0
             try:
-                await self.state.add_tokens(ctx["api_key_id"], ctx["account_id"], ctx.get("cluster_id"), tokens,
+                await self.state.add_tokens(ctx["api_key_id"], ctx["account_id"], ctx.get("clusters", ()), tokens,
                                             now=ctx["ts"])
             except StateBackendError:
                 pass
@@ -240,7 +240,7 @@ class DistillguardLiteLLM(_Base):  # type: ignore[misc,valid-type]
                     raise _refusal(503, "distillguard state unavailable; retry later", "server_error",
                                    "state_unavailable", {"Retry-After": "5"}) from None
                 adm = Admission(True)
-            ctx["cluster_id"] = adm.cluster_id
+            ctx["cluster_id"], ctx["clusters"] = adm.cluster_id, adm.clusters
             score, flagged = 0.0, False
             for f in (adm.account_flag, adm.cluster_flag):
                 if f:
