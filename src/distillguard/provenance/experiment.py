@@ -75,8 +75,9 @@ class ExperimentConfig:
 
     @classmethod
     def full(cls, **kw) -> "ExperimentConfig":
-        base = dict(teacher="smollm2", n_prompts=600, n_fresh_prompts=60, answer_tokens=64, teacher_batch=16,
-                    bb_samples=8, context_width=2, delta=2.5, teacher_temperature=0.8)
+        base = dict(teacher="smollm2", n_prompts=600, n_fresh_prompts=60, answer_tokens=48, teacher_batch=32,
+                    bb_samples=8, bb_prompts=40, fresh_samples=2, max_reading_texts=150, context_width=2, delta=2.5,
+                    teacher_temperature=0.8)
         base.update(kw)
         return cls(**base)
 
@@ -297,10 +298,11 @@ def run_experiment(out_dir: str | Path, cfg: ExperimentConfig | None = None, *, 
             tests["reading"] = reading_pairs(rd, lm.top1, h)
             bq = [served[i] for i in sorted(sub.permutation(len(served))[: cfg.bb_prompts])]
             bb_prompts = [p for p, _ in bq for _ in range(cfg.bb_samples)]
-            ans = ngram_generate(lm, bb_prompts, wm=None, max_new=cfg.answer_tokens, temperature=cfg.bb_temperature, rng=rng)
+            gb = max(16, min(256, 2**23 // V))
+            ans = ngram_generate(lm, bb_prompts, wm=None, max_new=cfg.answer_tokens, temperature=cfg.bb_temperature, rng=rng, batch=gb)
             tests["blackbox_supervised"] = blackbox_pairs(zip(bb_prompts, ans), h, served_filter=filt)
             fp = [p for p in fresh for _ in range(cfg.fresh_samples)]
-            fans = ngram_generate(lm, fp, wm=None, max_new=cfg.answer_tokens, temperature=cfg.bb_temperature, rng=rng)
+            fans = ngram_generate(lm, fp, wm=None, max_new=cfg.answer_tokens, temperature=cfg.bb_temperature, rng=rng, batch=gb)
             tests["blackbox_unsupervised"] = blackbox_pairs(zip(fp, fans), h)
             for name, pr in tests.items():
                 r = run_test(name, pr, key, n_decoys=cfg.n_decoys, seed=cfg.seed + len(results),

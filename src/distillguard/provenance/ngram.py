@@ -124,7 +124,8 @@ class NgramLM:
             s = np.concatenate([np.full(n1, PAD), np.asarray(seq, dtype=np.int64)])
             idx = np.arange(n1 + 1, len(s) + 1)  # prefix ends (exclusive) for positions 0..len-1
             ctx = np.stack([s[idx - n1 + j] for j in range(n1)], axis=1) if n1 else np.zeros((len(idx), 0), dtype=np.int64)
-            preds = np.concatenate([self.probs(ctx[b : b + 1024]).argmax(axis=1) for b in range(0, len(ctx), 1024)]) if len(ctx) else np.zeros(0, dtype=np.int64)
+            step = max(16, 2**21 // self.vocab_size)
+            preds = np.concatenate([self.probs(ctx[b : b + step]).argmax(axis=1) for b in range(0, len(ctx), step)]) if len(ctx) else np.zeros(0, dtype=np.int64)
             out.append(preds)
         return out
 
