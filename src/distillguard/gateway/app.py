@@ -28,13 +28,14 @@ Example (in-process, against the fake upstream):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import hmac
 import importlib
 import os
+import threading
 import time
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -261,10 +262,9 @@ class Gateway:
         self.client: aiohttp.ClientSession | None = None
         self._verdicts: dict[str, tuple[bool, float, str | None]] = {}
         # the detector runs on one worker thread (it is not thread-safe; one thread keeps its order),
-        # so a slow detector never stalls the event loop that serves requests
-        self._det_exec = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="distillguard-detect")
-        self._det_tasks: set[asyncio.Task] = set()
-        self.max_pending_detections = 10_000
+        # fed through a deque, so a slow detector never stalls the event loop that serves requests
+        self._det = _DetectorWorker(self)
+        self._store_tasks: set[asyncio.Task] = set()
         self._seq = 0
         self._prefix = os.urandom(4).hex()
         self._need_tokens = False
@@ -292,6 +292,7 @@ class Gateway:
     async def lifespan_context(self):
         if self.sink._thread is None:
             self.sink.start()
+        self._det.start(asyncio.get_running_loop())
         self.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=self.policy.upstream_timeout_s),
@@ -301,6 +302,7 @@ class Gateway:
             yield
         finally:
             await self.drain()
+            self._det.stop()
             await self.client.close()
             self.sink.close()
             await self.state.close()
@@ -569,35 +571,51 @@ class Gateway:
             event = event_from_record(rec)
         except RecordRejected:
             return
-        if len(self._det_tasks) >= self.max_pending_detections:  # overloaded: detect inline (backpressure)
+        if self._det.thread is not None and self._det.thread.is_alive():
+            self._det.put(key.account_id, event)
+        else:  # no worker (stopped): detect inline
             await self._store_verdict(key.account_id, self.detector.process(event))
-            return
-        task = asyncio.ensure_future(self._detect(key.account_id, event))
-        self._det_tasks.add(task)
-        task.add_done_callback(self._det_tasks.discard)
-
-    async def _detect(self, account_id: str, event: dict) -> None:
-        verdict = await asyncio.get_running_loop().run_in_executor(self._det_exec, self.detector.process, event)
-        await self._store_verdict(account_id, verdict)
 
     async def drain(self) -> None:
         """Wait until every queued detection has run and its verdict is stored (tests, shutdown)."""
-        while self._det_tasks:
-            await asyncio.gather(*list(self._det_tasks), return_exceptions=True)
+        while True:
+            if self._det.busy():
+                await asyncio.sleep(0.001)
+                continue
+            await asyncio.sleep(0)  # run the hand-backs the worker scheduled before it went idle
+            if self._store_tasks:
+                await asyncio.gather(*list(self._store_tasks), return_exceptions=True)
+                continue
+            if not self._det.busy():
+                return
 
-    async def _store_verdict(self, account_id: str, verdict: Any) -> None:
+    def _schedule_store(self, account_id: str, verdict: Any, flag: dict, newly: bool) -> None:
+        task = asyncio.ensure_future(self._write_flag(account_id, verdict.cluster_id, flag, newly))
+        self._store_tasks.add(task)
+        task.add_done_callback(self._store_tasks.discard)
+
+    def _verdict_change(self, account_id: str, verdict: Any) -> tuple[dict, bool] | None:
+        """The flag to store when the verdict changed enough (and whether it is a new flag), else None."""
         flagged, score, cid = bool(verdict.flagged), float(verdict.score), verdict.cluster_id
         prev = self._verdicts.get(account_id)
         if prev is not None and prev[0] == flagged and prev[2] == cid and abs(prev[1] - score) < 0.05:
-            return
-        if prev is None and not flagged and score < 0.05 and cid is None:
-            self._verdicts[account_id] = (flagged, score, cid)
-            return
+            return None
         self._verdicts[account_id] = (flagged, score, cid)
-        if flagged and not (prev and prev[0]):
-            self.metrics.inc("detector_flags_total")
+        if prev is None and not flagged and score < 0.05 and cid is None:
+            return None
         flag = {"score": score, "flagged": flagged, "cluster_id": cid, "at": time.time(),
                 "reasons": list(verdict.reasons or [])[:5]}
+        return flag, flagged and not (prev and prev[0])
+
+    async def _store_verdict(self, account_id: str, verdict: Any) -> None:
+        change = self._verdict_change(account_id, verdict)
+        if change is not None:
+            await self._write_flag(account_id, verdict.cluster_id, *change)
+
+    async def _write_flag(self, account_id: str, cid: str | None, flag: dict, newly: bool) -> None:
+        flagged = flag["flagged"]
+        if newly:
+            self.metrics.inc("detector_flags_total")
         try:
             await self.state.set_flag("a", account_id, flag)
             if cid:
@@ -710,6 +728,64 @@ class Gateway:
             return _err(503, str(e), "server_error", "state_unavailable")
         out = [{"kind": "account" if k.startswith("a:") else "cluster", "id": k[2:], **v} for k, v in sorted(flags.items())]
         return Response(orjson.dumps({"flags": out}), media_type=_JSON)
+
+
+class _DetectorWorker:
+    """One thread running ``detector.process`` on queued events, in arrival order; a changed verdict
+    is handed back to the event loop to be stored."""
+
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+        self.q: deque = deque()
+        self.wake = threading.Event()
+        self.enqueued = 0
+        self.processed = 0
+        self.errors = 0
+        self.thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.loop, self._stop = loop, False
+        self.thread = threading.Thread(target=self._run, name="distillguard-detect", daemon=True)
+        self.thread.start()
+        self.gw.metrics.gauges["detector_queue_depth"] = lambda: float(len(self.q))
+        self.gw.metrics.gauges["detector_errors"] = lambda: float(self.errors)
+
+    def put(self, account_id: str, event: dict) -> None:
+        self.q.append((account_id, event))
+        self.enqueued += 1
+        self.wake.set()
+
+    def busy(self) -> bool:
+        return self.processed < self.enqueued
+
+    def stop(self) -> None:
+        self._stop = True
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(10)
+
+    def _run(self) -> None:
+        gw, q = self.gw, self.q
+        while True:
+            self.wake.wait(0.5)
+            self.wake.clear()
+            while q:
+                account_id, event = q.popleft()
+                try:
+                    verdict = gw.detector.process(event)
+                    change = gw._verdict_change(account_id, verdict)
+                    if change is not None and self.loop is not None:
+                        self.loop.call_soon_threadsafe(gw._schedule_store, account_id, verdict, *change)
+                except Exception:  # noqa: BLE001 - a detector bug must not stop detection or serving
+                    self.errors += 1
+                finally:
+                    self.processed += 1
+            if self._stop:
+                return
 
 
 class _SSEResponse(Response):
