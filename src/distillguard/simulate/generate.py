@@ -338,6 +338,9 @@ def make_benign_account(ctx: Ctx, archetype: str, *, group_id=None, country=None
             ips = [ctx.cloud_ip() for _ in range(int(r.integers(1, 4)))]
         elif r.random() < BENIGN["individual"].params["cgnat_share"] and archetype == "individual":
             ips = [_CGNAT[int(i)] for i in r.integers(0, len(_CGNAT), 2)]
+        elif r.random() < BENIGN["individual"].params["mobile_share"] / 0.9:
+            base = f"{r.choice(_RESI_FIRST)}.{r.integers(0, 256)}"  # mobile / dynamic: many addresses of one ISP
+            ips = [f"{base}.{r.integers(0, 256)}.{r.integers(1, 255)}" for _ in range(int(r.integers(4, 16)))]
         else:
             ips = [ctx.residential_ip() for _ in range(int(r.integers(1, 4)))]
     if ua is None:
@@ -462,6 +465,9 @@ def gen_chat_users(ctx: Ctx, accts: np.ndarray, a: Archetype, *, homework: dict 
     conv_sess = sess_off[conv_owner] + np.floor(r.random(len(conv_owner)) * n_sess[conv_owner]).astype(int)
     conv_start = sess_start[conv_sess] + r.random(len(conv_owner)) * 1500.0
     style = _acct_style(ctx, accts, a)
+    # a quarter of SDK users send a generic system prompt (SDK examples do)
+    sys_of = {int(x): T.GENERIC_SYSTEMS[int(r.integers(len(T.GENERIC_SYSTEMS)))]
+              for x in accts.tolist() if r.random() < 0.25}
     rows = _new_rows()
     follow = T.CODING_FOLLOW_UPS if coding else T.FOLLOW_UPS
     geo = p.get("turns_geom_p", 0.45)
@@ -492,11 +498,12 @@ def gen_chat_users(ctx: Ctx, accts: np.ndarray, a: Archetype, *, homework: dict 
                 _, ct = ctx.chat_tokens("code" if coding else "conv")
                 ct = int(ct * (0.6 if j else 1.0)) + 5
                 turns.append((u, ctx.standin(ct * 4, is_code), ct))
-        history: list[dict] = []
+        sysp = sys_of.get(acct)
+        history: list[dict] = [{"role": "system", "content": sysp}] if sysp else []
         for u, ans, ct in turns:
             msgs = history + [{"role": "user", "content": u}]
             _push(rows, t, acct, msgs, ans, msg_tokens(msgs), ct)
-            history = msgs[-5:] + [{"role": "assistant", "content": ans}]  # clients keep ~3 exchanges
+            history = (msgs[:1] + msgs[1:][-5:] if sysp else msgs[-5:]) + [{"role": "assistant", "content": ans}]
             t += p.get("think_s", 40.0) * float(np.exp(0.8 * r.standard_normal())) + len(ans) / 30.0 + 2.0
     _emit_chat(ctx, rows, style)
 
@@ -854,13 +861,14 @@ def _operator_style(ctx: Ctx, a: Archetype) -> dict:
         "temps": [[np.nan], [0.7], [0.0, 0.7, 1.0], [1.0], [0.2], [np.nan, 0.7]][int(r.integers(6))],
         "maxt": [[-1], [2048], [4096], [1024, 2048], [-1, 4096]][int(r.integers(5))],
         "stream_p": min(0.95, a.stream * float(r.uniform(0.3, 1.6))),
-        "schedule": str(r.choice(["24/7", "office", "human"], p=[0.5, 0.25, 0.25])),
+        "schedule": str(r.choice(["24/7", "office", "human"], p=[0.35, 0.3, 0.35])),
         "tz": float(r.choice([8, 8, 3, 1, -5, 5.5, 9])),
         "models": [STD] if r.random() < 0.6 else [STD, MINI],
         "system": [None, None, "You are a helpful assistant.", "You are a world-class expert. Answer accurately and "
                    "completely.", "You are ChatGPT, a large language model. Answer as helpfully as possible."][int(r.integers(5))],
         "seed": r.random() < 0.15,
         "human_mix": float(r.uniform(0.1, 0.4)),
+        "followup_share": float(r.uniform(0.0, 0.35)) if a.name not in ("self_instruct", "logprob_harvest") else 0.0,
     }
 
 
@@ -881,7 +889,19 @@ def _extraction_account(ctx: Ctx, arch: str, cid: str, *, created_at: float, pay
 def _schedule_weights(ctx: Ctx, st: dict, start=None, end=None) -> np.ndarray:
     prof = {"24/7": (FLAT_PROFILE, FLAT_WEEK), "office": (OFFICE_PROFILE, OFFICE_WEEK),
             "human": (HUMAN_PROFILE, HUMAN_WEEK)}[st["schedule"]]
-    return ctx.intensity(prof[0], prof[1], st["tz"], start, end)
+    w = ctx.intensity(prof[0], prof[1], st["tz"], start, end)
+    if st["schedule"] == "human":  # emulate a person: a few active hours per day, not the whole day
+        r = ctx.rng
+        mask = np.zeros_like(w)
+        for d in range(ctx.days):
+            day = w[d * 24:(d + 1) * 24]
+            if day.sum() <= 0:
+                continue
+            k = int(r.integers(2, 7))
+            hours = r.choice(24, size=min(k, int((day > 0).sum())), replace=False, p=day / day.sum())
+            mask[d * 24 + hours] = 1.0
+        w = w * mask
+    return w
 
 
 def _wrap_cot(ctx: Ctx, p: str, non_en: float) -> str:
@@ -1083,6 +1103,7 @@ def gen_campaign(ctx: Ctx, arch_name: str, scale: float) -> None:
             if r.random() < 0.6:
                 end_user[i] = eu_pool[int(r.integers(len(eu_pool)))]
 
+    fu_share = st["followup_share"]
     seeds = s.seeds or [(p.split("\n\n")[0], "", a_) for p, a_ in s.distill[:100]]
     for i in range(n):
         prompt, ans = items[int(item_of[i]) % len(items)]
@@ -1106,6 +1127,10 @@ def gen_campaign(ctx: Ctx, arch_name: str, scale: float) -> None:
             _, ct = ctx.chat_tokens("conv")
             ans = ctx.standin(ct * 4 * 1.5)
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        if fu_share and r.random() < fu_share:  # ask for more on the same item: longer, multi-turn outputs
+            msgs = msgs + [{"role": "assistant", "content": ans},
+                           {"role": "user", "content": ctx.perturb(T.EXTRACT_FOLLOW_UPS[r.integers(len(T.EXTRACT_FOLLOW_UPS))], 0.5)}]
+            ans = ctx.standin(len(ans) * 1.3 + 200)
         msgs_l.append(msgs)
         ans_l.append(ans)
         pt_l.append(msg_tokens(msgs))

@@ -86,6 +86,11 @@ CODING_FOLLOW_UPS = [
     "why does the test fail?", "now add logging", "use a dataclass here", "remove the dependency on pandas",
 ]
 
+#: Follow-ups extraction operators send to get more output on the same item.
+EXTRACT_FOLLOW_UPS = ["continue", "Please elaborate in more detail.", "Give another example.",
+                      "Explain your answer step by step.", "Can you expand on that?", "more", "Rewrite it more formally.",
+                      "Now give a longer version.", "What are the alternatives?", "Go on.", "Any edge cases?"]
+
 #: Perturbations people apply to the same question (prefix, suffix); see generate.perturb.
 PREFIXES = ["", "", "hey, ", "Hi! ", "quick question: ", "pls ", "Question: ", "I need help. ", "ok so ",
             "For a school project: ", "My boss asked me: ", "Honest answer please. ", "hello ", "Can you help? "]
@@ -161,6 +166,9 @@ AGENT_SYSTEM = ("You are an autonomous assistant. Use the tools available to you
                 "Think about which tool to call, call it, and continue until the task is done.")
 CODING_SYSTEM = ("You are an expert programming assistant integrated in the user's editor. The user's open files "
                  "are provided as context. Answer with concise explanations and code blocks.")
+GENERIC_SYSTEMS = ["You are a helpful assistant.", "You are a helpful assistant.", "You are a helpful AI assistant.",
+                   "You are ChatGPT, a large language model. Answer as concisely as possible.",
+                   "You are a friendly assistant. Answer in the user's language."]
 EVAL_SYSTEMS = [None, "You are a helpful assistant.", "You are a helpful, respectful and honest assistant."]
 
 #: Countries (ISO alpha-2), weight among benign accounts, UTC offset in hours.
