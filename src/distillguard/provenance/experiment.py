@@ -248,11 +248,21 @@ def run_experiment(out_dir: str | Path, cfg: ExperimentConfig | None = None, *, 
     det_clean = [detect_text(a, wm, prompt_ids=p) for p, a in zip(prompts[:200], clean_ans[:200])]
     agg_wm = score_pairs(Pairs.concat([_pairs(p, a, h) for p, a in zip(prompts[:200], wm_ans[:200])], h), wm)
 
+    # second scheme: Gumbel-max (distortion-free) on a few prompts, detected with the exact Gamma tail
+    gkey = key.with_params(scheme="gumbel", key_id="wk-experiment-gumbel")
+    gwm = Watermark(gkey)
+    ng = 100 if cfg.teacher == "ngram" else 16
+    g_ans = teacher.generate(prompts[:ng], gwm, np.random.default_rng(cfg.seed + 99))  # own stream: the rest is unchanged
+    g_det = score_pairs(Pairs.concat([_pairs(p, a, h) for p, a in zip(prompts[:ng], g_ans)], h), gwm)
+    g_clean = score_pairs(Pairs.concat([_pairs(p, a, h) for p, a in zip(prompts[:ng], clean_ans[:ng])], h), gwm)
+    g_single = [detect_text(a, gwm, prompt_ids=p).p_value for p, a in zip(prompts[:ng], g_ans)]
+
     def ppl(answers):
         lp = [teacher.logprob(p, a) for p, a in zip(prompts[:100], answers[:100]) if len(a)]
         s, n = sum(x for x, _ in lp), sum(n for _, n in lp)
         return float(np.exp(-s / max(n, 1)))
 
+    ppl_g = ppl(g_ans + [[]] * 100)
     quality = {"reference_model": f"the teacher without watermark ({teacher.name})",
                "ppl_watermarked": ppl(wm_ans), "ppl_unwatermarked": ppl(clean_ans),
                "samples": [{"prompt": teacher.decode(prompts[i]), "watermarked": teacher.decode(wm_ans[i]),
@@ -328,7 +338,10 @@ def run_experiment(out_dir: str | Path, cfg: ExperimentConfig | None = None, *, 
                "text_detection": {"watermarked_median_p": float(np.median([d.p_value for d in det_wm])),
                                   "unwatermarked_median_p": float(np.median([d.p_value for d in det_clean])),
                                   "unwatermarked_min_p": float(min(d.p_value for d in det_clean)),
-                                  "watermarked_200_texts_log10_p": agg_wm.log10_p, "scored": agg_wm.scored},
+                                  "watermarked_200_texts_log10_p": agg_wm.log10_p, "scored": agg_wm.scored,
+                                  "gumbel": {"texts": ng, "watermarked_log10_p": g_det.log10_p, "watermarked_scored": g_det.scored,
+                                             "unwatermarked_p": g_clean.p_value, "single_text_median_p": float(np.median(g_single)),
+                                             "ppl_watermarked": ppl_g}},
                "decoys": {"n": len(all_decoys), "ks_statistic": float(ks_all.statistic), "ks_pvalue": float(ks_all.pvalue)},
                "tests": [r.to_dict() for r in results]}
     (out / "results.json").write_text(json.dumps([{k: row[k] for k in row} for row in rows], indent=1))
@@ -394,7 +407,10 @@ against uniform: D={ks['ks_statistic']:.4f}, p={ks['ks_pvalue']:.3f}.</p>{histog
 <p>Perplexity under {e(q['reference_model'])}: watermarked {q['ppl_watermarked']:.1f}, unwatermarked {q['ppl_unwatermarked']:.1f}.
 Single answers: median p watermarked {td['watermarked_median_p']:.2g}, unwatermarked {td['unwatermarked_median_p']:.2g}
 (smallest {td['unwatermarked_min_p']:.2g}); 200 watermarked answers together: log10 p = {td['watermarked_200_texts_log10_p']:.1f}
-over {td['scored']} pairs.</p>
+over {td['scored']} pairs. Gumbel-max scheme (second key, {td['gumbel']['texts']} answers): log10 p = {td['gumbel']['watermarked_log10_p']:.1f}
+over {td['gumbel']['watermarked_scored']} pairs (exact Gamma tail), single answers median p {td['gumbel']['single_text_median_p']:.2g},
+unwatermarked answers under the Gumbel key p = {td['gumbel']['unwatermarked_p']:.2g}; perplexity of Gumbel answers
+{td['gumbel']['ppl_watermarked']:.1f} (distortion-free over keys, but deterministic given the context).</p>
 <table><tr><th>prompt</th><th>watermarked answer</th><th>unwatermarked answer</th></tr>{samples}</table>
 <h2>What this shows and what it does not</h2><div class="note">
 <p>Each p-value is the exact probability (binomial tail, no normal approximation) that a model which never learned from text
