@@ -161,7 +161,7 @@ def test_realism_stats(sim):
         if d["label"] == "benign":
             assert 0 <= d["exact_shared_rate"] <= d["near_shared_rate"] + 1e-9 <= 1 + 1e-9
     assert per["individual"]["multi_turn_share"] > 0.2
-    assert per["bulk"]["multi_turn_share"] == 0
+    assert per["self_instruct"]["multi_turn_share"] == 0 and per["logprob_harvest"]["multi_turn_share"] == 0
     assert 0 < real["totals"]["benign_first_turn_exact_shared_rate"] < 1
 
 
