@@ -46,9 +46,10 @@ model_pivot          extraction on the current model; within hours of the new mo
 ===================  =====================================================================================
 
 Every campaign draws its own operator style (SDK user agent per account, temperature and
-``max_tokens`` mix, streaming share, 24/7 or office-hours schedule), mixes 10-40% real human prompts
-into its distillation prompt set and keeps per-account volumes inside the range of heavy benign
-accounts, so that no single field separates it.
+``max_tokens`` mix, streaming share, system prompt, a 24/7, office-hours or human-like schedule of a
+few active hours a day), mixes 10-40% real human prompts into its distillation prompt set, retypes
+30% of prompts, sends 0-35% follow-up turns, and (but for ``bulk``) keeps per-account volumes inside
+the range of heavy benign accounts, so that no single field separates it.
 
 >>> sorted(EXTRACTION)[:3]
 ['bulk', 'cot_elicitation', 'hydra']
