@@ -877,7 +877,9 @@ def _extraction_account(ctx: Ctx, arch: str, cid: str, *, created_at: float, pay
     r = ctx.rng
     country = str(r.choice(["US", "US", "SG", "GB", "JP", "DE", "HK", "CA", "KR", "NL", "IN", "BR"]))
     tz = dict((c, z) for c, _, z in T.COUNTRIES).get(country, 0)
-    dom = ctx.choice_w(T.CONSUMER_DOMAINS) if r.random() < 0.85 else f"{ctx.hexid(6)}.{r.choice(['com', 'net', 'xyz', 'io'])}"
+    dom = ctx.choice_w(T.CONSUMER_DOMAINS) if r.random() < 0.85 else (
+        f"{T.COMPANY_WORDS[r.integers(len(T.COMPANY_WORDS))]}{T.COMPANY_SUFFIX[r.integers(len(T.COMPANY_SUFFIX))]}"
+        f".{r.choice(['com', 'net', 'io', 'ai', 'co'])}")
     return ctx.acc.add(archetype=arch, label="extraction", campaign_id=cid, created_at=created_at,
                        payment=payment or ctx.payment(), email_domain=dom, country=country, tz=tz,
                        tier=f"tier-{int(r.choice([1, 2, 3, 4]) if old else r.choice([1, 1, 2]))}",
