@@ -124,13 +124,15 @@ def print_realism(realism: dict, console=None) -> None:
     from rich.table import Table as RTable
 
     console = console or Console()
-    t = RTable(title=f"simulated traffic ({realism.get('preset', '?')}, {realism.get('days', '?')} days, "
+    t = RTable(caption="multi = multi-turn share; exact/near = prompts also sent by another benign account",
+               title=f"simulated traffic ({realism.get('preset', '?')}, {realism.get('days', '?')} days, "
                      f"seed {realism.get('seed', '?')})")
-    for c in ("archetype", "label", "accounts", "requests", "req/acct/day", "multi-turn", "stream",
-              "exact shared", "near shared"):
-        t.add_column(c, justify="left" if c in ("archetype", "label") else "right")
+    t.add_column("archetype", no_wrap=True, min_width=16)
+    t.add_column("label", no_wrap=True)
+    for c in ("accts", "requests", "req/acct/d", "multi", "stream", "exact", "near"):
+        t.add_column(c, justify="right", no_wrap=True)
     for name, d in sorted(realism["archetypes"].items(), key=lambda kv: (kv[1]["label"], kv[0])):
-        t.add_row(name, d["label"], str(d["accounts"]), f"{d['requests']:,}", f"{d['requests_per_account_day']:.1f}",
+        t.add_row(name, "benign" if d["label"] == "benign" else "extract", str(d["accounts"]), f"{d['requests']:,}", f"{d['requests_per_account_day']:.1f}",
                   f"{d['multi_turn_share']:.0%}", f"{d['stream_share']:.0%}",
                   f"{d['exact_shared_rate']:.1%}" if "exact_shared_rate" in d else "-",
                   f"{d['near_shared_rate']:.1%}" if "near_shared_rate" in d else "-")
