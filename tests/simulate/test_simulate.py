@@ -235,3 +235,14 @@ def test_runs_on_the_shared_raw_data(shared_raw, tmp_path):
     assert res.realism["data"]["distill_items"] == len(src.distill)
     for rec in read_traffic(res.traffic)[:2000]:
         event_from_record(rec)
+
+
+@pytest.mark.slow
+def test_small_preset_from_the_shipped_sample(tmp_path):
+    res = simulate(tmp_path, preset="small", seed=0, data_path=SAMPLE)
+    tot = res.realism["totals"]
+    assert 600 <= tot["benign_accounts"] <= 602
+    assert res.n_campaigns == len(CAMPAIGNS_SMALL)
+    assert set(res.realism["campaigns"]) == set(CAMPAIGNS_SMALL)
+    assert 10_000 < res.n_requests < 100_000
+    assert res.realism["data"]["folder"] == str(SAMPLE)
