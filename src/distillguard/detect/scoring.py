@@ -145,9 +145,18 @@ class ScoreModel:
 _PRIOR = {"high": 4.0, "medium": 2.0, "low": 1.0}
 
 
-def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float = 1e-2, target_fpr: float = 1e-3,
-        sample_weight: np.ndarray | None = None) -> ScoreModel:
-    """Fit non-negative logistic weights (L-BFGS-B with bounds) and choose the threshold for ``target_fpr``."""
+def prior_weights() -> dict[str, float]:
+    """Weights from the catalogue's levels alone: what an analyst would set without data."""
+    return {s.name: _PRIOR[s.level] for s in SIGNALS}
+
+
+def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float = 0.005, target_fpr: float = 1e-3,
+        sample_weight: np.ndarray | None = None, prior: dict[str, float] | None = None) -> ScoreModel:
+    """Fit non-negative logistic weights (L-BFGS-B with bounds) and choose the threshold for ``target_fpr``.
+
+    The L2 penalty pulls the weights towards ``prior`` (default: zero), so that signals which the
+    training traffic happens not to exercise keep the weight the catalogue gives them.
+    """
     from scipy.optimize import minimize
 
     names = [s.name for s in SIGNALS]
@@ -160,17 +169,20 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
     if pos > 0 and neg > 0:
         sw = sw * np.where(y == 1, 0.5 / pos, 0.5 / neg) * len(y)
 
+    w0 = np.asarray([(prior or {}).get(n, 0.0) for n in names], dtype=np.float64)
+
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:-1], theta[-1]
-        z = X @ w + b
+        z = np.clip(X @ w + b, -50, 50)
         p = 1.0 / (1.0 + np.exp(-z))
         eps = 1e-12
         ll = -(sw * (y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))).sum() / len(y)
         g = sw * (p - y) / len(y)
-        grad = np.concatenate([X.T @ g + l2 * w, [g.sum()]])
-        return ll + 0.5 * l2 * (w @ w), grad
+        dw = w - w0
+        grad = np.concatenate([X.T @ g + l2 * dw, [g.sum()]])
+        return ll + 0.5 * l2 * (dw @ dw), grad
 
-    theta0 = np.concatenate([np.ones(len(names)), [-3.0]])
+    theta0 = np.concatenate([np.maximum(w0, 1.0), [-3.0]])
     bounds = [(0.0, None)] * len(names) + [(None, None)]
     res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
     w, b = res.x[:-1], float(res.x[-1])

@@ -123,6 +123,12 @@ SIGNALS: tuple[Signal, ...] = (
            "Products frame their requests with a system prompt; raw harvesting often does not.",
            level="low", falsepositives=("developers", "playground use"), min_requests=30, unit="share"),
 )
+SIGNALS = SIGNALS + (
+    Signal("DG-0018", "sustained_activity", "Sustained over several days", "active_days", 1.0, 3.0,
+           "Number of distinct days with traffic.",
+           "Harvesting a prompt set takes days of steady traffic; an evaluation run or a one-off job is a burst.",
+           level="low", falsepositives=("every long-lived product", "daily batch jobs"), min_requests=50, unit="days"),
+)
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 
 

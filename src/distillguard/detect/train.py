@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from distillguard.detect.scan import analyse, final_scores, load_into
-from distillguard.detect.scoring import ScoreModel, Threshold, fit
+from distillguard.detect.scoring import ScoreModel, Threshold, fit, prior_weights
 from distillguard.detect.signals import SIGNALS
 from distillguard.errors import InputError
 from distillguard.ingest import EventStore, RejectWriter
@@ -40,13 +40,16 @@ def _sources(traffic: list[Path], labels: Path | None, accounts: Path | None) ->
     return out
 
 
-def _labels(path: Path) -> dict[str, int]:
-    lab = {}
+def _labels(path: Path) -> tuple[dict[str, int], dict[str, str]]:
+    """(account → 1 extraction / 0 benign, account → campaign id or archetype for extraction accounts)."""
+    lab, camp = {}, {}
     for raw in path.read_bytes().splitlines():
         if raw.strip():
             r = orjson.loads(raw)
             lab[r["account_id"]] = 1 if r.get("label") == "extraction" else 0
-    return lab
+            if lab[r["account_id"]]:
+                camp[r["account_id"]] = r.get("campaign_id") or r.get("archetype") or r["account_id"]
+    return lab, camp
 
 
 def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None):
@@ -61,7 +64,7 @@ def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path |
             store.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        yield an, _labels(lab)
+        yield (an, *_labels(lab))
 
 
 def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
@@ -69,17 +72,24 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
     names = [s.name for s in SIGNALS]
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
     ys: list[np.ndarray] = []
+    groups: list[list[str]] = []  # what each row counts for: a campaign (extraction) or "benign"
     analyses = []
-    for an, lab in collect(traffic, labels=labels, accounts=accounts):
+    for k, (an, lab, camp) in enumerate(collect(traffic, labels=labels, accounts=accounts)):
         y = np.asarray([lab.get(a, 0) for a in an.account_ids], dtype=np.float64)
         for n in names:
             rows[n].append(np.asarray(an.strs[n]))
         ys.append(y)
+        groups.append([f"{k}:{camp[a]}" if lab.get(a, 0) else "benign" for a in an.account_ids])
         if an.cluster_ids:
-            cy = np.asarray([1.0 if np.mean([lab.get(a, 0) for a in an.members[c]]) >= 0.5 else 0.0 for c in an.cluster_ids])
+            cy, cg = [], []
+            for c in an.cluster_ids:
+                ext = [a for a in an.members[c] if lab.get(a, 0)]
+                cy.append(1.0 if len(ext) >= 0.5 * len(an.members[c]) else 0.0)
+                cg.append(f"{k}:{camp[ext[0]]}" if cy[-1] else "benign")
             for n in names:
                 rows[n].append(np.asarray(an.cstrs[n]))
-            ys.append(cy)
+            ys.append(np.asarray(cy))
+            groups.append(cg)
         analyses.append((an, y))
     if not ys:
         raise InputError("no labelled traffic to train on")
@@ -87,7 +97,15 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
     y = np.concatenate(ys)
     if y.sum() == 0 or y.sum() == len(y):
         raise InputError("training needs both benign and extraction accounts")
-    model = fit(X, y, target_fpr=target_fpr)
+    # every campaign weighs the same, however many accounts it spread over (else hydra clusters of
+    # hundreds of accounts would decide every weight); benign rows weigh 1 each (fit() then balances
+    # the two classes)
+    g = [x for grp in groups for x in grp]
+    counts: dict[str, int] = {}
+    for x in g:
+        counts[x] = counts.get(x, 0) + 1
+    sw = np.asarray([1.0 if x == "benign" else 1.0 / counts[x] for x in g])
+    model = fit(X, y, target_fpr=target_fpr, sample_weight=sw, prior=prior_weights())
     # threshold on final account scores (own or cluster), benign accounts only
     benign_final = []
     for an, ya in analyses:
