@@ -59,6 +59,7 @@ from distillguard.schema import event_from_record
 __all__ = ["Gateway", "load_accounts", "load_detector", "payment_clusters"]
 
 POST_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings")
+_POST_SET = frozenset(POST_ENDPOINTS)
 UNAUTHENTICATED = "unauthenticated"
 _JSON = "application/json"
 
@@ -279,7 +280,17 @@ class Gateway:
             Route("/admin/policy", self.admin_policy, methods=["GET", "PUT"]),
             Route("/admin/flags", self.admin_flags, methods=["GET", "POST"]),
         ]
-        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+        self.starlette = Starlette(routes=routes, lifespan=self._lifespan)
+        self.app = self._asgi
+
+    async def _asgi(self, scope: dict, receive: Any, send: Any) -> None:
+        """The hot path (the proxied endpoints) skips Starlette's middleware stack and router."""
+        if scope["type"] == "http" and (scope["method"] == "POST" and scope["path"] in _POST_SET
+                                        or scope["method"] == "GET" and scope["path"] == "/v1/models"):
+            response = await self.proxy(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.starlette(scope, receive, send)
 
     # lifecycle -------------------------------------------------------------------------------
 

@@ -77,5 +77,5 @@ def gateway_command(
     typer.echo(f"distillguard gateway on http://{host}:{port} -> {gw.upstream} (logs: {log_dir}, "
                f"state: {gw.state.backend})", err=True)
     uvicorn.run(gw.app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False,
-                proxy_headers=False, server_header=False, date_header=False,
+                proxy_headers=False, server_header=False, date_header=False, interface="asgi3",
                 timeout_graceful_shutdown=5, backlog=2048)
