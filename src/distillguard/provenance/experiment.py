@@ -383,7 +383,7 @@ def render_report(rows: list[dict], details: dict, decoys: list[float]) -> str:
     for test in ("reading", "blackbox_supervised", "blackbox_unsupervised"):
         sel = [r for r in rows if r["test"] == test]
         charts += bars([r["student_name"] for r in sel], [min(-r["log10_p"], 400) for r in sel],
-                       title=f"{test}: -log10 p (dashed: p = 1e-6)", ref=6.0, ylabel="-log10 p")
+                       title=f"{test}: -log10 p (capped at 400; dashed: p = 1e-6)", ref=6.0, ylabel="-log10 p")
     q = details["quality"]
     samples = "".join(f"<tr><td>{e(s['prompt'])}</td><td>{e(s['watermarked'])}</td><td>{e(s['unwatermarked'])}</td></tr>" for s in q["samples"])
     td = details["text_detection"]
