@@ -9,13 +9,12 @@ from typing import Any
 import typer
 
 from distillguard.errors import DistillguardError
-from distillguard.gateway.app import load_detector
 
 
 def build_gateway(*, upstream: str, keys: Path, log_dir: Path, config: Path | None = None, redis: str | None = None,
                   accounts: Path | None = None, detector: str | None = None, flush_interval_ms: float = 200,
                   trust_forwarded_for: bool = False, redis_namespace: str = "distillguard") -> Any:
-    from distillguard.gateway.app import Gateway, load_accounts
+    from distillguard.gateway.app import Gateway, load_accounts, load_detector
     from distillguard.gateway.keys import KeyStore
     from distillguard.gateway.policy import load_policy
     from distillguard.gateway.state import make_state
