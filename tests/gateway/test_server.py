@@ -118,3 +118,32 @@ def test_cli_help_and_bad_keys(tmp_path):
                         "--keys", str(bad), "--log-dir", str(tmp_path / "l")], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=60)
     assert r.returncode == 2 and "account_id" in r.stderr
+
+
+@pytest.mark.slow
+def test_scan_reads_gateway_logs_directly(make_gw, tmp_path):
+    """``distillguard scan`` takes the gateway's log files as they are (plain and rotated .gz)."""
+    import asyncio
+
+    async def go():
+        async with make_gw() as g:
+            for i in range(5):
+                await g.client.post("/v1/chat/completions", json=dict(CHAT, seed=i), headers=auth(i % 2))
+            await g.client.post("/v1/chat/completions", json=dict(CHAT, stream=True), headers=auth())
+            await g.client.post("/v1/chat/completions", json=CHAT)  # 401, logged too
+            g.gw.sink.flush()
+            g.gw.sink._rotate()  # one rotated .jsonl.gz file
+            await g.client.post("/v1/embeddings", json={"model": "m", "input": "x"}, headers=auth(1))
+            g.gw.sink.flush()
+            return sorted(str(p) for p in g.gw.sink.log_dir.glob("*.jsonl*"))
+
+    files = asyncio.run(go())
+    assert any(f.endswith(".jsonl.gz") for f in files) and any(f.endswith(".jsonl") for f in files)
+    out = tmp_path / "scan"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    r = subprocess.run([sys.executable, "-m", "distillguard.cli", "scan", *files, "--out", str(out)],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "rejected.jsonl").read_text() == ""
+    accounts = {orjson.loads(x)["account_id"] for x in (out / "verdicts.jsonl").read_text().splitlines()}
+    assert {"alice", "bob"} <= accounts
