@@ -166,7 +166,7 @@ def test_lower_matches_duckdb_for_every_code_point(spark):
     got = spark.createDataFrame(t).orderBy("i").select(duck_lower(F.col("s")).alias("l")).toArrow().column("l").to_pylist()
     bad = [(hex(ord(s[j])), w[j], g[j]) for s, w, g in zip(rows, want, got) if w != g
            for j in range(min(len(w), len(g))) if w[j] != g[j]][:10]
-    assert got == want, f"Spark lower differs from DuckDB at {bad}: update LOWER_TRANSLATE/LOWER_KEEP"
+    assert got == want, f"Spark lower differs from DuckDB at {bad}: update LOWER_FIXES"
 
 
 @pytest.mark.slow
