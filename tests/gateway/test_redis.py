@@ -100,3 +100,30 @@ def test_redis_down_fail_open_or_closed(make_gw, redis_server, fail_mode, expect
     assert [r["status_code"] for r in recs] == [200, expected]
     if fail_mode == "closed":
         assert down.json()["error"]["code"] == "state_unavailable" and down.headers["retry-after"] == "5"
+
+
+@pytest.mark.slow
+def test_admin_keys_shared_across_gateways(upstream, keys_file, tmp_path, redis_server):
+    url, _, _ = redis_server
+    common = ["--upstream", upstream.url, "--keys", str(keys_file), "--redis", url, "--redis-namespace",
+              "t" + uuid.uuid4().hex[:8], "--detector", "gwhelpers:NullDetector"]
+    env = {"DISTILLGUARD_ADMIN_TOKEN": "adm-secret-2"}
+    adm = {"Authorization": "Bearer adm-secret-2"}
+
+    def poll(base, headers, want):
+        for _ in range(300):
+            code = httpx.post(f"{base}/v1/chat/completions", json=CHAT, headers=headers).status_code
+            if code == want:
+                return code
+            time.sleep(0.02)
+        return code
+
+    with gateway_process(*common, "--log-dir", str(tmp_path / "a"), env=env) as (a, _), \
+         gateway_process(*common, "--log-dir", str(tmp_path / "b"), env=env) as (b, _):
+        new = httpx.post(f"{a}/admin/keys", json={"account_id": "carol", "api_key_id": "k-carol"}, headers=adm).json()
+        carol = {"Authorization": "Bearer " + new["api_key"]}
+        on_b = poll(b, carol, 200)  # B learns the key from Redis (by hash) within its sync interval
+        assert httpx.delete(f"{a}/admin/keys/k-alice", headers=adm).status_code == 200
+        alice_on_b = poll(b, auth(0), 401)  # and the revocation
+        bob_on_b = httpx.post(f"{b}/v1/chat/completions", json=CHAT, headers=auth(1)).status_code
+    assert on_b == 200 and alice_on_b == 401 and bob_on_b == 200

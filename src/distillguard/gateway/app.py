@@ -266,6 +266,7 @@ class Gateway:
         # fed through a deque, so a slow detector never stalls the event loop that serves requests
         self._det = _DetectorWorker(self)
         self._store_tasks: set[asyncio.Task] = set()
+        self.key_sync_interval_s = 1.0
         self._seq = 0
         self._prefix = os.urandom(4).hex()
         self._need_tokens = False
@@ -304,6 +305,7 @@ class Gateway:
         if self.sink._thread is None:
             self.sink.start()
         self._det.start(asyncio.get_running_loop())
+        sync = asyncio.ensure_future(self._sync_keys()) if self.state.backend == "redis" else None
         self.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=self.policy.upstream_timeout_s),
@@ -312,6 +314,8 @@ class Gateway:
         try:
             yield
         finally:
+            if sync is not None:
+                sync.cancel()
             await self.drain()
             self._det.stop()
             await self.client.close()
@@ -322,6 +326,19 @@ class Gateway:
     async def _lifespan(self, app: Starlette):
         async with self.lifespan_context():
             yield
+
+    async def _sync_keys(self) -> None:
+        """With Redis: pick up keys created and revoked through any gateway's admin API (every second)."""
+        while True:
+            try:
+                created, revoked = await self.state.key_events()
+                for h, info in created.items():
+                    self.keys.add_hashed(key_hash=h, account_id=info["account_id"], api_key_id=info["api_key_id"])
+                for kid in revoked:
+                    self.keys.revoke(kid)
+            except StateBackendError:
+                self.metrics.inc("state_errors_total", fail_mode=self.policy.fail_mode)
+            await asyncio.sleep(self.key_sync_interval_s)
 
     # helpers -----------------------------------------------------------------------------------
 
@@ -686,15 +703,26 @@ class Gateway:
             return _err(400, "give 'account_id' (and optionally 'api_key_id')", "invalid_request_error", "missing_field")
         kid = data.get("api_key_id") if isinstance(data.get("api_key_id"), str) else None
         key, info = self.keys.create(account_id=aid, api_key_id=kid)
+        try:
+            from distillguard.gateway.keys import hash_key
+
+            await self.state.publish_key(hash_key(key), aid, info.api_key_id)
+        except StateBackendError as e:
+            return _err(503, f"key created on this gateway only: {e}", "server_error", "state_unavailable")
         return Response(orjson.dumps({"api_key": key, "api_key_id": info.api_key_id, "account_id": aid}),
                         status_code=201, media_type=_JSON)
 
     async def admin_revoke(self, request: Request) -> Response:
         if (denied := self._admin_denied(request)) is not None:
             return denied
-        n = self.keys.revoke(request.path_params["api_key_id"])
+        kid = request.path_params["api_key_id"]
+        n = self.keys.revoke(kid)
         if not n:
             return _err(404, "no such api_key_id", "invalid_request_error", "not_found")
+        try:
+            await self.state.publish_revoke(kid)
+        except StateBackendError as e:
+            return _err(503, f"revoked on this gateway only: {e}", "server_error", "state_unavailable")
         return Response(orjson.dumps({"revoked": n}), media_type=_JSON)
 
     async def admin_policy(self, request: Request) -> Response:

@@ -56,6 +56,11 @@ class KeyStore:
         self._by_hash[h] = info
         return info
 
+    def add_hashed(self, *, key_hash: str, account_id: str, api_key_id: str) -> None:
+        """Add a key known only by its hash (shared by another gateway through Redis)."""
+        if key_hash not in self._by_hash:
+            self._by_hash[key_hash] = KeyInfo(account_id=account_id, api_key_id=api_key_id)
+
     def create(self, *, account_id: str, api_key_id: str | None = None) -> tuple[str, KeyInfo]:
         """Make a new random key for ``account_id``; the key is returned once and not kept."""
         key = "sk-dg-" + secrets.token_urlsafe(32)

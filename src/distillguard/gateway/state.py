@@ -113,6 +113,15 @@ class MemoryState:
     async def all_flags(self) -> dict[str, dict]:
         return dict(self.flags)
 
+    async def publish_key(self, key_hash: str, account_id: str, api_key_id: str) -> None:
+        return None  # one process: nothing to share
+
+    async def publish_revoke(self, api_key_id: str) -> None:
+        return None
+
+    async def key_events(self) -> tuple[dict[str, dict], set[str]]:
+        return {}, set()
+
     async def ping(self) -> bool:
         return True
 
@@ -234,6 +243,20 @@ class RedisState:
             if k.startswith(("a:", "c:")):
                 out[k] = orjson.loads(v)
         return out
+
+    async def publish_key(self, key_hash: str, account_id: str, api_key_id: str) -> None:
+        """Share a key created through the admin API (only its hash) with every gateway."""
+        await self._call(self._r.hset(self.prefix + "keys", key_hash,
+                                      orjson.dumps({"account_id": account_id, "api_key_id": api_key_id})))
+
+    async def publish_revoke(self, api_key_id: str) -> None:
+        await self._call(self._r.sadd(self.prefix + "revoked", api_key_id))
+
+    async def key_events(self) -> tuple[dict[str, dict], set[str]]:
+        """(shared keys by hash, revoked key ids), for the gateways' periodic key sync."""
+        keys = await self._call(self._r.hgetall(self.prefix + "keys"))
+        revoked = await self._call(self._r.smembers(self.prefix + "revoked"))
+        return ({k.decode(): orjson.loads(v) for k, v in keys.items()}, {r.decode() for r in revoked})
 
     async def ping(self) -> bool:
         try:
