@@ -136,7 +136,7 @@ def test_cli_errors_and_help(tmp_path):
     r = runner.invoke(app, ["bench", "detect", "--help"])
     assert r.exit_code == 0 and "Example" in r.output
     r = runner.invoke(app, ["bench", "detect", "--traffic", str(tmp_path), "--tune-traffic", str(tmp_path / "x"),
-                            "--out", str(tmp_path / "o")])
+                            "--jobs", "1", "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "labels.jsonl" in r.output
     r = runner.invoke(app, ["bench", "detect", "--traffic", str(tmp_path), "--preset", "small", "--out", str(tmp_path)])
     assert r.exit_code == 2

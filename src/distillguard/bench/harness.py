@@ -291,24 +291,27 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"(benign FPR target {results['settings']['tune_fpr']:g}).",
         "",
         "| detector | ROC-AUC | PR-AUC | recall @1e-2 FPR | recall @1e-3 FPR | recall (own thr.) | FPR (own thr.) "
-        "| campaigns caught | campaign requests flagged | ARI | benign linked | replay: requests before flag, median (share) | p90 | time s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| campaigns caught | campaign requests flagged | ARI | benign linked (in flagged cluster) "
+        "| replay: campaigns flagged | replay: requests before flag, median (share) | p90 | time s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["detectors"]:
         if not r["available"]:
-            lines.append(f"| {r['name']} | {r.get('note', 'not available')} |" + " |" * 13)
+            lines.append(f"| {r['name']} | {r.get('note', 'not available')} |" + " |" * 14)
             continue
         a, c, cl, rp = r["account"], r["campaign"], r["cluster"], r["replay"]
         caught = f"{c['caught']}/{c['campaigns']}" if c["campaigns"] else "–"
-        med = p90 = "–"
+        linked = f"{cl['benign_linked']} ({cl['benign_in_flagged_cluster']})" if cl else "–"
+        med = p90 = rflag = "–"
         if rp:
+            rflag = f"{rp['campaigns'] - rp['never_flagged']}/{rp['campaigns']}"
             med = f"{_f(rp['median_requests_before_flag'], 0)} ({_pct(rp['median_share_before_flag'])})"
             p90 = f"{_f(rp['p90_requests_before_flag'], 0)} ({_pct(rp['p90_share_before_flag'])})"
         lines.append(
             f"| {r['name']} | {_f(a['roc_auc'])} | {_f(a['pr_auc'])} | {_f(a['recall_at_fpr_0.01'])} "
             f"| {_f(a['recall_at_fpr_0.001'])} | {_f(a['recall_at_threshold'])} | {_f(a['fpr_at_threshold'], 4)} "
             f"| {caught} | {_pct(c['request_share_flagged'])} | {_f(cl['ari_extraction']) if cl else '–'} "
-            f"| {cl['benign_linked'] if cl else '–'} | {med} | {p90} | {_f(r.get('elapsed_s'), 1)} |"
+            f"| {linked} | {rflag} | {med} | {p90} | {_f(r.get('elapsed_s'), 1)} |"
         )
     # per-archetype table: flagged share per detector
     avail = [r for r in results["detectors"] if r["available"]]
