@@ -354,13 +354,13 @@ def spark_account_stats(con: Any, *, master: str | None = None, events: str = "e
     for the Parquet export (default ``$DISTILLGUARD_SPARK_STAGING``, else a temp folder; it must be
     shared with the executors when the master is not local). Rows are sorted by ``account_id``.
     """
-    want = master or DEFAULT_MASTER
     staging = staging or os.environ.get(STAGING_ENV)
-    if staging is None and not want.startswith("local"):
-        raise InputError(
-            f"engine spark with master {want!r} needs a staging folder that every executor can read at the same "
-            f"path (a shared filesystem): set {STAGING_ENV}=/shared/path or use --spark-master local[N]"
-        )
+    if staging is None and not (master or DEFAULT_MASTER).startswith("local"):
+        raise InputError(_staging_hint(master or DEFAULT_MASTER))
+    spark = get_session(master)
+    used = spark.sparkContext.master
+    if staging is None and not used.startswith("local"):
+        raise InputError(_staging_hint(used))
     try:
         root = Path(tempfile.mkdtemp(prefix="distillguard-spark-", dir=str(staging) if staging else None))
     except OSError as e:
@@ -368,20 +368,30 @@ def spark_account_stats(con: Any, *, master: str | None = None, events: str = "e
     try:
         path = root / "events.parquet"
         cols = ", ".join(EVENT_INPUT_COLUMNS)
-        con.execute(f"COPY (SELECT {cols} FROM {events}) TO '{path.as_posix()}' (FORMAT parquet)")
-        spark = get_session(master)
-        df = spark.read.parquet(str(path))
+        quoted = path.as_posix().replace("'", "''")
+        con.execute(f"COPY (SELECT {cols} FROM {events}) TO '{quoted}' (FORMAT parquet)")
         from pyspark import StorageLevel
 
         icu = spark.conf.get(ICU_CONF, None)
         spark.conf.set(ICU_CONF, "false")
-        d = derived_frame(df).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            result = stats_frame(d).toArrow()
+            d = derived_frame(spark.read.parquet(str(path))).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                result = stats_frame(d).toArrow()
+            finally:
+                d.unpersist()
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"the Spark job on {used!r} failed: {first}. Check the executors' logs; on a cluster "
+                             f"the staging folder {root} must be readable by every executor at that path.") from e
         finally:
-            d.unpersist()
             if icu is not None:
                 spark.conf.set(ICU_CONF, icu)
         return _to_arrow(result).sort_by("account_id")  # binary string order, like Spark's and DuckDB's
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _staging_hint(master: str) -> str:
+    return (f"engine spark with master {master!r} needs a staging folder that every executor can read at the same "
+            f"path (a shared filesystem): set {STAGING_ENV}=/shared/path or use --spark-master 'local[N]'")
