@@ -220,3 +220,9 @@ def test_scan_spark_equals_duckdb(spark, tmp_path):
     assert vd == vs
     assert len(vd) >= 8
 
+    def clusters(d: Path) -> dict:  # "links" is left out: its tie order comes from the (DuckDB) edge order
+        rows = [json.loads(line) for line in (d / "clusters.jsonl").read_text().splitlines()]
+        return {r["cluster_id"]: {k: v for k, v in r.items() if k != "links"} for r in rows}
+
+    assert clusters(tmp_path / "duck") == clusters(tmp_path / "spark")
+
