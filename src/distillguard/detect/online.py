@@ -135,6 +135,7 @@ class OnlineDetector:
         new = st is None
         if new:
             st = self._acc[aid] = _Account(first_pre=d["pre"])
+            st.stats.set_account(self.accounts.get(aid), ts)
         gap, dw, dd = st.stats.update(ts, d, words)
         self._current, self._current_included = aid, False
         if self.linkage:

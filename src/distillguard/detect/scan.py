@@ -27,7 +27,7 @@ from distillguard.detect.scoring import ScoreModel
 from distillguard.detect.signals import SIGNALS, catalogue, strengths
 from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS
-from distillguard.features.stats import STAT_COLUMNS, AccountStats, features
+from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.linkage.graph import clusters_from_edges, compute_edges
 
@@ -206,6 +206,13 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     t = time.perf_counter()
     account_ids = stats.column("account_id").to_pylist()
     cols = _stats_columns(stats)
+    if has_accounts:
+        facts = con.sql("SELECT account_id, created_at, verified FROM accounts").to_arrow_table().to_pylist()
+        info = {r["account_id"]: r for r in facts}
+        fa = [account_facts(info.get(a), t0) for a, t0 in zip(account_ids, cols["t0"])]
+        for k, name in enumerate(ACCOUNT_COLUMNS):
+            cols[name] = np.asarray([x[k] for x in fa], dtype=np.float64)
+            stats = stats.append_column(name, pa.array([x[k] for x in fa], pa.int64()))
     feats = features(cols)
     strs = strengths(feats)
     idx = {a: i for i, a in enumerate(account_ids)}
@@ -234,9 +241,9 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
                 acc = acc.merge(AccountStats.from_row(rows[idx[a]]))
             merged.append(acc.to_row())
     if merged:
-        ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS}
+        ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS + ACCOUNT_COLUMNS}
         ccols["hours"] = np.asarray(ccols["hours"], dtype=np.float64).reshape(-1, 24)
-        for name in STAT_COLUMNS:
+        for name in STAT_COLUMNS + ACCOUNT_COLUMNS:
             if name not in ("hours", "days") and not name.startswith(("kmv_", "set_")):
                 ccols[name] = np.asarray(ccols[name])
         cfeats = features(ccols)

@@ -128,6 +128,14 @@ SIGNALS = SIGNALS + (
            "Number of distinct days with traffic.",
            "Harvesting a prompt set takes days of steady traffic; an evaluation run or a one-off job is a burst.",
            level="low", falsepositives=("every long-lived product", "daily batch jobs"), min_requests=50, unit="days"),
+    Signal("DG-0019", "new_accounts", "Accounts created just before use", "young_share", 0.0, 1.0,
+           "Share of the accounts (one, or a linked group's members) created less than 30 days before their first request.",
+           "Campaigns open fresh accounts in waves as old ones are banned; established customers have history.",
+           level="medium", falsepositives=("new customers ramping up", "a company onboarding a team"), min_requests=5, unit="share"),
+    Signal("DG-0020", "unverified_accounts", "Unverified accounts", "unverified_share", 0.0, 1.0,
+           "Share of the accounts marked not verified in the account file.",
+           "Throwaway accounts skip verification.",
+           level="low", falsepositives=("new sign-ups",), min_requests=5, unit="share"),
 )
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 

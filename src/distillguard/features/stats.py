@@ -75,6 +75,9 @@ class AccountStats:
     fast_n: int = 0
     words_total: int = 0
     words_distinct: int = 0
+    acct_n: int = 0  # accounts with a known creation time (from the account file)
+    young_n: int = 0  # ... created less than YOUNG_DAYS before their first request
+    unver_n: int = 0  # accounts marked verified = false
     last_ts: float | None = None
     cot: int = 0
     ident: int = 0
@@ -148,7 +151,7 @@ class AccountStats:
     def merge(self, o: "AccountStats") -> "AccountStats":
         """A new stats object for the union of two disjoint sets of requests (for clusters)."""
         m = AccountStats()
-        for name in ("n", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct") + FLAG_COLUMNS:
+        for name in ("n", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct") + FLAG_COLUMNS + ACCOUNT_COLUMNS:
             setattr(m, name, getattr(self, name) + getattr(o, name))
         m.t0, m.t1 = min(self.t0, o.t0), max(self.t1, o.t1)
         m.hours = [a + b for a, b in zip(self.hours, o.hours)]
@@ -158,8 +161,12 @@ class AccountStats:
         m._words = None  # merged vocabulary breadth is the request-weighted mix of the members'
         return m
 
+    def set_account(self, info: dict[str, Any] | None, first_ts: float) -> None:
+        """Account-file facts of a single account, measured at its first request."""
+        self.acct_n, self.young_n, self.unver_n = account_facts(info, first_ts)
+
     def to_row(self) -> dict[str, Any]:
-        row = {name: getattr(self, name) for name in STAT_COLUMNS if name not in ("hours", "days")}
+        row = {name: getattr(self, name) for name in STAT_COLUMNS + ACCOUNT_COLUMNS if name not in ("hours", "days")}
         row["hours"] = list(self.hours)
         row["days"] = sorted(self.days)
         return row
@@ -167,6 +174,8 @@ class AccountStats:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "AccountStats":
         s = cls()
+        for name in ACCOUNT_COLUMNS:
+            setattr(s, name, int(row.get(name) or 0))
         for name in STAT_COLUMNS:
             v = row[name]
             if name == "days":
@@ -180,6 +189,34 @@ class AccountStats:
 STAT_COLUMNS = (
     "n", "t0", "t1", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct",
 ) + FLAG_COLUMNS + ("hours", "days") + tuple(KMV_K) + tuple(SET_K)  # fmt: skip
+
+
+#: Mergeable facts from the account file (not computed from events, so not part of STAT_COLUMNS).
+ACCOUNT_COLUMNS = ("acct_n", "young_n", "unver_n")
+YOUNG_DAYS = 30.0
+
+
+def account_facts(info: dict[str, Any] | None, first_ts: float) -> tuple[int, int, int]:
+    """(known creation time, created < YOUNG_DAYS before ``first_ts``, verified is false) as 0/1.
+
+    >>> account_facts({"created_at": 0.0, "verified": False}, 86400.0 * 3)
+    (1, 1, 1)
+    """
+    if not info:
+        return 0, 0, 0
+    created = info.get("created_at")
+    if isinstance(created, str):
+        from distillguard.errors import RecordRejected
+        from distillguard.schema import parse_timestamp
+
+        try:
+            created = parse_timestamp(created)
+        except RecordRejected:
+            created = None
+    known = isinstance(created, (int, float))
+    young = known and (first_ts - created) < YOUNG_DAYS * 86400.0
+    unver = info.get("verified") is False
+    return int(known), int(bool(young)), int(unver)
 
 
 def temp_key(temp: float | None) -> str:
@@ -261,6 +298,7 @@ FEATURE_COLUMNS = (
     "requests", "active_days", "req_per_day", "span_hours", "tokens_out", "tokens_per_day", "out_share",
     "iat_cv", "fast_share", "hour_entropy", "param_variety", "temp_variety",
     "prompt_distinct_ratio", "prefix_distinct_ratio", "suffix_distinct_ratio", "vocab_breadth",
+    "young_share", "unverified_share",
 ) + tuple(f"{c}_share" for c in FLAG_COLUMNS)  # fmt: skip
 
 
@@ -306,6 +344,10 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
                 words_total >= 20, np.asarray(cols["words_distinct"], dtype=np.float64) / np.maximum(words_total, 1.0), np.nan
             ),
         }
+        m = len(n)
+        acct = np.asarray(cols.get("acct_n", np.zeros(m)), dtype=np.float64)
+        out["young_share"] = np.asarray(cols.get("young_n", np.zeros(m)), dtype=np.float64) / np.maximum(acct, 1.0)
+        out["unverified_share"] = np.asarray(cols.get("unver_n", np.zeros(m)), dtype=np.float64) / np.maximum(acct, 1.0)
         for c in FLAG_COLUMNS:
             out[f"{c}_share"] = np.asarray(cols[c], dtype=np.float64) / safe_n
     return out
@@ -354,6 +396,8 @@ def features_scalar(s: AccountStats) -> dict[str, float]:
         "prefix_distinct_ratio": min(1.0, kmv_estimate(s.kmv_pre, KMV_K["kmv_pre"]) / safe_n),
         "suffix_distinct_ratio": min(1.0, kmv_estimate(s.kmv_suf, KMV_K["kmv_suf"]) / safe_n),
         "vocab_breadth": s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else nan,
+        "young_share": s.young_n / max(s.acct_n, 1.0),
+        "unverified_share": s.unver_n / max(s.acct_n, 1.0),
     }
     for c in FLAG_COLUMNS:
         out[f"{c}_share"] = getattr(s, c) / safe_n
