@@ -363,10 +363,10 @@ def _link_summary(edges: pa.Table, clusters: dict[str, str]) -> dict[str, list[d
     for c, types in agg.items():
         lst = []
         for typ, e in types.items():
-            top = max(e["values"].items(), key=lambda kv: kv[1])[0] if e["values"] else None
+            top = max(e["values"].items(), key=lambda kv: (kv[1], str(kv[0])))[0] if e["values"] else None
             lst.append({"type": typ, "value": top, "accounts": len(e["accounts"]), "edges": e["edges"],
                         "distinct_values": len(e["values"])})
-        lst.sort(key=lambda x: -x["edges"])
+        lst.sort(key=lambda x: (-x["edges"], x["type"]))
         out[c] = lst
     return out
 
