@@ -150,7 +150,7 @@ def prior_weights() -> dict[str, float]:
     return {s.name: _PRIOR[s.level] for s in SIGNALS}
 
 
-def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float = 0.005, target_fpr: float = 1e-3,
+def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float = 1e-4, target_fpr: float = 1e-3,
         sample_weight: np.ndarray | None = None, prior: dict[str, float] | None = None) -> ScoreModel:
     """Fit non-negative logistic weights (L-BFGS-B with bounds) and choose the threshold for ``target_fpr``.
 
