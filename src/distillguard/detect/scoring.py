@@ -7,7 +7,7 @@ fitted by ``distillguard train`` on simulated development traffic (seeds that th
 report on) and the threshold chosen there for a benign false-positive rate of at most 1e-3.
 
 >>> m = ScoreModel.default()
->>> 0.0 <= m.score({name: [0.0] for name in m.weights})[0] <= 1.0
+>>> bool(0.0 <= m.score({name: [0.0] for name in m.weights})[0] <= 1.0)
 True
 """
 

@@ -6,8 +6,9 @@ values are suspicious. ``min_requests`` discounts a signal on accounts with litt
 strength is multiplied by ``min(1, requests / min_requests)``), so that three requests never carry
 the weight of three thousand. Reports, docs, reasons and the STIX export all read this catalogue.
 
->>> s = SIGNALS_BY_NAME["cot_elicitation"]
->>> round(float(strengths({"cot_share": [0.5], "requests": [100.0]})["cot_elicitation"][0]), 2)
+>>> from distillguard.features.stats import FEATURE_COLUMNS
+>>> feats = dict.fromkeys(FEATURE_COLUMNS, 0.0) | {"cot_share": 0.5, "requests": 100.0}
+>>> strengths_scalar(feats)["cot_elicitation"]
 1.0
 """
 

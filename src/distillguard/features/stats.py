@@ -10,7 +10,7 @@ the features the signals read, with numpy, for one account or a whole table.
 >>> s = AccountStats()
 >>> from distillguard.features.derive import derive_one
 >>> ev = {"ts": 0.0, "prompt": "hello there friend", "completion_tokens": 5, "n_assistant_msgs": 0}
->>> s.update(0.0, derive_one(ev), ["hello", "there", "friend"])
+>>> _ = s.update(0.0, derive_one(ev), ["hello", "there", "friend"])
 >>> s.n, s.out_tok, s.single
 (1, 5, 1)
 """
