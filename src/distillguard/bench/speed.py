@@ -18,11 +18,11 @@ from typing import Any
 _STEPS = {
     "duckdb_parse": """
 import duckdb, sys
-con = duckdb.connect(); con.execute("SET TimeZone='UTC'")
+con = duckdb.connect(); con.execute("SET TimeZone='UTC'"); con.execute("SET enable_progress_bar = false")
 n = con.sql(f"SELECT count(*), count(request_id), count(request), count(response) FROM read_json({sys.argv[1]!r}, format='newline_delimited', "
             "columns={'request_id':'VARCHAR','timestamp':'JSON','account_id':'VARCHAR','endpoint':'VARCHAR','client_ip':'VARCHAR',"
             "'user_agent':'VARCHAR','request':'JSON','response':'JSON','status_code':'JSON','latency_ms':'JSON'}, ignore_errors=true)").fetchall()[0][0]
-print(n)
+print('ROWS', n)
 """,
     "ingest": """
 import sys, tempfile, os
@@ -33,21 +33,21 @@ with RejectWriter(os.path.join(d, 'rejected.jsonl')) as rej:
     for b in EventReader(rejects=rej, con=store.con).iter_batches([sys.argv[1]]):
         store.append(b)
     store.finish_run(rej)
-print(store.count())
+print('ROWS', store.count())
 """,
     "scan": """
 import sys, tempfile, json
 from distillguard.detect.scan import run_scan
 acc = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
 s = run_scan([sys.argv[1]], tempfile.mkdtemp(), accounts=acc, progress=False, write_html=False)
-print(s['requests']); print(json.dumps(s['timings']), file=sys.stderr)
+print('ROWS', s['requests']); print(json.dumps(s['timings']), file=sys.stderr)
 """,
     "replay": """
 import sys, tempfile, json
 from distillguard.detect.replay import run_replay
 acc = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
 s = run_replay([sys.argv[1]], tempfile.mkdtemp(), accounts=acc, progress=False)
-print(s['requests']); print(json.dumps({'online_s': s['online_s'], 'read_s': s['read_s']}), file=sys.stderr)
+print('ROWS', s['requests']); print(json.dumps({'online_s': s['online_s'], 'read_s': s['read_s']}), file=sys.stderr)
 """,
 }
 
@@ -64,7 +64,7 @@ def _run_step(name: str, log: Path, accounts: Path | None) -> dict[str, Any]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark step {name} failed: {err[-2000:]}")
-    rows = int(out.strip().splitlines()[-1])
+    rows = int(next(line for line in reversed(out.splitlines()) if line.startswith("ROWS ")).split()[1])
     extra = {}
     for line in err.splitlines():
         if line.startswith("{"):

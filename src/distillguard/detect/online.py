@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from distillguard.detect.scoring import ScoreModel
 from distillguard.detect.signals import strengths_scalar
 from distillguard.features.derive import derive_one, words_of
@@ -66,10 +68,12 @@ class OnlineDetector:
     """Per-request detection with per-account and per-cluster state (see the module docstring)."""
 
     def __init__(self, *, accounts: dict[str, dict] | None = None, model: ScoreModel | None = None, linkage: bool = True,
-                 rescore_every: float = 0.002):
+                 rescore_every: float = 0.002, cluster_min_span_hours: float = 24.0):
         """``rescore_every``: once an account (or cluster) has more than ``1 / rescore_every`` requests, its
         score is recomputed every ``rescore_every * n`` requests instead of every request (stats are
-        always updated); a flag can then come at most that fraction of its requests late. 0 rescores always."""
+        always updated); a flag can then come at most that fraction of its requests late. 0 rescores always.
+        ``cluster_min_span_hours``: a linked cluster is judged only once its traffic spans this long, so
+        that the first hours of a busy team's shared traffic are not mistaken for bulk volume."""
         self.model = model or ScoreModel.default()
         self.threshold = self.model.threshold.value
         self.accounts = accounts or {}
@@ -79,6 +83,7 @@ class OnlineDetector:
         self._cluster_score: dict[str, float] = {}
         self.linker = OnlineLinker(on_union=self._on_union)
         self.rescore_every = rescore_every
+        self.cluster_min_span_s = cluster_min_span_hours * 3600.0
         self._next_cluster_score: dict[str, int] = {}
         self._current: str | None = None
         self._current_included = False
@@ -182,6 +187,10 @@ class OnlineDetector:
                     self._next_cluster_score[root] = cs.n + max(1, int(cs.n * self.rescore_every))
                 cscore = self._cluster_score[root]
                 cid = self.linker.cluster_of(aid)
+        if cid is not None and cscore >= self.threshold:
+            cs_ = self._cluster_stats.get(self.linker.root(aid))
+            if cs_ is not None and (cs_.t1 - cs_.t0) < self.cluster_min_span_s:
+                cscore = min(cscore, np.nextafter(self.threshold, 0.0))  # not judged yet
         score = max(st.score, cscore if cid is not None else 0.0)
         flagged = score >= self.threshold
         newly = False

@@ -47,6 +47,7 @@ def connect(database: str = ":memory:", *, memory_limit: str | None = None) -> d
     """A DuckDB connection set up for distillguard (UTC, bounded memory)."""
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # distillguard draws its own progress bars
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = true")
