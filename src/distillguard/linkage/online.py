@@ -21,6 +21,9 @@ from collections.abc import Callable
 from distillguard.linkage.graph import EDGE_MIN_WEIGHT, KEY_TYPES, key_weight
 
 
+ASSUME_SHARED_BY = 8
+
+
 class OnlineLinker:
     def __init__(self, *, on_union: Callable[[str, str], None] | None = None):
         self._holders: dict[tuple[str, str], list[str]] = {}
@@ -91,7 +94,10 @@ class OnlineLinker:
             return  # too common to link anything
         holders.append(account)
         m = len(holders)
-        w = key_weight(key_type, m)
+        # Online links cannot be taken back when a value later turns out to be common (an office
+        # range, a cloud region), so rarity-weighted keys are weighed as if at least
+        # ASSUME_SHARED_BY accounts held them: IP evidence alone then never joins two accounts.
+        w = key_weight(key_type, max(m, ASSUME_SHARED_BY) if kt.rarity else m)
         if w <= 0:
             return
         if m == kt.min_share:
@@ -102,7 +108,10 @@ class OnlineLinker:
             key = (x, y) if x < y else (y, x)
             typed = self._pairs.setdefault(key, {})
             typed[key_type] = min(kt.type_cap, typed.get(key_type, 0.0) + w)
-            if sum(typed.values()) >= EDGE_MIN_WEIGHT:
+            if sum(typed.values()) >= EDGE_MIN_WEIGHT and ("payment_fingerprint" in typed or len(typed) >= 3):
+                # Without Louvain to split them later, online unions need corroboration: a shared
+                # payment method, or three independent kinds of evidence (a template plus a user agent
+                # alone would chain unrelated companies' batch jobs together).
                 self._union(x, y)
 
     def links_of(self, account: str) -> list[dict]:
