@@ -151,9 +151,11 @@ def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = E
     """Map account → cluster id (communities of two or more accounts); ids are stable hashes."""
     g = nx.Graph()
     t = edges.to_pydict()
-    for s, d, tot in zip(t["src"], t["dst"], t["total"]):
-        if tot >= min_weight:
-            g.add_edge(s, d, weight=float(tot))
+    # Deterministic input (DuckDB returns edges in any order) and weights rounded to 1e-3: Louvain's
+    # local moves can otherwise oscillate for a long time between near-equal float gains.
+    kept = sorted({(s, d): round(float(tot), 3) for s, d, tot in zip(t["src"], t["dst"], t["total"]) if tot >= min_weight}.items())
+    for (s, d), w in kept:
+        g.add_edge(s, d, weight=w)
     out: dict[str, str] = {}
     if g.number_of_nodes() == 0:
         return out
@@ -162,7 +164,7 @@ def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = E
         if len(comp) <= 3:
             groups = [comp]
         else:
-            groups = nx.community.louvain_communities(sub, weight="weight", seed=seed, resolution=0.5)
+            groups = nx.community.louvain_communities(sub, weight="weight", seed=seed, resolution=0.5, threshold=1e-4)
         for grp in groups:
             if len(grp) < 2:
                 continue
