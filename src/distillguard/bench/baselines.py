@@ -29,6 +29,7 @@ one half of its accounts and set the threshold on the other (:func:`tuning_split
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,7 @@ def tuning_split(tune: Traffic) -> np.ndarray:
     return tune.cache["tuning_split"]
 
 
-class Baseline:
+class Baseline(ABC):
     """Base class: ``fit`` on tuning traffic, ``score_samples`` per account, ``predict`` = flagged."""
 
     name = "baseline"
@@ -93,8 +94,9 @@ class Baseline:
         self.threshold_ = threshold_at_fpr(s[self._threshold_accounts(tune)], self.tune_fpr)
         return self
 
+    @abstractmethod
     def score_samples(self, traffic: Traffic) -> np.ndarray:
-        raise NotImplementedError
+        """Per-account scores (higher = more likely extraction), in ``traffic``'s account order."""
 
     def predict(self, traffic: Traffic, scores: np.ndarray | None = None) -> np.ndarray:
         s = self.score_samples(traffic) if scores is None else scores
