@@ -2,7 +2,7 @@
 
 Per request: authenticate the key (hashed) → read the body (size limit) → admit against quotas and
 current flags (one atomic step in the state backend) → apply the policy (refuse, or change the body)
-→ forward to the upstream (pooled ``aiohttp`` client, no retries) → answer the client (streams
+→ forward to the upstream (pooled raw HTTP/1.1 client, no retries) → answer the client (streams
 passed through chunk by chunk) → after the answer: queue the traffic-log record, count tokens, run the
 online detector on the event and store a changed verdict as a flag for the next requests.
 
@@ -40,10 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -54,6 +52,7 @@ from distillguard.gateway.logsink import LogSink
 from distillguard.gateway.metrics import Metrics
 from distillguard.gateway.policy import Policy, Rule, parse_policy_text
 from distillguard.gateway.state import Admission, MemoryState, RedisState
+from distillguard.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 from distillguard.schema import event_from_record
 
 __all__ = ["Gateway", "load_accounts", "load_detector", "payment_clusters"]
@@ -62,6 +61,21 @@ POST_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/
 _POST_SET = frozenset(POST_ENDPOINTS)
 UNAUTHENTICATED = "unauthenticated"
 _JSON = "application/json"
+_CT_JSON = b"application/json"
+_GENERATING = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/responses"))
+
+
+def _SAFE_HEADER(v: bytes) -> bool:  # noqa: N802 - reads as a predicate
+    """A header value that cannot smuggle a header line (no CR, LF or NUL)."""
+    return b"\r" not in v and b"\n" not in v and b"\0" not in v
+
+
+async def _send(send: Any, status: int, body: bytes, ctype: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    h = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
+    if headers:
+        h += headers
+    await send({"type": "http.response.start", "status": status, "headers": h})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _err(status: int, message: str, type_: str, code: str, headers: dict | None = None) -> Response:
@@ -134,7 +148,7 @@ class _ReqCtx:
     """What one request carries from arrival to its log record."""
 
     __slots__ = ("t0", "ts", "request_id", "endpoint", "key", "client_ip", "user_agent", "body", "cluster_id", "clusters",
-                 "action", "score", "flagged", "upstream_ms", "allowlisted")
+                 "action", "score", "flagged", "upstream_ms", "allowlisted", "accept", "auth", "forwarded")
 
     def __init__(self, t0: float, ts: float, request_id: str, endpoint: str):
         self.t0, self.ts, self.request_id, self.endpoint = t0, ts, request_id, endpoint
@@ -149,6 +163,9 @@ class _ReqCtx:
         self.flagged = False
         self.upstream_ms: float | None = None
         self.allowlisted = False
+        self.accept: bytes | None = None
+        self.auth: str | None = None  # why authentication failed: missing | invalid | revoked
+        self.forwarded = False
 
 
 class _StreamAssembler:
@@ -228,6 +245,10 @@ class _StreamAssembler:
         return out
 
 
+async def _unreachable(request: Request) -> Response:  # pragma: no cover - _asgi serves these paths
+    return _err(500, "internal routing error", "server_error", "routing")
+
+
 class Gateway:
     """The proxy: ``Gateway(...).app`` is the ASGI application."""
 
@@ -252,6 +273,12 @@ class Gateway:
         self.detector = detector
         self.admin_token = admin_token or None
         self.upstream_api_key = upstream_api_key
+        up_headers = b"Content-Type: application/json\r\n"
+        if upstream_api_key:
+            if not _SAFE_HEADER(upstream_api_key.encode("latin-1", "replace")):
+                raise ConfigError("DISTILLGUARD_UPSTREAM_API_KEY contains a line break; set it to the bare key")
+            up_headers += b"Authorization: Bearer %s\r\n" % upstream_api_key.encode("latin-1", "replace")
+        self._up_headers = up_headers
         self.trust_forwarded_for = trust_forwarded_for
         self.max_connections = max_connections
         self.sink = LogSink(log_dir=log_dir, flush_interval_s=flush_interval_s, max_bytes=log_max_bytes,
@@ -260,7 +287,7 @@ class Gateway:
         self.metrics.gauges["log_queue_depth"] = lambda: float(self.sink.pending)
         self.metrics.gauges["log_records_written"] = lambda: float(self.sink.written)
         self.metrics.gauges["log_write_errors"] = lambda: float(self.sink.errors)
-        self.client: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
         self._verdicts: dict[str, tuple[bool, float, str | None]] = {}
         # the detector runs on one worker thread (it is not thread-safe; one thread keeps its order),
         # fed through a deque, so a slow detector never stalls the event loop that serves requests
@@ -271,9 +298,11 @@ class Gateway:
         self._prefix = os.urandom(4).hex()
         self._need_tokens = False
         self._refresh_policy_flags()
-        routes = [Route(p, self.proxy, methods=["POST"]) for p in POST_ENDPOINTS]
+        # the proxied endpoints are served by ``_asgi`` before Starlette; these routes only give other
+        # methods on those paths their 405
+        routes = [Route(p, _unreachable, methods=["POST"]) for p in POST_ENDPOINTS]
         routes += [
-            Route("/v1/models", self.proxy, methods=["GET"]),
+            Route("/v1/models", _unreachable, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/admin/keys", self.admin_keys, methods=["GET", "POST"]),
@@ -288,8 +317,7 @@ class Gateway:
         """The hot path (the proxied endpoints) skips Starlette's middleware stack and router."""
         if scope["type"] == "http" and (scope["method"] == "POST" and scope["path"] in _POST_SET
                                         or scope["method"] == "GET" and scope["path"] == "/v1/models"):
-            response = await self.proxy(Request(scope, receive))
-            await response(scope, receive, send)
+            await self.proxy(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
 
@@ -299,6 +327,9 @@ class Gateway:
         self._limits = self.policy.quota("key").as_list() + self.policy.quota("account").as_list() + \
             self.policy.quota("cluster").as_list()
         self._need_tokens = any(self._limits[i] for i in (2, 3, 6, 7, 10, 11))
+        self._strip = frozenset(self.policy.strip_request_fields)
+        wk = self.policy.watermark_key_id
+        self._watermark = None if not wk else ({"*": wk} if isinstance(wk, str) else dict(wk))
 
     @contextlib.asynccontextmanager
     async def lifespan_context(self):
@@ -306,11 +337,8 @@ class Gateway:
             self.sink.start()
         self._det.start(asyncio.get_running_loop())
         sync = asyncio.ensure_future(self._sync_keys()) if self.state.backend == "redis" else None
-        self.client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=self.policy.upstream_timeout_s),
-            auto_decompress=True, skip_auto_headers=("User-Agent",),
-        )
+        self.pool = UpstreamPool(self.upstream, max_connections=self.max_connections, connect_timeout_s=5.0,
+                                 read_timeout_s=self.policy.upstream_timeout_s)
         try:
             yield
         finally:
@@ -318,7 +346,7 @@ class Gateway:
                 sync.cancel()
             await self.drain()
             self._det.stop()
-            await self.client.close()
+            await self.pool.close()
             self.sink.close()
             await self.state.close()
 
@@ -371,7 +399,14 @@ class Gateway:
             rec["user_agent"] = ctx.user_agent
         if response is not None:
             rec["response"] = response
+        if ctx.forwarded and self._watermark is not None and ctx.endpoint in _GENERATING:
+            model = req.get("model")
+            wk = self._watermark.get(model if isinstance(model, str) else "", self._watermark.get("*"))
+            if wk:
+                rec["watermark_key_id"] = wk
         gw: dict[str, Any] = {}
+        if ctx.auth is not None:
+            gw["auth"] = ctx.auth
         if ctx.action:
             gw["action"] = ctx.action
             gw["enforced"] = self.policy.mode == "enforce"
@@ -387,61 +422,95 @@ class Gateway:
             rec["distillguard"] = gw
         return rec
 
-    def _refuse(self, ctx: _ReqCtx, resp: Response, reason: str) -> Response:
+    async def _refuse(self, ctx: _ReqCtx, send: Any, status: int, message: str, type_: str, code: str, reason: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer with an OpenAI-style error, then log the request."""
         self.metrics.inc("refused_total", reason=reason)
-        body = orjson.loads(resp.body)
-        resp.background = BackgroundTask(self._after, ctx, resp.status_code, None, body.get("error"))
-        return resp
+        error = {"message": message, "type": type_, "code": code, "param": None}
+        await _send(send, status, orjson.dumps({"error": error}), _CT_JSON, headers)
+        await self._after(ctx, status, None, error)
 
     # the proxy ----------------------------------------------------------------------------------
 
-    async def proxy(self, request: Request) -> Response:
+    async def proxy(self, scope: dict, receive: Any, send: Any) -> None:
+        """The proxied endpoints, as plain ASGI (no framework objects on the hot path)."""
         t0 = time.perf_counter()
-        ctx = _ReqCtx(t0, time.time(), self._new_id(), request.url.path)
-        headers = request.headers
-        ctx.user_agent = headers.get("user-agent")
-        if self.trust_forwarded_for and headers.get("x-forwarded-for"):
-            ctx.client_ip = headers["x-forwarded-for"].split(",")[0].strip()[:64]
-        elif request.client:
-            ctx.client_ip = request.client.host
+        ctx = _ReqCtx(t0, time.time(), self._new_id(), scope["path"])
+        auth = clen = xff = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                auth = v
+            elif k == b"user-agent":
+                ctx.user_agent = v.decode("latin-1")
+            elif k == b"content-length":
+                clen = v
+            elif k == b"x-forwarded-for":
+                xff = v
+            elif k == b"accept":
+                ctx.accept = v
+        if self.trust_forwarded_for and xff:
+            ctx.client_ip = xff.decode("latin-1").split(",")[0].strip()[:64]
+        elif scope.get("client"):
+            ctx.client_ip = scope["client"][0]
+        post = scope["method"] == "POST"
         # body (bounded) first, so that even refused requests are logged with what they sent
-        if request.method == "POST":
+        if post:
             limit = self.policy.max_body_bytes
-            clen = headers.get("content-length")
             if clen is not None and (not clen.isdigit() or int(clen) > limit):
-                ctx.body = {"_not_read": f"content-length {clen[:20]} over the {limit}-byte limit"}
-                return self._refuse(ctx, _err(413, f"request body over the {limit}-byte limit; send a smaller request",
-                                              "invalid_request_error", "request_too_large"), "body_too_large")
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    ctx.body = {"_not_read": f"body over the {limit}-byte limit"}
-                    return self._refuse(ctx, _err(413, f"request body over the {limit}-byte limit; send a smaller "
-                                                       "request", "invalid_request_error", "request_too_large"),
-                                        "body_too_large")
-                chunks.append(chunk)
-            raw = b"".join(chunks)
+                ctx.body = {"_not_read": f"content-length {clen[:20].decode('latin-1')} over the {limit}-byte limit"}
+                self._auth(ctx, auth)
+                return await self._refuse(ctx, send, 413, f"request body over the {limit}-byte limit; send a smaller "
+                                          "request", "invalid_request_error", "request_too_large", "body_too_large")
+            msg = await receive()
+            raw = msg.get("body", b"")
+            if msg.get("more_body"):
+                chunks, size = [raw], len(raw)
+                while msg.get("more_body"):
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        break
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        ctx.body = {"_not_read": f"body over the {limit}-byte limit"}
+                        self._auth(ctx, auth)
+                        return await self._refuse(ctx, send, 413, f"request body over the {limit}-byte limit; send a "
+                                                  "smaller request", "invalid_request_error", "request_too_large",
+                                                  "body_too_large")
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
+            if msg["type"] == "http.disconnect":
+                ctx.body = {"_not_read": "the client went away while sending the body"}
+                self._auth(ctx, auth)
+                self.metrics.inc("client_disconnects_total")
+                await self._after(ctx, 499, None, None, client_disconnected=True)
+                return
+            if len(raw) > limit:
+                ctx.body = {"_not_read": f"body over the {limit}-byte limit"}
+                self._auth(ctx, auth)
+                return await self._refuse(ctx, send, 413, f"request body over the {limit}-byte limit; send a smaller "
+                                          "request", "invalid_request_error", "request_too_large", "body_too_large")
             try:
                 ctx.body = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 ctx.body = raw[:2000].decode("utf-8", "replace")
-                self._auth(ctx, headers)
-                return self._refuse(ctx, _err(400, "request body is not valid JSON; send a JSON object",
-                                              "invalid_request_error", "invalid_json"), "invalid_json")
+                self._auth(ctx, auth)
+                return await self._refuse(ctx, send, 400, "request body is not valid JSON; send a JSON object",
+                                          "invalid_request_error", "invalid_json", "invalid_json")
             if not isinstance(ctx.body, dict):
-                self._auth(ctx, headers)
-                return self._refuse(ctx, _err(400, "request body must be a JSON object", "invalid_request_error",
-                                              "invalid_json"), "invalid_json")
+                self._auth(ctx, auth)
+                return await self._refuse(ctx, send, 400, "request body must be a JSON object", "invalid_request_error",
+                                          "invalid_json", "invalid_json")
         else:
             ctx.body = {}
-        status = self._auth(ctx, headers)
-        if status is not None:
-            return self._refuse(ctx, _err(401, status, "invalid_request_error", "invalid_api_key"), "auth")
+        problem = self._auth(ctx, auth)
+        if problem is not None:
+            return await self._refuse(ctx, send, 401, problem, "invalid_request_error", "invalid_api_key", "auth")
         key = ctx.key
         assert key is not None
         ctx.allowlisted = self.policy.allowlisted(key.account_id, key.api_key_id)
         rule: Rule | None = None
+        enforce = self.policy.mode == "enforce"
         if not ctx.allowlisted:
             try:
                 adm = await self.state.admit(key.api_key_id, key.account_id, self.cluster_hints.get(key.account_id, ""),
@@ -449,9 +518,9 @@ class Gateway:
             except StateBackendError:
                 self.metrics.inc("state_errors_total", fail_mode=self.policy.fail_mode)
                 if self.policy.fail_mode == "closed":
-                    return self._refuse(ctx, _err(503, "the gateway's shared state is unavailable; retry later",
-                                                  "server_error", "state_unavailable", {"Retry-After": "5"}),
-                                        "state_unavailable")
+                    return await self._refuse(ctx, send, 503, "the gateway's shared state is unavailable; retry later",
+                                              "server_error", "state_unavailable", "state_unavailable",
+                                              [(b"retry-after", b"5")])
                 hint = self.cluster_hints.get(key.account_id)
                 adm = Admission(True, cluster_id=hint, clusters=(hint,) if hint else ())
             ctx.cluster_id, ctx.clusters = adm.cluster_id, adm.clusters
@@ -461,41 +530,43 @@ class Gateway:
                     ctx.flagged = ctx.flagged or bool(f.get("flagged"))
             if not adm.ok:
                 ctx.action = "quota"
-                resp = _err(429, f"{adm.scope} quota {adm.limit} exhausted; retry after {adm.retry_after_s} s",
-                            "rate_limit_exceeded", "quota_exceeded", {"Retry-After": str(adm.retry_after_s)})
-                if self.policy.mode == "enforce":
-                    return self._refuse(ctx, resp, f"quota_{adm.scope}")
+                if enforce:
+                    return await self._refuse(ctx, send, 429, f"{adm.scope} quota {adm.limit} exhausted; retry after "
+                                              f"{adm.retry_after_s} s", "rate_limit_exceeded", "quota_exceeded",
+                                              f"quota_{adm.scope}", [(b"retry-after", str(adm.retry_after_s).encode())])
             rule = self.policy.match(score=ctx.score, flagged=ctx.flagged)
         body = ctx.body
         forward = body
         if rule is not None:
             ctx.action = rule.action
-            if self.policy.mode == "enforce":
+            if enforce:
                 if rule.action == "block":
-                    return self._refuse(ctx, _err(403, "this account is blocked for suspected model extraction; "
-                                                  "contact support", "permission_denied", "blocked"), "block")
+                    return await self._refuse(ctx, send, 403, "this account is blocked for suspected model "
+                                              "extraction; contact support", "permission_denied", "blocked", "block")
                 if rule.action == "throttle":
-                    return self._refuse(ctx, _err(429, f"this account is throttled; retry after {rule.retry_after_s} s",
-                                                  "rate_limit_exceeded", "throttled",
-                                                  {"Retry-After": str(rule.retry_after_s)}), "throttle")
+                    return await self._refuse(ctx, send, 429, f"this account is throttled; retry after "
+                                              f"{rule.retry_after_s} s", "rate_limit_exceeded", "throttled", "throttle",
+                                              [(b"retry-after", str(rule.retry_after_s).encode())])
                 forward = self._degrade(body, rule)
                 self.metrics.inc("modified_total", action=rule.action)
-        strip = self.policy.strip_request_fields
-        if strip and any(f in forward for f in strip):
+        strip = self._strip
+        if strip and not strip.isdisjoint(forward):
             forward = {k: v for k, v in forward.items() if k not in strip}
-        return await self._forward(ctx, request, forward)
+        await self._forward(ctx, scope, receive, send, forward if post else None)
 
-    def _auth(self, ctx: _ReqCtx, headers: Any) -> str | None:
-        auth = headers.get("authorization")
-        if not auth or not auth[:7].lower() == "bearer ":
+    def _auth(self, ctx: _ReqCtx, auth: bytes | None) -> str | None:
+        """Set ``ctx.key`` (also for a revoked key); the reason to refuse, or None."""
+        if not auth or auth[:7].lower() != b"bearer ":
+            ctx.auth = "missing"
             return "missing API key; send 'Authorization: Bearer <key>'"
-        info = self.keys.lookup(auth[7:].strip())
+        info = self.keys.lookup(auth[7:].strip().decode("latin-1"))
         if info is None:
+            ctx.auth = "invalid"
             return "invalid API key; check the key you were given"
-        if info.revoked:
-            ctx.key = info
-            return "this API key was revoked; ask for a new key"
         ctx.key = info
+        if info.revoked:
+            ctx.auth = "revoked"
+            return "this API key was revoked; ask for a new key"
         return None
 
     @staticmethod
@@ -515,63 +586,112 @@ class Gateway:
                     out["max_output_tokens" if "input" in out and "messages" not in out else "max_tokens"] = rule.max_tokens
         return out
 
-    async def _forward(self, ctx: _ReqCtx, request: Request, forward: dict) -> Response:
-        assert self.client is not None
-        up_headers = {"content-type": _JSON, "accept": request.headers.get("accept", "*/*"),
-                      "x-request-id": ctx.request_id}
-        if self.upstream_api_key:
-            up_headers["authorization"] = "Bearer " + self.upstream_api_key
-        method = request.method
-        content = orjson.dumps(forward) if method == "POST" else None
-        stream = method == "POST" and forward.get("stream") is True
+    async def _forward(self, ctx: _ReqCtx, scope: dict, receive: Any, send: Any, forward: dict | None) -> None:
+        pool = self.pool
+        assert pool is not None, "the gateway is not started (use lifespan_context)"
+        accept = ctx.accept if ctx.accept is not None and _SAFE_HEADER(ctx.accept) else b"*/*"
+        headers = b"%sAccept: %s\r\nX-Request-Id: %s\r\n" % (self._up_headers, accept, ctx.request_id.encode())
+        stream = forward is not None and forward.get("stream") is True
+        content = orjson.dumps(forward) if forward is not None else None
+        ctx.forwarded = True
         t_up = time.perf_counter()
         try:
-            resp = await self.client.request(method, self.upstream + ctx.endpoint, data=content, headers=up_headers,
-                                             allow_redirects=False)
-            if not (stream and resp.status == 200):
-                try:
-                    raw = await resp.read()
-                finally:
-                    resp.release()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            resp = await pool.request(scope["method"], ctx.endpoint, content, headers, stream=stream)
+        except UpstreamTimeout:
             self.metrics.inc("upstream_errors_total", kind="timeout")
-            return self._refuse(ctx, _err(504, "the upstream model server timed out; retry later", "server_error",
-                                          "upstream_timeout"), "upstream_timeout")
-        except (aiohttp.ClientError, OSError):
+            return await self._refuse(ctx, send, 504, "the upstream model server timed out; retry later",
+                                      "server_error", "upstream_timeout", "upstream_timeout")
+        except UpstreamError:
             self.metrics.inc("upstream_errors_total", kind="connection")
-            return self._refuse(ctx, _err(502, "the upstream model server is unreachable; retry later",
-                                          "server_error", "upstream_unavailable"), "upstream_unavailable")
+            return await self._refuse(ctx, send, 502, "the upstream model server is unreachable; retry later",
+                                      "server_error", "upstream_unavailable", "upstream_unavailable")
         if stream and resp.status == 200:
-            return _SSEResponse(self, ctx, resp)
+            return await self._stream(ctx, receive, send, resp)
         ctx.upstream_ms = (time.perf_counter() - t_up) * 1000
+        raw = resp.body
         if resp.status >= 400:
-            return self._upstream_error(ctx, resp.status, raw, resp.headers)
+            return await self._upstream_error(ctx, send, resp.status, raw, resp.headers)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             parsed = None
-        out = Response(raw, status_code=resp.status, media_type=resp.headers.get("content-type", _JSON),
-                       headers={"x-request-id": ctx.request_id})
-        out.background = BackgroundTask(self._after, ctx, resp.status, parsed if isinstance(parsed, dict) else None)
-        return out
+        extra = [(b"x-request-id", ctx.request_id.encode())]
+        if "content-encoding" in resp.headers:
+            extra.append((b"content-encoding", resp.headers["content-encoding"].encode("latin-1")))
+        await _send(send, resp.status, raw, resp.headers.get("content-type", "application/json").encode("latin-1"),
+                    extra)
+        await self._after(ctx, resp.status, parsed if isinstance(parsed, dict) else None)
 
-    def _upstream_error(self, ctx: _ReqCtx, s: int, raw: bytes, up_headers: Any) -> Response:
+    async def _upstream_error(self, ctx: _ReqCtx, send: Any, s: int, raw: bytes, up_headers: dict) -> None:
         self.metrics.inc("upstream_errors_total", kind=str(s))
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        headers = {"x-request-id": ctx.request_id}
-        if "retry-after" in up_headers:
-            headers["Retry-After"] = up_headers["retry-after"][:32]
+        headers = [(b"x-request-id", ctx.request_id.encode())]
+        if "retry-after" in up_headers and _SAFE_HEADER(ra := up_headers["retry-after"][:32].encode("latin-1")):
+            headers.append((b"retry-after", ra))
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             e = body["error"]
-            out = _err(s, str(e.get("message", f"upstream error {s}"))[:2000], str(e.get("type", "upstream_error"))[:100],
-                       str(e.get("code", f"upstream_{s}"))[:100], headers)
+            error = {"message": str(e.get("message", f"upstream error {s}"))[:2000],
+                     "type": str(e.get("type", "upstream_error"))[:100], "code": str(e.get("code", f"upstream_{s}"))[:100],
+                     "param": None}
         else:
-            out = _err(s, f"the upstream model server answered HTTP {s}", "upstream_error", f"upstream_{s}", headers)
-        out.background = BackgroundTask(self._after, ctx, s, None, orjson.loads(out.body)["error"])
-        return out
+            error = {"message": f"the upstream model server answered HTTP {s}", "type": "upstream_error",
+                     "code": f"upstream_{s}", "param": None}
+        await _send(send, s, orjson.dumps({"error": error}), _CT_JSON, headers)
+        await self._after(ctx, s, None, error)
+
+    async def _stream(self, ctx: _ReqCtx, receive: Any, send: Any, up: UpstreamResponse) -> None:
+        """Pass the upstream's server-sent events through chunk by chunk; assemble the body for the log;
+        when the client goes away, close the upstream connection at once (which stops the generation)."""
+        asm = _StreamAssembler(ctx.endpoint)
+        task = asyncio.current_task()
+        state = {"done": False, "disconnected": False}
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if not state["done"]:
+                        state["disconnected"] = True
+                        if task is not None:
+                            task.cancel()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        error: dict | None = None
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", up.headers.get("content-type", "text/event-stream").encode("latin-1")),
+                (b"cache-control", b"no-cache"), (b"x-request-id", ctx.request_id.encode())]})
+            async for chunk in up.chunks():
+                asm.feed(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            state["done"] = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not state["disconnected"]:
+                raise
+        except UpstreamError:
+            error = {"message": "the upstream stream broke off", "type": "server_error", "code": "upstream_stream_error"}
+            self.metrics.inc("upstream_errors_total", kind="stream")
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            state["disconnected"] = True
+        finally:
+            state["done"] = True
+            watcher.cancel()
+            if state["disconnected"] or error is not None:
+                up.close()  # drop the connection: the upstream stops generating
+            else:
+                up.release()
+            extra: dict[str, Any] = {}
+            if state["disconnected"]:
+                self.metrics.inc("client_disconnects_total")
+                extra["client_disconnected"] = True
+            await self._after(ctx, 200, asm.body(), error, **extra)
 
     async def _after(self, ctx: _ReqCtx, status: int, response: dict | None, error: dict | None = None,
                      **extra: Any) -> None:
@@ -583,8 +703,8 @@ class Gateway:
         self.metrics.inc("requests_total", endpoint=ctx.endpoint, status=str(status))
         self.metrics.observe_latency(rec["latency_ms"])
         key = ctx.key
-        if key is None or key.revoked:
-            return
+        if key is None or ctx.auth is not None:
+            return  # refused at authentication (401): logged, never fed to the detector
         if self._need_tokens and isinstance(response, dict) and isinstance(response.get("usage"), dict):
             u = response["usage"]
             tokens = u.get("total_tokens")
@@ -595,13 +715,13 @@ class Gateway:
                 await self.state.add_tokens(key.api_key_id, key.account_id, ctx.clusters, tokens, now=ctx.ts)
             except StateBackendError:
                 self.metrics.inc("state_errors_total", fail_mode=self.policy.fail_mode)
-        try:
-            event = event_from_record(rec)
-        except RecordRejected:
-            return
         if self._det.thread is not None and self._det.thread.is_alive():
-            self._det.put(key.account_id, event)
+            self._det.put(key.account_id, rec)  # the worker flattens it (event_from_record) and detects
         else:  # no worker (stopped): detect inline
+            try:
+                event = event_from_record(rec)
+            except RecordRejected:
+                return
             await self._store_verdict(key.account_id, self.detector.process(event))
 
     async def drain(self) -> None:
@@ -793,8 +913,8 @@ class _DetectorWorker:
         self.gw.metrics.gauges["detector_queue_depth"] = lambda: float(len(self.q))
         self.gw.metrics.gauges["detector_errors"] = lambda: float(self.errors)
 
-    def put(self, account_id: str, event: dict) -> None:
-        self.q.append((account_id, event))
+    def put(self, account_id: str, record: dict) -> None:
+        self.q.append((account_id, record))
         self.enqueued += 1
         self.wake.set()
 
@@ -813,76 +933,17 @@ class _DetectorWorker:
             self.wake.wait(0.5)
             self.wake.clear()
             while q:
-                account_id, event = q.popleft()
+                account_id, record = q.popleft()
                 try:
-                    verdict = gw.detector.process(event)
+                    verdict = gw.detector.process(event_from_record(record))
                     change = gw._verdict_change(account_id, verdict)
                     if change is not None and self.loop is not None:
                         self.loop.call_soon_threadsafe(gw._schedule_store, account_id, verdict, *change)
+                except RecordRejected:
+                    pass
                 except Exception:  # noqa: BLE001 - a detector bug must not stop detection or serving
                     self.errors += 1
                 finally:
                     self.processed += 1
             if self._stop:
                 return
-
-
-class _SSEResponse(Response):
-    """Pass the upstream's server-sent events through chunk by chunk; assemble the body for the log;
-    when the client goes away, close the upstream stream at once (which cancels the generation)."""
-
-    def __init__(self, gw: Gateway, ctx: _ReqCtx, upstream: aiohttp.ClientResponse):
-        self.gw, self.ctx, self.up = gw, ctx, upstream
-        self.status_code = 200
-        self.background = None
-        self.body = b""
-        self.raw_headers = [(b"content-type", upstream.headers.get("content-type", "text/event-stream").encode()),
-                            (b"cache-control", b"no-cache"), (b"x-request-id", ctx.request_id.encode())]
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        asm = _StreamAssembler(self.ctx.endpoint)
-        task = asyncio.current_task()
-        state = {"done": False, "disconnected": False}
-
-        async def watch() -> None:
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    if not state["done"]:
-                        state["disconnected"] = True
-                        if task is not None:
-                            task.cancel()
-                    return
-
-        watcher = asyncio.ensure_future(watch())
-        error: dict | None = None
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.up.content.iter_any():
-                asm.feed(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            state["done"] = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not state["disconnected"]:
-                raise
-        except OSError:
-            state["disconnected"] = True
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            error = {"message": "the upstream stream broke off", "type": "server_error", "code": "upstream_stream_error"}
-            self.gw.metrics.inc("upstream_errors_total", kind="stream")
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            state["done"] = True
-            watcher.cancel()
-            if state["disconnected"] or error is not None:
-                self.up.close()  # drop the connection: the upstream stops generating
-            else:
-                self.up.release()
-            self.ctx.upstream_ms = None
-            extra: dict[str, Any] = {}
-            if state["disconnected"]:
-                self.gw.metrics.inc("client_disconnects_total")
-                extra["client_disconnected"] = True
-            await self.gw._after(self.ctx, 200, asm.body(), error, **extra)

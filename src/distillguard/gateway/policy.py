@@ -16,6 +16,8 @@ A policy file is YAML (``.yaml``/``.yml``) or TOML (``.toml``)::
       account: {requests_per_day: 100000, tokens_per_day: 20000000}
       cluster: {requests_per_minute: 600, tokens_per_day: 50000000}
     strip_request_fields: [watermark, disable_watermark, distillguard, no_log]
+    watermark_key_id: wk-2026-11   # the upstream watermarks with this key: every record it answered
+                                   # carries it (or per model: {"model-a": wk-a, "*": wk-default})
 
 Actions: ``shadow`` (log only), ``throttle`` (429 + Retry-After), ``strip_logprobs``, ``cap``
 (``max_n``, ``max_tokens``, optional ``strip_logprobs``), ``block`` (403).
@@ -90,6 +92,7 @@ class Policy:
     allow_accounts: frozenset[str] = frozenset()
     allow_key_ids: frozenset[str] = frozenset()
     strip_request_fields: tuple[str, ...] = DEFAULT_STRIP
+    watermark_key_id: str | dict[str, str] | None = None
 
     def match(self, *, score: float, flagged: bool) -> Rule | None:
         for r in self.rules:
@@ -111,6 +114,7 @@ class Policy:
             "quotas": {s: {k: v for k, v in q.__dict__.items() if v} for s, q in self.quotas.items()},
             "allowlist": {"accounts": sorted(self.allow_accounts), "api_key_ids": sorted(self.allow_key_ids)},
             "strip_request_fields": list(self.strip_request_fields),
+            **({"watermark_key_id": self.watermark_key_id} if self.watermark_key_id else {}),
         }
 
     @classmethod
@@ -119,7 +123,7 @@ class Policy:
         if not isinstance(d, dict):
             raise ConfigError("a policy must be a mapping (YAML/TOML table) at the top level")
         known = {"mode", "fail_mode", "max_body_bytes", "upstream_timeout_s", "rules", "quotas", "allowlist",
-                 "strip_request_fields"}
+                 "strip_request_fields", "watermark_key_id"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown policy keys {sorted(unknown)}; allowed: {sorted(known)}")
@@ -152,11 +156,17 @@ class Policy:
         mbb = d.get("max_body_bytes", 1 << 20)
         if not isinstance(mbb, int) or mbb <= 0:
             raise ConfigError("max_body_bytes must be a positive integer")
+        wk = d.get("watermark_key_id")
+        if wk is not None and not (isinstance(wk, str) and wk) and not (
+                isinstance(wk, dict) and wk and all(isinstance(k, str) and isinstance(v, str) and v for k, v in wk.items())):
+            raise ConfigError("watermark_key_id must be a key id (string) or a mapping of model name to key id "
+                              "('*' for every other model)")
         return cls(
             mode=mode, fail_mode=fail_mode, max_body_bytes=mbb,
             upstream_timeout_s=float(d.get("upstream_timeout_s", 120.0)), rules=tuple(rules), quotas=quotas,
             allow_accounts=frozenset(allow.get("accounts") or ()), allow_key_ids=frozenset(allow.get("api_key_ids") or ()),
             strip_request_fields=tuple(d.get("strip_request_fields", DEFAULT_STRIP)),
+            watermark_key_id=wk or None,
         )
 
 
