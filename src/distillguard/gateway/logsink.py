@@ -1,7 +1,9 @@
 """The traffic-log writer: records batched off the request path, flushed at a bounded interval.
 
-``put(record)`` only appends to a deque (thread-safe, no I/O, no encoding). A writer thread wakes
-every ``flush_interval_s``, encodes the batch with orjson and writes it with one ``write`` call to
+``put(record)`` encodes the record with orjson (a few microseconds, on the caller's thread, so that
+the writer thread never holds the GIL for long while the event loop waits for it) and appends the
+bytes to a deque (thread-safe, no I/O). A writer thread wakes every ``flush_interval_s``, joins the
+batch and writes it with one ``write`` call (which releases the GIL) to
 the current ``*.jsonl`` file; once written, a record survives a ``kill -9`` of the process (it sits in
 the kernel's page cache), so at most one interval of records is lost. ``fsync=True`` also protects
 against a machine crash, at a cost per flush.
@@ -76,7 +78,12 @@ class LogSink:
         return self
 
     def put(self, record: dict) -> None:
-        self._q.append(record)
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # a value orjson cannot encode: written as its str(), counted
+            self.errors += 1
+            line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+        self._q.append(line)
 
     def _open(self) -> None:
         self._seq += 1
@@ -109,16 +116,7 @@ class LogSink:
                 self._rotate()
             return
         popleft = self._q.popleft
-        dumps = orjson.dumps
-        parts = []
-        for _ in range(n):
-            rec = popleft()
-            try:
-                parts.append(dumps(rec, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
-            except TypeError:
-                self.errors += 1
-                parts.append(dumps(rec, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
-        data = b"".join(parts)
+        data = b"".join([popleft() for _ in range(n)])
         if self._fd is None:
             self._open()
         assert self._fd is not None
