@@ -62,7 +62,7 @@ def run_replay(
         model = ScoreModel.load(model)
     work = Path(tempfile.mkdtemp(prefix="distillguard-replay-"))
     try:
-        store = EventStore(work / "work.duckdb", memory_limit="3GB")
+        store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
         with RejectWriter(out / "rejected.jsonl") as rej:
             reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=SCAN_CHARS, keep_response_text=False)
             for batch in reader.iter_batches(list(paths)):

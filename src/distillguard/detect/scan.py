@@ -90,7 +90,7 @@ def run_scan(
     work = Path(tempfile.mkdtemp(prefix="distillguard-scan-"))
     timings: dict[str, float] = {}
     try:
-        store = EventStore(work / "work.duckdb", memory_limit=memory_limit)
+        store = EventStore(":memory:", memory_limit=memory_limit, temp_directory=work)  # spills to `work` past the limit
         con = store.con
         with RejectWriter(out / "rejected.jsonl") as rej:
             t = time.perf_counter()

@@ -57,7 +57,7 @@ def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path |
     for logs, acc, lab in _sources(traffic, labels, accounts):
         work = Path(tempfile.mkdtemp(prefix="distillguard-train-"))
         try:
-            store = EventStore(work / "w.duckdb", memory_limit="3GB")
+            store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
             with RejectWriter(work / "rejected.jsonl") as rej:
                 load_into(store, logs, rej, accounts=acc)
             an = analyse(store.con, has_accounts=acc is not None)

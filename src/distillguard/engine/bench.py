@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="distillguard-bench-"))
     try:
-        store = EventStore(work / "work.duckdb", memory_limit="3GB")
+        store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
         t = time.perf_counter()
         with RejectWriter(work / "rejected.jsonl") as rej:
             reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=SCAN_CHARS, keep_response_text=False)

@@ -1,20 +1,24 @@
 """Read a (compressed) JSON Lines file as Arrow arrays of lines, in bounded memory.
 
 The file is read in chunks of ``chunk_bytes``; each chunk is split on ``\\n`` with numpy and becomes a
-zero-copy Arrow string array, so no Python loop runs per line. Lines that are not valid UTF-8 are
-found only when a chunk fails validation (rare) and are reported by line number.
+zero-copy Arrow string array whose values keep their ``\n``, so no Python loop runs per line. Lines
+that are not valid UTF-8 are found only when a chunk fails validation (rare) and are reported by
+line number. Reading and splitting run one chunk ahead on a thread (gzip through ``isal`` when it is
+installed, about 2.5x faster than ``gzip``), so they overlap with the normalisation of the last chunk.
 
 >>> import tempfile, os
 >>> p = os.path.join(tempfile.mkdtemp(), "t.jsonl")
 >>> _ = open(p, "wb").write(b'{"a": 1}\\n\\n{"a": 2}\\n')
 >>> [(b.first_line, b.lines.to_pylist()) for b in iter_line_chunks(p)]
-[(1, ['{"a": 1}', None, '{"a": 2}'])]
+[(1, ['{"a": 1}\\n', None, '{"a": 2}\\n'])]
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -50,7 +54,12 @@ def open_binary(path: str | Path) -> BinaryIO:
         raise InputError(f"cannot read {p}: {e.strerror or e}. Check the path and permissions.") from e
     magic = raw.peek(4)[:4] if hasattr(raw, "peek") else b""
     if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        try:
+            from isal import igzip
+
+            return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        except ImportError:  # pragma: no cover - isal is a dependency; plain gzip still works
+            return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
         import zstandard
 
@@ -58,38 +67,31 @@ def open_binary(path: str | Path) -> BinaryIO:
     return raw
 
 
-def _split(buf: bytes, first_line: int) -> LineChunk:
+def _split(buf: bytes | memoryview, first_line: int) -> LineChunk:
+    """Split ``buf`` into lines without copying it: each line keeps its ``\n`` (JSON allows trailing
+    white space), so the Arrow offsets are just the newline positions and the values are ``buf``."""
     data = np.frombuffer(buf, dtype=np.uint8)
     nl = np.flatnonzero(data == 10)
-    # A final line without a newline ends at len(buf).
-    ends = nl if (len(buf) and buf[-1:] == b"\n") else np.append(nl, len(buf))
-    starts = np.empty_like(ends)
-    starts[:1] = 0
-    starts[1:] = ends[:-1] + 1
-    # Drop a trailing \r (CRLF files) from each line end.
-    has_cr = np.zeros(len(ends), dtype=bool)
-    nonempty = ends > starts
-    has_cr[nonempty] = data[ends[nonempty] - 1] == 13
-    ends = ends - has_cr
-    # Empty lines are null; anything else (even white space alone) is a line to validate.
-    lengths = ends - starts
-    blank = lengths == 0
+    ends = nl + 1
+    open_end = len(data) > 0 and data[-1] != 10
+    if open_end:
+        ends = np.append(ends, len(data))  # a final line without a newline
     offsets = np.empty(len(ends) + 1, dtype=np.int64)
     offsets[0] = 0
-    # Build a contiguous value buffer by gathering the line bytes: lines are contiguous in buf except
-    # for the separators, so take the slices with a mask.
-    mask = np.ones(len(buf), dtype=bool)
-    mask[nl] = False
-    cr_pos = ends[has_cr]
-    mask[cr_pos] = False
-    values = data[mask]
-    np.cumsum(lengths, out=offsets[1:])
+    offsets[1:] = ends
+    lengths = np.diff(offsets)
+    # Empty lines ("\n" or "\r\n") are null; anything else (even white space alone) is a line to validate.
+    blank = lengths == 1
+    two = np.flatnonzero(lengths == 2)
+    blank[two] = (data[offsets[two]] == 13) & (data[offsets[two] + 1] == 10)
+    if open_end:
+        blank[-1] = False
     validity = ~blank
     n = len(ends)
     arr = pa.Array.from_buffers(
         pa.large_binary(),
         n,
-        [pa.py_buffer(np.packbits(validity, bitorder="little")), pa.py_buffer(offsets), pa.py_buffer(values)],
+        [pa.py_buffer(np.packbits(validity, bitorder="little")), pa.py_buffer(offsets), pa.py_buffer(buf)],
     )
     bad: list[tuple[int, bytes]] = []
     try:
@@ -104,17 +106,59 @@ def _split(buf: bytes, first_line: int) -> LineChunk:
             try:
                 out.append(b.decode("utf-8"))
             except UnicodeDecodeError:
-                bad.append((first_line + i, b))
+                bad.append((first_line + i, b.rstrip(b"\r\n")))
                 out.append(None)
         lines = pa.array(out, type=pa.large_string())
     return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(buf))
 
 
-def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[LineChunk]:
+def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, prefetch: bool = True) -> Iterator[LineChunk]:
     """Yield :class:`LineChunk` s covering every line of ``path`` in order.
 
-    A line longer than ``chunk_bytes`` is kept whole (the chunk grows to hold it).
+    A line longer than ``chunk_bytes`` is kept whole (the chunk grows to hold it). With ``prefetch``
+    the next chunk is read and split on a thread while the caller works on the current one; an
+    error on that thread (a truncated gzip) reaches the caller after every chunk before it.
     """
+    if not prefetch:
+        yield from _line_chunks(path, chunk_bytes)
+        return
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in _line_chunks(path, chunk_bytes):
+                while not stop.is_set():
+                    try:
+                        q.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+
+    t = threading.Thread(target=produce, name="distillguard-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+_DONE = object()
+
+
+def _line_chunks(path: str | Path, chunk_bytes: int) -> Iterator[LineChunk]:
     line_no = 1
     carry = b""
     with open_binary(path) as f:
@@ -135,7 +179,7 @@ def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
                 carry = buf
                 continue
             carry = buf[cut + 1 :]
-            chunk = _split(buf[: cut + 1], line_no)
+            chunk = _split(memoryview(buf)[: cut + 1], line_no)
             line_no += len(chunk.lines)
             yield chunk
     if carry:

@@ -68,15 +68,20 @@ def _wrong_type(name: str, x: str) -> str:
     return f"'field ''{name}'' has wrong type: ' || {_tname(x)}"
 
 
-def _reason_sql() -> str:
-    """CASE expression giving the first reason a record is invalid, in the order of ``schema.validate_record``."""
+def _reason_sql(fast: bool = False) -> str:
+    """CASE expression giving the first reason a record is invalid, in the order of ``schema.validate_record``.
+
+    ``fast``: for rows of the fast path, which only takes JSON objects whose ``request`` is an object
+    with a ``messages`` array and whose ``response`` is absent or an object; the checks those
+    guarantee are left out.
+    """
     any_missing = " OR ".join(f"t[{_TOP.index(n) + 1}] IS NULL" for n in ("request_id", "timestamp", "account_id", "endpoint", "request"))
-    checks = [
-        ("t IS NULL", "'line is not valid JSON'"),
+    checks = []
+    if not fast:
+        checks.append(("t IS NULL", "'line is not valid JSON'"))
         # only rows that miss a required field pay for a second parse to tell "not an object" apart
-        (f"({any_missing}) AND json_type(line) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("line")),
-    ]
-    for name in ["request_id", "timestamp", "account_id", "endpoint", "request"]:
+        checks.append((f"({any_missing}) AND json_type(line) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("line")))
+    for name in ["request_id", "timestamp", "account_id", "endpoint"] + ([] if fast else ["request"]):
         checks.append((_missing(f"t[{_TOP.index(name) + 1}]"), f"'missing required field ''{name}'''"))
     for name in ["request_id", "account_id", "endpoint"]:
         x = f"t[{_TOP.index(name) + 1}]"
@@ -86,7 +91,8 @@ def _reason_sql() -> str:
     checks.append((f"json_type({ts}) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("timestamp", ts)))
     checks.append(("ts IS NULL", f"'field ''timestamp'' is not RFC 3339: ' || left({ts}->>'$', 40)"))
     req = f"t[{_TOP.index('request') + 1}]"
-    checks.append((f"NOT {_is(req, 'OBJECT')}", _wrong_type("request", req)))
+    if not fast:
+        checks.append((f"NOT {_is(req, 'OBJECT')}", _wrong_type("request", req)))
     for name in ["api_key_id", "end_user", "client_ip", "user_agent", "batch_id"]:
         x = f"t[{_TOP.index(name) + 1}]"
         checks.append((f"NOT {_missing(x)} AND NOT {_is(x, 'VARCHAR')}", _wrong_type(name, x)))
@@ -94,27 +100,29 @@ def _reason_sql() -> str:
     checks.append((f"NOT {_missing(sc)} AND json_type({sc}) NOT IN ('BIGINT', 'UBIGINT')", _wrong_type("status_code", sc)))
     lat = f"t[{_TOP.index('latency_ms') + 1}]"
     checks.append((f"NOT {_missing(lat)} AND json_type({lat}) NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("latency_ms", lat)))
-    resp = f"t[{_TOP.index('response') + 1}]"
-    checks.append((f"NOT {_missing(resp)} AND NOT {_is(resp, 'OBJECT')}", _wrong_type("response", resp)))
-    checks.append(("NOT msgs_ok", _wrong_type("request.messages", f"json_extract({req}, '$.messages')")))
+    if not fast:
+        resp = f"t[{_TOP.index('response') + 1}]"
+        checks.append((f"NOT {_missing(resp)} AND NOT {_is(resp, 'OBJECT')}", _wrong_type("response", resp)))
+        checks.append(("NOT msgs_ok", _wrong_type("request.messages", f"json_extract({req}, '$.messages')")))
     return "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r in checks) + " END"
 
 
-def normalize_sql(source: str = "lines") -> str:
-    """SQL selecting ``line_no, reason, <event columns>`` from relation ``source``."""
-    T = {n: f"t[{i + 1}]" for i, n in enumerate(_TOP)}
-    R = {n: f"r[{i + 1}]" for i, n in enumerate(_REQ)}
+T = {n: f"t[{i + 1}]" for i, n in enumerate(_TOP)}
+R = {n: f"r[{i + 1}]" for i, n in enumerate(_REQ)}
+_TS = (
+    f"CASE WHEN json_type({T['timestamp']}) = 'VARCHAR' THEN epoch(TRY_CAST(trim({T['timestamp']}->>'$') AS TIMESTAMPTZ)) "
+    f"WHEN json_type({T['timestamp']}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST({T['timestamp']}::VARCHAR AS DOUBLE) END"
+)
+
+
+def normalize_sql(source: str = "lines", *, with_text: bool = True) -> str:
+    """SQL selecting ``line_no, line, reason, <event columns>`` from relation ``source`` (every row)."""
     usage = f"json_extract({T['response']}, ['$.usage.prompt_tokens', '$.usage.input_tokens', '$.usage.completion_tokens', '$.usage.output_tokens', '$.usage.completion_tokens_details.reasoning_tokens', '$.usage.output_tokens_details.reasoning_tokens', '$.choices[0].finish_reason', '$.choices[0].message.content', '$.choices[0].text', '$.output_text', '$.choices[0]'])"
-    ts_expr = (
-        f"CASE WHEN json_type({T['timestamp']}) = 'VARCHAR' THEN epoch(TRY_CAST(trim({T['timestamp']}->>'$') AS TIMESTAMPTZ)) "
-        f"WHEN json_type({T['timestamp']}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST({T['timestamp']}::VARCHAR AS DOUBLE) END"
-    )
     # Messages: chat `messages`, or Responses-API `input` given as a list of message objects.
     msgs_json = (
         f"CASE WHEN {_is(R['messages'], 'ARRAY')} THEN {R['messages']} "
         f"WHEN {_missing(R['messages'])} AND {_is(R['input'], 'ARRAY')} AND json_type({R['input']}, '$[0]') = 'OBJECT' THEN {R['input']} END"
     )
-    effort = f"coalesce({_str(R['reasoning_effort'])}, CASE WHEN {_is(R['reasoning'], 'OBJECT')} THEN {_str('json_extract(' + R['reasoning'] + ', ' + chr(39) + '$.effort' + chr(39) + ')')} END)"
     return f"""
 WITH b AS (
   -- one parse of the whole line; NULL when it is not valid JSON
@@ -123,7 +131,7 @@ WITH b AS (
 ), c AS (
   SELECT *,
          CASE WHEN json_type(t[{_TOP.index('request') + 1}]) = 'OBJECT' THEN json_extract(t[{_TOP.index('request') + 1}], {_paths(_REQ)}) END AS r,
-         {ts_expr} AS ts
+         {_TS} AS ts
   FROM b
 ), d AS (
   SELECT *,
@@ -141,9 +149,23 @@ WITH b AS (
          list_filter(ms, lambda m: m.role = 'user') AS mu
   FROM d
 )
+
+{_select(fast=False, with_text=with_text)}"""
+
+
+def _select(*, fast: bool, with_text: bool) -> str:
+    """The final SELECT over CTE ``e`` (columns t, r, ts, ms, mo, mu, u, sp; and line unless ``fast``)."""
+    effort = f"coalesce({_str(R['reasoning_effort'])}, CASE WHEN {_is(R['reasoning'], 'OBJECT')} THEN {_str('json_extract(' + R['reasoning'] + ', ' + chr(39) + '$.effort' + chr(39) + ')')} END)"
+    response_text = (
+        f"""CASE WHEN json_type(u[11]) = 'OBJECT' AND json_type(u[11], '$.message') = 'OBJECT' THEN {_text('u[8]')}
+            WHEN json_type(u[11]) = 'OBJECT' THEN {_str('u[9]')}
+            WHEN u[11] IS NULL THEN {_str('u[10]')} END"""
+        if with_text else "NULL::VARCHAR"
+    )
+    return f"""
 SELECT line_no,
-       line,
-       {_reason_sql()} AS reason,
+       {'' if fast else 'line,'}
+       {_reason_sql(fast)} AS reason,
        {T['request_id']}->>'$' AS request_id,
        ts,
        {T['account_id']}->>'$' AS account_id,
@@ -187,11 +209,68 @@ SELECT line_no,
        coalesce({_int('u[3]')}, {_int('u[4]')}) AS completion_tokens,
        coalesce({_int('u[5]')}, {_int('u[6]')}) AS reasoning_tokens,
        {_str('u[7]')} AS finish_reason,
-       CASE WHEN json_type(u[11]) = 'OBJECT' AND json_type(u[11], '$.message') = 'OBJECT' THEN {_text('u[8]')}
-            WHEN json_type(u[11]) = 'OBJECT' THEN {_str('u[9]')}
-            WHEN u[11] IS NULL THEN {_str('u[10]')} END AS response_text
+       {response_text} AS response_text
 FROM e
 """
+
+
+def _json_struct() -> str:
+    """The ``json_transform`` structure of the fast path: every leaf JSON (so types are checked exactly
+    as on the slow path) except the nesting of ``request``, its ``messages`` and ``response``."""
+    import json
+
+    req = {n: "JSON" for n in _REQ}
+    req["messages"] = [{"role": "JSON", "content": "JSON"}]
+    top: dict = {n: "JSON" for n in _TOP}
+    top["request"] = req
+    top["response"] = {
+        "usage": {
+            "prompt_tokens": "JSON", "input_tokens": "JSON", "completion_tokens": "JSON", "output_tokens": "JSON",
+            "completion_tokens_details": {"reasoning_tokens": "JSON"}, "output_tokens_details": {"reasoning_tokens": "JSON"},
+        },
+        "choices": [{"finish_reason": "JSON"}],
+        "output_text": "JSON",
+    }  # fmt: skip
+    return json.dumps(top, separators=(",", ":"))
+
+
+def fast_normalize_sql(source: str = "lines") -> str:
+    """SQL for the fast path: one ``json_transform`` parse per line instead of one parse per nesting level.
+
+    Selects ``line_no, fast, reason, <event columns>`` for every row of ``source``; rows with ``fast``
+    false (not valid JSON, not an object, no ``messages`` array, a ``response`` that is not an object,
+    ...) have NULL columns and must go through :func:`normalize_sql`, which handles every shape and
+    words every rejection. Rows with ``fast`` true give exactly what :func:`normalize_sql` gives them
+    (``tests/ingest/test_normalize_fast.py`` checks this on every example and on random mutations),
+    except ``response_text``, which is NULL: the fast path is for scans, which do not keep it.
+    """
+    t_list = "[" + ", ".join("NULL::JSON" if n in ("request", "response") else f"s.{n}" for n in _TOP) + "]"
+    r_list = "[" + ", ".join("'[]'::JSON" if n == "messages" else f"s.request.{n}" for n in _REQ) + "]"
+    u_list = (
+        "[s.response.usage.prompt_tokens, s.response.usage.input_tokens, s.response.usage.completion_tokens, "
+        "s.response.usage.output_tokens, s.response.usage.completion_tokens_details.reasoning_tokens, "
+        "s.response.usage.output_tokens_details.reasoning_tokens, s.response.choices[1].finish_reason, "
+        "NULL::JSON, NULL::JSON, NULL::JSON, NULL::JSON]"
+    )
+    eligible = (
+        "s IS NOT NULL AND s.request.messages IS NOT NULL AND (s.response IS NULL OR s.response.usage IS NOT NULL "
+        "OR s.response.choices IS NOT NULL OR s.response.output_text IS NOT NULL)"
+    )
+    return f"""
+WITH a AS (
+  SELECT line_no, try(json_transform(line, '{_json_struct()}')) AS s FROM {source}
+), b AS (
+  SELECT line_no, ({eligible}) AS fast, CASE WHEN {eligible} THEN s END AS s FROM a
+), c AS (
+  SELECT line_no, fast, {t_list} AS t, {r_list} AS r,
+         list_transform(s.request.messages, lambda m: {{'role': CASE WHEN json_type(m.role) = 'VARCHAR' THEN m.role->>'$' END,
+                                                        'text': {_text("m.content")}}}) AS ms,
+         {u_list} AS u, NULL::JSON AS sp
+  FROM b
+), e AS (
+  SELECT *, {_TS} AS ts, ms AS mo, list_filter(ms, lambda m: m.role = 'user') AS mu FROM c
+)
+{_select(fast=True, with_text=False).replace("SELECT line_no,", "SELECT line_no, coalesce(fast, false) AS fast,", 1)}"""
 
 
 EVENT_SELECT = ", ".join(EVENT_COLUMNS)

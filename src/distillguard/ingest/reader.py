@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from distillguard.errors import InputError
 from distillguard.ingest.lines import LineChunk, iter_line_chunks, open_binary
-from distillguard.ingest.normalize import normalize_sql
+from distillguard.ingest.normalize import fast_normalize_sql, normalize_sql
 from distillguard.ingest.rejects import RejectWriter
 from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA
 
@@ -43,9 +43,12 @@ class IngestStats:
     per_file: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def connect(database: str = ":memory:", *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection set up for distillguard (UTC, bounded memory)."""
+def connect(database: str = ":memory:", *, memory_limit: str | None = None,
+            temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up for distillguard (UTC, bounded memory, spilling to ``temp_directory``)."""
     con = duckdb.connect(database)
+    if temp_directory is not None:
+        con.execute(f"SET temp_directory = '{str(temp_directory).replace(chr(39), chr(39) * 2)}'")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # distillguard draws its own progress bars
     if memory_limit:
@@ -86,6 +89,12 @@ def sniff_format(path: Path) -> str:
     return "traffic"
 
 
+def _lines_at(lines: pa.Table, line_no: pa.ChunkedArray) -> list[str]:
+    """The raw text of the given line numbers (for reject records)."""
+    idx = pa.compute.index_in(line_no, value_set=lines.column("line_no").combine_chunks())
+    return [x.rstrip("\r\n") for x in lines.column("line").take(idx).to_pylist()]
+
+
 class EventReader:
     """Turns log files into batches of events (:data:`EVENT_SCHEMA` plus ``_src`` and ``_line``).
 
@@ -104,7 +113,7 @@ class EventReader:
         rejects: RejectWriter,
         con: duckdb.DuckDBPyConnection | None = None,
         fmt: str = "auto",
-        chunk_bytes: int = 32 * 1024 * 1024,
+        chunk_bytes: int = 64 * 1024 * 1024,
         prompt_max_chars: int | None = None,
         keep_response_text: bool = True,
         on_progress: Callable[[int], None] | None = None,
@@ -123,7 +132,9 @@ class EventReader:
         self.batch_input = batch_input
         self.batch_account = batch_account
         self.stats = IngestStats()
-        self._sql = normalize_sql("_dg_lines")
+        self._sql = normalize_sql("_dg_lines", with_text=keep_response_text)
+        # Without response text, most lines take the single-parse fast path (see fast_normalize_sql).
+        self._fast_sql = None if keep_response_text else fast_normalize_sql("_dg_lines")
 
     # -- line sources -----------------------------------------------------------------------
     def _chunks(self, path: Path, fmt: str) -> Iterator[LineChunk]:
@@ -172,18 +183,19 @@ class EventReader:
         import numpy as np
 
         line_no = pa.array(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.int64))
-        _dg_lines = pa.table({"line_no": line_no, "line": chunk.lines}).filter(pa.compute.is_valid(chunk.lines))  # noqa: F841
-        self.con.register("_dg_lines", _dg_lines)
-        try:
-            result = self.con.sql(self._sql).to_arrow_table()
-        finally:
-            self.con.unregister("_dg_lines")
+        lines = pa.table({"line_no": line_no, "line": chunk.lines}).filter(pa.compute.is_valid(chunk.lines))
+        # DuckDB scans an Arrow table in parallel by record batch: hand it many small ones.
+        lines = pa.Table.from_batches(lines.to_batches(max_chunksize=2048), schema=lines.schema)
+        result = self._normalise_lines(lines)
         reason = result.column("reason")
         bad_mask = pa.compute.is_valid(reason)
         n_bad = pa.compute.sum(bad_mask).as_py() or 0
         if n_bad:
-            bad = result.filter(bad_mask).select(["line_no", "reason", "line"]).to_pylist()
-            self.rejects.write_many((source, r["line_no"], r["reason"], r["line"]) for r in bad)
+            bad = result.filter(bad_mask).select(["line_no", "reason"])
+            raw = _lines_at(lines, bad.column("line_no"))
+            self.rejects.write_many(
+                (source, ln, why, text) for ln, why, text in zip(bad.column("line_no").to_pylist(), bad.column("reason").to_pylist(), raw)
+            )
             self.stats.rejected += n_bad
             file_stats["rejected"] += n_bad
         good = result.filter(pa.compute.invert(bad_mask)) if n_bad else result
@@ -202,3 +214,25 @@ class EventReader:
             self.on_progress(chunk.nbytes)
         if events.num_rows:
             yield events
+
+    def _run(self, sql: str, lines: pa.Table) -> pa.Table:
+        self.con.register("_dg_lines", lines)
+        try:
+            return self.con.sql(sql).to_arrow_table()
+        finally:
+            self.con.unregister("_dg_lines")
+
+    def _normalise_lines(self, lines: pa.Table) -> pa.Table:
+        """``line_no, reason, <event columns>`` for every line, in line order."""
+        if self._fast_sql is None:
+            return self._run(self._sql, lines).drop_columns(["line"])
+        fast = self._run(self._fast_sql, lines)
+        is_fast = fast.column("fast")
+        n_fast = pa.compute.sum(is_fast).as_py() or 0
+        fast = fast.drop_columns(["fast"])
+        if n_fast == fast.num_rows:
+            return fast
+        slow_lines = lines.filter(pa.compute.invert(is_fast))  # same row order as `fast`
+        slow = self._run(self._sql, slow_lines).drop_columns(["line"])
+        both = pa.concat_tables([fast.filter(is_fast), slow.cast(fast.schema)])
+        return both.take(pa.compute.sort_indices(both.column("line_no")))

@@ -41,10 +41,11 @@ class EventStore:
     0
     """
 
-    def __init__(self, database: str | Path = ":memory:", *, memory_limit: str | None = None):
+    def __init__(self, database: str | Path = ":memory:", *, memory_limit: str | None = None,
+                 temp_directory: str | Path | None = None):
         self.database = str(database)
         try:
-            self.con: duckdb.DuckDBPyConnection = connect(self.database, memory_limit=memory_limit)
+            self.con: duckdb.DuckDBPyConnection = connect(self.database, memory_limit=memory_limit, temp_directory=temp_directory)
         except duckdb.Error as e:
             raise InputError(f"cannot open the DuckDB store {self.database}: {e}") from e
         self.con.execute(events_ddl())
