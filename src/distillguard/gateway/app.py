@@ -47,7 +47,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from distillguard.errors import ConfigError, RecordRejected, StateBackendError
-from distillguard.gateway.keys import KeyInfo, KeyStore
+from distillguard.gateway.keys import UNAUTHENTICATED, KeyInfo, KeyStore, hash_key
 from distillguard.gateway.logsink import LogSink
 from distillguard.gateway.metrics import Metrics
 from distillguard.gateway.policy import Policy, Rule, parse_policy_text
@@ -59,7 +59,6 @@ __all__ = ["Gateway", "load_accounts", "load_detector", "payment_clusters"]
 
 POST_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings")
 _POST_SET = frozenset(POST_ENDPOINTS)
-UNAUTHENTICATED = "unauthenticated"
 _JSON = "application/json"
 _CT_JSON = b"application/json"
 _GENERATING = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/responses"))
@@ -87,26 +86,34 @@ def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
 
+class _FirstReject:
+    """Collects what ``distillguard.ingest``'s loaders reject (the ``RejectWriter`` interface)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.first: tuple[int | None, str] | None = None
+
+    def write(self, source: str, line: int | None, reason: str, raw: object) -> None:
+        self.total += 1
+        if self.first is None:
+            self.first = (line, reason)
+
+
 def load_accounts(path: str | Path | None) -> dict[str, dict]:
-    """Read the optional account file (contracts §1) into ``{account_id: row}``."""
+    """The account file (contracts §1) as ``{account_id: row}``, read by ``distillguard.ingest`` (the
+    same validation and types as ``scan`` and ``replay``: ``created_at`` in Unix seconds). A bad line
+    stops the start with a :class:`ConfigError` naming it, rather than being skipped silently."""
     if not path:
         return {}
-    out: dict[str, dict] = {}
-    p = Path(path)
-    try:
-        lines = p.read_bytes().splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read accounts file {p}: {e.strerror}") from None
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise ConfigError(f"{p}:{no}: not JSON; the accounts file is JSON Lines with account_id") from None
-        if isinstance(row, dict) and isinstance(row.get("account_id"), str):
-            out[row["account_id"]] = row
-    return out
+    from distillguard.ingest.accounts import load_accounts as _ingest_accounts
+
+    rej = _FirstReject()
+    table = _ingest_accounts(path, rejects=rej)
+    if rej.first is not None:
+        line, reason = rej.first
+        raise ConfigError(f"{path}:{line}: {reason} ({rej.total} bad line(s) in all); fix the account file "
+                          "(JSON Lines with account_id, contracts §1) or leave out --accounts")
+    return {r["account_id"]: r for r in table.to_pylist()}
 
 
 def payment_clusters(accounts: dict[str, dict]) -> dict[str, str]:
@@ -822,10 +829,11 @@ class Gateway:
         if not isinstance(aid, str) or not aid:
             return _err(400, "give 'account_id' (and optionally 'api_key_id')", "invalid_request_error", "missing_field")
         kid = data.get("api_key_id") if isinstance(data.get("api_key_id"), str) else None
-        key, info = self.keys.create(account_id=aid, api_key_id=kid)
         try:
-            from distillguard.gateway.keys import hash_key
-
+            key, info = self.keys.create(account_id=aid, api_key_id=kid)
+        except ConfigError as e:
+            return _err(400, str(e), "invalid_request_error", "invalid_field")
+        try:
             await self.state.publish_key(hash_key(key), aid, info.api_key_id)
         except StateBackendError as e:
             return _err(503, f"key created on this gateway only: {e}", "server_error", "state_unavailable")

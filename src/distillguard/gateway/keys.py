@@ -21,7 +21,10 @@ import orjson
 
 from distillguard.errors import ConfigError
 
-__all__ = ["KeyInfo", "KeyStore", "hash_key"]
+__all__ = ["UNAUTHENTICATED", "KeyInfo", "KeyStore", "hash_key"]
+
+#: the ``account_id`` of log records refused at authentication without a known key; no key may use it
+UNAUTHENTICATED = "unauthenticated"
 
 
 def hash_key(api_key: str) -> str:
@@ -51,6 +54,9 @@ class KeyStore:
     def add(self, *, api_key: str, account_id: str, api_key_id: str | None = None) -> KeyInfo:
         if not api_key or not account_id:
             raise ConfigError("a key needs a non-empty 'api_key' and 'account_id'")
+        if account_id == UNAUTHENTICATED:
+            raise ConfigError(f"account_id {UNAUTHENTICATED!r} is reserved for requests without a valid key; "
+                              "choose another account id")
         h = hash_key(api_key)
         info = KeyInfo(account_id=account_id, api_key_id=api_key_id or "key_" + h[:12])
         self._by_hash[h] = info
