@@ -40,7 +40,8 @@ def records(d: Path) -> list[dict]:
 
 def test_hooks_log_detect_and_refuse(tmp_path):
     h = DistillguardLiteLLM(log_dir=str(tmp_path), detector=FlagAfterK(k=2),
-                            policy=Policy.from_dict({"rules": [{"flagged": True, "action": "block"}]}))
+                            policy=Policy.from_dict({"rules": [{"flagged": True, "action": "block"}],
+                                                     "watermark_key_id": {"fake": "wk-fake", "*": "wk-other"}}))
 
     async def go():
         outcomes = []
@@ -63,6 +64,8 @@ def test_hooks_log_detect_and_refuse(tmp_path):
     recs = records(tmp_path)
     assert outcomes == [200, 200, 403]
     assert [r["status_code"] for r in recs] == [200, 200, 403]
+    # answered calls carry the upstream's watermark key id; the refused one never reached it
+    assert [r.get("watermark_key_id") for r in recs] == ["wk-fake", "wk-fake", None]
     assert recs[0]["account_id"] == "team-x" and recs[0]["request"]["n"] == 4
     assert event_from_record(recs[0])["response_text"] == "yo"
     assert "hashed-token-abc" not in str(recs)

@@ -182,6 +182,12 @@ class DistillguardLiteLLM(_Base):  # type: ignore[misc,valid-type]
             rec["end_user"] = ctx["request"]["user"]
         if response is not None:
             rec["response"] = response
+        wk = self.policy.watermark_key_id
+        if wk and ctx.get("forwarded") and ctx["endpoint"] != "/v1/embeddings":
+            model = ctx["request"].get("model")
+            kid = wk if isinstance(wk, str) else wk.get(model if isinstance(model, str) else "", wk.get("*"))
+            if kid:
+                rec["watermark_key_id"] = kid
         gw: dict[str, Any] = {"via": "litellm"}
         if ctx.get("action"):
             gw["action"] = ctx["action"]
@@ -286,6 +292,7 @@ class DistillguardLiteLLM(_Base):  # type: ignore[misc,valid-type]
         if ctx is None:
             return
         resp = _as_dict(kwargs.get("complete_streaming_response")) or _as_dict(response_obj)
+        ctx["forwarded"] = True
         await self._finish(ctx, 200, resp)
 
     async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
@@ -294,6 +301,7 @@ class DistillguardLiteLLM(_Base):  # type: ignore[misc,valid-type]
             return
         exc = kwargs.get("exception")
         status = getattr(exc, "status_code", None)
+        ctx["forwarded"] = True
         await self._finish(ctx, status if isinstance(status, int) else 500, None,
                            {"code": type(exc).__name__ if exc is not None else "error", "message": str(exc)[:500]})
 
