@@ -246,7 +246,8 @@ def bench_gateway_command(
     env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     keys = tmp / "keys.jsonl"
     keys.write_bytes(orjson.dumps({"api_key": "sk-bench", "account_id": "bench", "api_key_id": "k-bench"}) + b"\n")
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "phases": []}
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                                           "loadavg_start": [round(x, 2) for x in os.getloadavg()]}, "phases": []}
     up_port, gw_port, ll_port = _free_port(), _free_port(), _free_port()
     up_url = f"http://127.0.0.1:{up_port}"
     header = (f"{'target':<10} {'rate':>7} {'req/s':>9} {'ok':>7} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
@@ -295,7 +296,10 @@ def bench_gateway_command(
         con.print("hydra: simulated campaign through per-key limits alone vs the gateway")
         results["hydra"] = run_hydra(seed=1)
     shutil.rmtree(tmp, ignore_errors=True)
+    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print("\n".join(lines))
+    print(f"load average (1, 5, 15 min): start {results['machine']['loadavg_start']}, end "
+          f"{results['machine']['loadavg_end']} on {os.cpu_count()} CPUs (other jobs inflate the tails)")
     for ph in results["phases"]:
         if "litellm_added_p50_ms" in ph:
             print(f"added latency at {ph['rate']} req/s: gateway p50 {ph['gateway_added_p50_ms']:.3f} ms / p99 "
