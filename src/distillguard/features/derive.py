@@ -135,7 +135,13 @@ def psig_sql() -> str:
 def derive_sql(source: str = "events") -> str:
     """SQL selecting the derived values of every event of ``source`` (the twin of :func:`derive_one`)."""
     low = f"lower(left(coalesce(prompt, ''), {SCAN_CHARS}))"
-    flags = ",\n  ".join(f"regexp_matches({low}, {_sql_quote(p)}) AS {k}" for k, p in PATTERNS.items())
+    # One pass of the union of the patterns first: most prompts match none, and CASE only runs the
+    # single patterns on the rows that matched it (twice as fast as five passes over every prompt).
+    any_pattern = "|".join(f"(?:{p})" for p in PATTERNS.values())
+    flags = ",\n  ".join(
+        f"CASE WHEN _any THEN regexp_matches(_low, {_sql_quote(p)}) ELSE false END AS {k}"
+        for k, p in PATTERNS.items()
+    )
 
     return f"""
 SELECT request_id, ts, account_id, api_key_id, client_ip, user_agent, end_user, model, prompt,
@@ -155,5 +161,5 @@ SELECT request_id, ts, account_id, api_key_id, client_ip, user_agent, end_user, 
   md5_number_lower(left(coalesce(prompt, ''), {SCAN_CHARS})) AS ph,
   md5_number_lower(lower(left(coalesce(prompt, ''), {SIG_CHARS}))) AS pre,
   md5_number_lower(lower(right(left(coalesce(prompt, ''), {SCAN_CHARS}), {SIG_CHARS}))) AS suf
-FROM {source}
+FROM (SELECT *, {low} AS _low, regexp_matches({low}, {_sql_quote(any_pattern)}) AS _any FROM {source})
 """
