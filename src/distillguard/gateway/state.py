@@ -1,9 +1,13 @@
 """Gateway state: quotas and flags, in memory (one process) or in Redis (shared by many).
 
-Both backends give the same answers. Counting is by fixed windows (this minute, this day, UTC).
-Request counters are checked and incremented atomically (one Lua script in Redis), so a quota of N
-admits exactly N requests across any number of gateway processes. Token counters are checked before
-a request and incremented after it (token usage is only known then).
+Both backends give the same answers. Quotas are sliding windows: a quota of N per minute (per day)
+admits at most N in *any* 60 s (24 h) span, not per calendar minute, so nobody gets 2N by sending N
+just before and N just after a window boundary. Each counter keeps buckets (1 s for minute quotas,
+15 min for day quotas) and a running total; a request is admitted when the buckets overlapping the
+last period hold fewer than N (the oldest, partly covered bucket counts whole: conservative by at
+most one bucket). Request counters are checked and incremented atomically (one Lua script in Redis),
+so a quota of N admits exactly N requests across any number of gateway processes. Token counters
+are checked before a request and incremented after it (token usage is only known then).
 
 All Redis keys share one hash tag, ``dg:{<namespace>}:...``: every script touches a single slot, so
 the scripts are valid on Redis Cluster (the gateway's counters then live on one shard; a few
@@ -16,10 +20,15 @@ Example:
 >>> lim = [2, 0, 0, 0] + [0] * 8           # key: 2 requests per minute
 >>> [asyncio.run(st.admit("k1", "acme", "", lim, now=60.0)).ok for _ in range(3)]
 [True, True, False]
+>>> asyncio.run(st.admit("k1", "acme", "", lim, now=119.5)).retry_after_s   # fixed windows would admit
+2
+>>> asyncio.run(st.admit("k1", "acme", "", lim, now=121.0)).ok
+True
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +38,10 @@ from distillguard.errors import StateBackendError
 
 __all__ = ["Admission", "MemoryState", "RedisState", "make_state"]
 
-_WINDOWS = (("requests_per_minute", 60), ("requests_per_day", 86400), ("tokens_per_minute", 60), ("tokens_per_day", 86400))
+# (quota, period s, bucket width s): the window of a check at time t is the K + 1 buckets b - K .. b,
+# b = floor(t / width), K = period / width
+_WINDOWS = (("requests_per_minute", 60, 1), ("requests_per_day", 86400, 900), ("tokens_per_minute", 60, 1),
+            ("tokens_per_day", 86400, 900))
 _SCOPE_NAMES = {"k": "key", "a": "account", "c": "cluster"}
 
 
@@ -52,9 +64,41 @@ def _merge_flags(*flags: dict | None) -> dict | None:
     return max(present, key=lambda f: (bool(f.get("flagged")), float(f.get("score", 0.0))))
 
 
-def _retry_after(limit: str, now: float) -> int:
-    period = 60 if limit.endswith("minute") else 86400
-    return max(1, int(period - now % period) + 1)
+class _Sliding:
+    """One sliding-window counter: buckets, the lowest bucket that may still hold counts, the total."""
+
+    __slots__ = ("buckets", "lo", "total")
+
+    def __init__(self, b: int) -> None:
+        self.buckets: dict[int, int] = {}
+        self.lo = b
+        self.total = 0
+
+    def live(self, b: int, k: int) -> int:
+        """The count in buckets ``b - k .. b`` (older buckets are dropped first)."""
+        cut = b - k
+        if self.lo < cut:
+            if cut - self.lo > k:
+                self.buckets.clear()
+                self.total = 0
+            else:
+                for i in range(self.lo, cut):
+                    self.total -= self.buckets.pop(i, 0)
+            self.lo = cut
+        return self.total
+
+    def add(self, b: int, n: int) -> None:
+        self.buckets[b] = self.buckets.get(b, 0) + n
+        self.total += n
+
+    def retry_after(self, b: int, k: int, lim: int, now: float, width: int) -> int:
+        """Seconds until enough of the oldest buckets have left the window to admit one more."""
+        n = self.total
+        for m in range(1, k + 2):
+            n -= self.buckets.get(b - k + m - 1, 0)
+            if n < lim:
+                return max(1, math.ceil((b + m) * width - now))
+        return max(1, math.ceil((b + k + 1) * width - now))
 
 
 class MemoryState:
@@ -63,16 +107,15 @@ class MemoryState:
     backend = "memory"
 
     def __init__(self) -> None:
-        self._counters: dict[str, tuple[int, int]] = {}  # name -> (window index, count)
+        self._counters: dict[str, _Sliding] = {}  # "<quota>:<scope>:<id>" -> counter
         self.flags: dict[str, dict] = {}  # "a:<account>" / "c:<cluster>" -> flag
         self.account_cluster: dict[str, str] = {}
 
-    def _get(self, name: str, window: int) -> int:
-        w, c = self._counters.get(name, (window, 0))
-        return c if w == window else 0
-
-    def _add(self, name: str, window: int, n: int) -> None:
-        self._counters[name] = (window, self._get(name, window) + n)
+    def _counter(self, name: str, b: int) -> _Sliding:
+        c = self._counters.get(name)
+        if c is None:
+            c = self._counters[name] = _Sliding(b)
+        return c
 
     async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
         det = self.account_cluster.get(account_id, "")
@@ -83,13 +126,22 @@ class MemoryState:
         fc = _merge_flags(*(self.flags.get("c:" + c) for c in clusters))
         for i, (s, ident) in enumerate(scopes):
             block = min(i, 2)
-            for j, (lname, period) in enumerate(_WINDOWS):
+            for j, (lname, period, width) in enumerate(_WINDOWS):
                 lim = limits[4 * block + j]
-                if lim > 0 and self._get(f"{lname}:{s}:{ident}", int(now // period)) >= lim:
-                    return Admission(False, _SCOPE_NAMES[s], lname, _retry_after(lname, now), cid, fa, fc, clusters)
-        for s, ident in scopes:
-            for lname, period in _WINDOWS[:2]:
-                self._add(f"{lname}:{s}:{ident}", int(now // period), 1)
+                if lim > 0:
+                    b, k = int(now // width), period // width
+                    c = self._counters.get(f"{lname}:{s}:{ident}")
+                    if c is not None and c.live(b, k) >= lim:
+                        return Admission(False, _SCOPE_NAMES[s], lname, c.retry_after(b, k, lim, now, width), cid, fa,
+                                         fc, clusters)
+        for i, (s, ident) in enumerate(scopes):
+            block = min(i, 2)
+            for j, (lname, period, width) in enumerate(_WINDOWS[:2]):
+                if limits[4 * block + j] > 0:  # only quotas in force are counted
+                    b = int(now // width)
+                    c = self._counter(f"{lname}:{s}:{ident}", b)
+                    c.live(b, period // width)
+                    c.add(b, 1)
         return Admission(True, cluster_id=cid, account_flag=fa, cluster_flag=fc, clusters=clusters)
 
     async def add_tokens(self, key_id: str, account_id: str, clusters: tuple[str, ...], tokens: int, *,
@@ -97,8 +149,11 @@ class MemoryState:
         if tokens <= 0:
             return
         for s, ident in [("k", key_id), ("a", account_id)] + [("c", c) for c in clusters]:
-            for lname, period in _WINDOWS[2:]:
-                self._add(f"{lname}:{s}:{ident}", int(now // period), tokens)
+            for lname, period, width in _WINDOWS[2:]:
+                b = int(now // width)
+                c = self._counter(f"{lname}:{s}:{ident}", b)
+                c.live(b, period // width)
+                c.add(b, tokens)
 
     async def set_flag(self, kind: str, ident: str, flag: dict | None) -> None:
         name = f"{kind}:{ident}"
@@ -129,7 +184,51 @@ class MemoryState:
         return None
 
 
-_ADMIT_LUA = """
+# sliding-window counters (see the module docstring): one hash per counter, fields = bucket index,
+# plus 'lo' (lowest bucket that may hold counts) and 'n' (running total of the live buckets)
+_SLIDING_LUA = """
+local function live(k, b, K)
+  local v = redis.call('HMGET', k, 'lo', 'n')
+  if not v[1] then return 0 end
+  local lo, n = tonumber(v[1]), tonumber(v[2] or '0')
+  local cut = b - K
+  if lo < cut then
+    if cut - lo > K then
+      redis.call('DEL', k)
+      return 0
+    end
+    for i = lo, cut - 1 do
+      local c = redis.call('HGET', k, i)
+      if c then
+        n = n - tonumber(c)
+        redis.call('HDEL', k, i)
+      end
+    end
+    redis.call('HSET', k, 'lo', cut, 'n', n)
+  end
+  return n
+end
+local function add(k, b, K, x, ttl)
+  live(k, b, K)
+  redis.call('HSETNX', k, 'lo', b)
+  redis.call('HINCRBY', k, b, x)
+  redis.call('HINCRBY', k, 'n', x)
+  redis.call('EXPIRE', k, ttl)
+end
+local function retry_after(k, b, K, lim, now, w)
+  local n = tonumber(redis.call('HGET', k, 'n') or '0')
+  for m = 1, K + 1 do
+    n = n - tonumber(redis.call('HGET', k, b - K + m - 1) or '0')
+    if n < lim then return math.max(1, math.ceil((b + m) * w - now)) end
+  end
+  return math.max(1, math.ceil((b + K + 1) * w - now))
+end
+local names = {'requests_per_minute', 'requests_per_day', 'tokens_per_minute', 'tokens_per_day'}
+local periods = {60, 86400, 60, 86400}
+local widths = {1, 900, 1, 900}
+"""
+
+_ADMIT_LUA = _SLIDING_LUA + """
 local flags = KEYS[1]
 local pre = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -140,8 +239,6 @@ if hint ~= '' then scopes[#scopes + 1] = {'c', hint} end
 if det ~= '' and det ~= hint then scopes[#scopes + 1] = {'c', det} end
 local cid = det
 if cid == '' then cid = hint end
-local names = {'requests_per_minute', 'requests_per_day', 'tokens_per_minute', 'tokens_per_day'}
-local periods = {60, 86400, 60, 86400}
 local fa = redis.call('HGET', flags, 'a:' .. aid) or ''
 local fh, fd = '', ''
 if hint ~= '' then fh = redis.call('HGET', flags, 'c:' .. hint) or '' end
@@ -151,31 +248,35 @@ for i, s in ipairs(scopes) do
   for j = 1, 4 do
     local lim = tonumber(ARGV[5 + 4 * block + j])
     if lim > 0 then
-      local k = pre .. names[j] .. ':' .. s[1] .. ':' .. s[2] .. ':' .. math.floor(now / periods[j])
-      local v = tonumber(redis.call('GET', k) or '0')
-      if v >= lim then return {0, s[1], names[j], hint, det, fa, fh, fd} end
+      local k = pre .. names[j] .. ':' .. s[1] .. ':' .. s[2]
+      local b = math.floor(now / widths[j])
+      local K = periods[j] / widths[j]
+      if live(k, b, K) >= lim then
+        return {0, s[1], names[j], hint, det, fa, fh, fd, retry_after(k, b, K, lim, now, widths[j])}
+      end
     end
   end
 end
 for i, s in ipairs(scopes) do
+  local block = math.min(i, 3) - 1
   for j = 1, 2 do
-    local k = pre .. names[j] .. ':' .. s[1] .. ':' .. s[2] .. ':' .. math.floor(now / periods[j])
-    if redis.call('INCR', k) == 1 then redis.call('EXPIRE', k, periods[j] * 2) end
+    if tonumber(ARGV[5 + 4 * block + j]) > 0 then
+      add(pre .. names[j] .. ':' .. s[1] .. ':' .. s[2], math.floor(now / widths[j]), periods[j] / widths[j], 1,
+          periods[j] + 2 * widths[j])
+    end
   end
 end
-return {1, '', '', hint, det, fa, fh, fd}
+return {1, '', '', hint, det, fa, fh, fd, 0}
 """
 
-_TOKENS_LUA = """
+_TOKENS_LUA = _SLIDING_LUA + """
 local pre = ARGV[1]
 local now = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local names = {'tokens_per_minute', 'tokens_per_day'}
-local periods = {60, 86400}
 for i = 4, #ARGV, 2 do
-  for j = 1, 2 do
-    local k = pre .. names[j] .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1] .. ':' .. math.floor(now / periods[j])
-    if redis.call('INCRBY', k, n) == n then redis.call('EXPIRE', k, periods[j] * 2) end
+  for j = 3, 4 do
+    add(pre .. names[j] .. ':' .. ARGV[i] .. ':' .. ARGV[i + 1], math.floor(now / widths[j]), periods[j] / widths[j], n,
+        periods[j] + 2 * widths[j])
   end
 end
 return 1
@@ -211,10 +312,10 @@ class RedisState:
     async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
         res = await self._call(self._admit(keys=[self.flags_key],
                                            args=[self.prefix, repr(now), key_id, account_id, cluster_hint or "", *limits]))
-        ok, scope, lname, hint, det, fa, fh, fd = (b.decode() if isinstance(b, bytes) else b for b in res)
+        ok, scope, lname, hint, det, fa, fh, fd, retry = (b.decode() if isinstance(b, bytes) else b for b in res)
         clusters = tuple(c for c in dict.fromkeys((hint, det)) if c)
         load = lambda t: orjson.loads(t) if t else None  # noqa: E731
-        return Admission(bool(ok), _SCOPE_NAMES.get(scope, ""), lname, _retry_after(lname, now) if not ok else 0,
+        return Admission(bool(ok), _SCOPE_NAMES.get(scope, ""), lname, int(retry) if not ok else 0,
                          det or hint or None, load(fa), _merge_flags(load(fh), load(fd)), clusters)
 
     async def add_tokens(self, key_id: str, account_id: str, clusters: tuple[str, ...], tokens: int, *,
