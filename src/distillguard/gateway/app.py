@@ -264,7 +264,9 @@ class Gateway:
                  accounts: dict[str, dict] | None = None, admin_token: str | None = None,
                  upstream_api_key: str | None = None, flush_interval_s: float = 0.2,
                  log_max_bytes: int = 256 << 20, log_max_age_s: float = 3600.0, trust_forwarded_for: bool = False,
-                 max_connections: int = 512):
+                 max_connections: int = 512, clock: Any = time.time):
+        """``clock``: where request timestamps (log, quotas, detector) come from; simulations pass their own."""
+        self.clock = clock
         self.upstream = upstream.rstrip("/")
         if self.upstream.endswith("/v1"):
             self.upstream = self.upstream[:-3]
@@ -442,7 +444,7 @@ class Gateway:
     async def proxy(self, scope: dict, receive: Any, send: Any) -> None:
         """The proxied endpoints, as plain ASGI (no framework objects on the hot path)."""
         t0 = time.perf_counter()
-        ctx = _ReqCtx(t0, time.time(), self._new_id(), scope["path"])
+        ctx = _ReqCtx(t0, self.clock(), self._new_id(), scope["path"])
         auth = clen = xff = None
         for k, v in scope["headers"]:
             if k == b"authorization":
@@ -758,7 +760,7 @@ class Gateway:
         self._verdicts[account_id] = (flagged, score, cid)
         if prev is None and not flagged and score < 0.05 and cid is None:
             return None
-        flag = {"score": score, "flagged": flagged, "cluster_id": cid, "at": time.time(),
+        flag = {"score": score, "flagged": flagged, "cluster_id": cid, "at": self.clock(),
                 "reasons": list(verdict.reasons or [])[:5]}
         return flag, flagged and not (prev and prev[0])
 

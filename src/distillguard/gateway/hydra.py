@@ -4,7 +4,10 @@ Many accounts (one key each) of one operator, each kept under every per-key limi
 extraction prompts (step-by-step explanations over a broad topic list, maximum output length,
 ``logprobs``), interleaved with benign accounts. The accounts pay with a few shared cards
 (``payment_fingerprint`` in the account file) and come from one /24. Two runs over the same
-requests, in-process (``httpx.ASGITransport``) against the fake upstream:
+requests, in-process (``httpx.ASGITransport``) against the fake upstream, on a simulated clock: the
+requests are spread evenly over ``days`` days (default 3), so that day quotas slide and the online
+detector sees the campaign's real time span (it judges a linked cluster only once its traffic spans
+a day):
 
 - per-key limits alone (what common AI gateways offer);
 - the gateway's quotas alone: the same per-key limits plus a per-cluster quota (payment-linked);
@@ -69,12 +72,21 @@ def _campaign(seed: int, accounts: int, per_account: int, benign: int) -> tuple[
     return reqs, acct_rows, ks
 
 
-async def _drive(gw: Gateway, reqs: list) -> dict[str, int]:
+class _Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def _drive(gw: Gateway, reqs: list, clock: _Clock, step_s: float) -> dict[str, int]:
     served = refused_campaign = benign_refused = 0
     async with gw.lifespan_context():
         transport = httpx.ASGITransport(app=gw.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
             for aid, ip, body, is_campaign in reqs:
+                clock.t += step_s
                 r = await c.post("/v1/chat/completions", json=body,
                                  headers={"Authorization": f"Bearer sk-{aid}", "X-Forwarded-For": ip,
                                           "User-Agent": "python-requests/2.31" if is_campaign else "OpenAI/Python 1.40"})
@@ -85,11 +97,12 @@ async def _drive(gw: Gateway, reqs: list) -> dict[str, int]:
                         refused_campaign += 1
                 elif r.status_code != 200:
                     benign_refused += 1
+                await gw.drain()  # a verdict applies from the next request on, as in a gateway under light load
     return {"served": served, "refused": refused_campaign, "benign_refused": benign_refused}
 
 
 def run_hydra(*, seed: int = 1, accounts: int = 100, per_account: int = 20, benign: int = 10,
-              key_limit_per_day: int = 50, cluster_limit_per_day: int = 100) -> dict[str, Any]:
+              key_limit_per_day: int = 50, cluster_limit_per_day: int = 100, days: float = 3.0) -> dict[str, Any]:
     """Served campaign requests: per-key limits alone vs the gateway (see the module docstring)."""
     from distillguard.detect.online import OnlineDetector
 
@@ -108,13 +121,15 @@ def run_hydra(*, seed: int = 1, accounts: int = 100, per_account: int = 20, beni
                                   ("quotas_only", full, _Silent()),
                                   ("gateway", full, OnlineDetector(accounts=acct_rows))):
             with tempfile.TemporaryDirectory() as d:
+                clock = _Clock(1767225600.0)  # 2026-01-01T00:00:00Z
                 gw = Gateway(upstream=up.url, keys=ks, log_dir=d, policy=policy, accounts=acct_rows,
-                             detector=det, trust_forwarded_for=True)
-                out[name] = asyncio.run(_drive(gw, reqs))
+                             detector=det, trust_forwarded_for=True, clock=clock)
+                out[name] = asyncio.run(_drive(gw, reqs, clock, days * 86400.0 / len(reqs)))
     finally:
         up.stop()
     return {
         "seed": seed, "accounts": accounts, "requests": accounts * per_account, "benign_accounts": benign,
+        "days": days,
         "served_per_key_only": out["per_key_only"]["served"], "served_gateway": out["gateway"]["served"],
         "served_cluster_quota_no_detector": out["quotas_only"]["served"],
         "benign_refused_per_key_only": out["per_key_only"]["benign_refused"],
