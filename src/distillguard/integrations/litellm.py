@@ -121,6 +121,7 @@ class DistillguardLiteLLM(_Base):  # type: ignore[misc,valid-type]
         self._gw_like = Gateway.__new__(Gateway)
         self._gw_like.state, self._gw_like._verdicts = self.state, self._verdicts
         self._gw_like.policy = self.policy
+        self._gw_like.clock = time.time
 
         class _M:  # metrics sink for the borrowed method
             def inc(self, *a: Any, **k: Any) -> None:
