@@ -127,3 +127,49 @@ def test_admin_keys_shared_across_gateways(upstream, keys_file, tmp_path, redis_
         alice_on_b = poll(b, auth(0), 401)  # and the revocation
         bob_on_b = httpx.post(f"{b}/v1/chat/completions", json=CHAT, headers=auth(1)).status_code
     assert on_b == 200 and alice_on_b == 401 and bob_on_b == 200
+
+
+@pytest.mark.slow
+def test_workers_share_one_port_and_quota(upstream, keys_file, tmp_path, redis_server):
+    """``--workers 2``: two processes on one port (SO_REUSEPORT), one quota through Redis, logs from both."""
+    import os
+    import signal
+
+    from gwhelpers import read_records
+
+    url, _, _ = redis_server
+    pol = _policy(tmp_path, "quotas:\n  account: {requests_per_day: 30}\n")
+    logs = tmp_path / "logs"
+    with gateway_process("--upstream", upstream.url, "--keys", str(keys_file), "--config", pol, "--redis", url,
+                         "--redis-namespace", "t" + uuid.uuid4().hex[:8], "--detector", "gwhelpers:NullDetector",
+                         "--log-dir", str(logs), "--workers", "2") as (gw, proc):
+
+        async def fire():
+            # separate connections (no keep-alive), so the kernel spreads them over both processes
+            limits = httpx.Limits(max_keepalive_connections=0)
+            async with httpx.AsyncClient(timeout=20, limits=limits) as c:
+                return await asyncio.gather(*[c.post(f"{gw}/v1/chat/completions", json=CHAT, headers=auth(0))
+                                              for _ in range(60)])
+
+        codes = [r.status_code for r in asyncio.run(fire())]
+        proc.send_signal(signal.SIGTERM)  # the parent stops both workers, which flush their logs
+        proc.wait(20)
+    assert codes.count(200) == 30 and codes.count(429) == 30
+    recs = read_records(logs)
+    assert len(recs) == 60
+    pids = {p.name.split("-")[2] for p in logs.glob("traffic-*.jsonl*")}
+    assert len(pids) == 2 and str(os.getpid()) not in pids  # both worker processes served and logged
+
+
+def test_workers_need_redis(keys_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from gwhelpers import REPO
+
+    r = subprocess.run([sys.executable, "-m", "distillguard.cli", "gateway", "--upstream", "http://127.0.0.1:9",
+                        "--keys", str(keys_file), "--log-dir", str(tmp_path / "l"), "--workers", "2"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")), cwd=REPO,
+                       timeout=60)
+    assert r.returncode == 2 and "--redis" in r.stderr

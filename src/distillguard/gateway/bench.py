@@ -230,6 +230,8 @@ def bench_gateway_command(
     hydra: bool = typer.Option(True, help="Also measure a simulated hydra campaign: served before throttled."),
     out: Path = typer.Option(None, help="Write results.json here (a folder)."),
     workers: int = typer.Option(64, help="Concurrent keep-alive connections of the load generator."),
+    gateway_workers: int = typer.Option(1, min=1, help="Gateway processes (--workers); above 1 a redis-server is "
+                                                       "started for their shared state."),
 ) -> None:
     """Measure requests/s and added latency (p50, p99) of the gateway and of LiteLLM over the upstream.
 
@@ -253,9 +255,20 @@ def bench_gateway_command(
     header = (f"{'target':<10} {'rate':>7} {'req/s':>9} {'ok':>7} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'+p50 ms':>8} {'+p99 ms':>8}")
     lines = [header]
-    with _proc([py, "-m", "distillguard.gateway.fakeupstream", str(up_port)], up_port, "fake upstream", env=env):
+    results["gateway_processes"] = gateway_workers
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_proc([py, "-m", "distillguard.gateway.fakeupstream", str(up_port)], up_port,
+                                  "fake upstream", env=env))
         gw_cmd = [py, "-m", "distillguard.cli", "gateway", "--upstream", up_url, "--keys", str(keys), "--log-dir",
                   str(tmp / "logs"), "--port", str(gw_port)]
+        if gateway_workers > 1:
+            exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+            if not Path(exe).exists():
+                raise typer.BadParameter("--gateway-workers above 1 needs redis-server on PATH")
+            r_port = _free_port()
+            stack.enter_context(_proc([exe, "--port", str(r_port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no"], r_port, "redis-server"))
+            gw_cmd += ["--workers", str(gateway_workers), "--redis", f"redis://127.0.0.1:{r_port}/0"]
         with _proc(gw_cmd, gw_port, "gateway", env=env):
             gw_url = f"http://127.0.0.1:{gw_port}"
             con.print(f"phase 1: direct vs gateway at {rate} req/s for {duration} s each")

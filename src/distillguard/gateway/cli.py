@@ -43,6 +43,8 @@ def gateway_command(
     flush_interval_ms: float = typer.Option(200, help="Longest time a log record waits in memory (kill -9 bound)."),
     trust_forwarded_for: bool = typer.Option(False, help="Take client_ip from X-Forwarded-For (only behind a trusted proxy)."),
     redis_namespace: str = typer.Option("distillguard", help="Hash tag of the Redis keys: dg:{NAMESPACE}:..."),
+    workers: int = typer.Option(1, min=1, help="Gateway processes sharing the port (SO_REUSEPORT); more than 1 "
+                                               "needs --redis so that quotas, flags and keys are shared."),
 ) -> None:
     """Run the enforcing OpenAI-compatible proxy: log every request, detect, throttle or block.
 
@@ -55,6 +57,10 @@ def gateway_command(
     """
     import uvicorn
 
+    if workers > 1 and not redis:
+        typer.echo("error: --workers above 1 needs --redis URL (otherwise every process would keep its own quotas, "
+                   "flags and admin keys); start redis-server and pass --redis redis://127.0.0.1:6379/0", err=True)
+        raise typer.Exit(2)
     try:
         gw = build_gateway(upstream=upstream, keys=keys, log_dir=log_dir, config=config, redis=redis, accounts=accounts,
                            detector=detector, flush_interval_ms=flush_interval_ms,
@@ -84,7 +90,75 @@ def gateway_command(
     # at most this long (default 5 ms, which shows in the latency tail) before it gets it back
     sys.setswitchinterval(0.001)
     typer.echo(f"distillguard gateway on http://{host}:{port} -> {gw.upstream} (logs: {log_dir}, "
-               f"state: {gw.state.backend})", err=True)
-    uvicorn.run(gw.app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False,
-                proxy_headers=False, server_header=False, date_header=False, interface="asgi3",
-                timeout_graceful_shutdown=5, backlog=2048)
+               f"state: {gw.state.backend}, processes: {workers})", err=True)
+    config = uvicorn.Config(gw.app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False,
+                            proxy_headers=False, server_header=False, date_header=False, interface="asgi3",
+                            timeout_graceful_shutdown=5, backlog=2048, lifespan="on")
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    _run_workers(config, host, port, workers)
+
+
+def _listen(host: str, port: int) -> Any:
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_workers(config: Any, host: str, port: int, workers: int) -> None:
+    """``workers`` forked copies of the (not yet started) gateway, each with its own listening socket on
+    the port (SO_REUSEPORT: the kernel spreads connections), its own event loop, log writer (log files
+    carry the pid) and detector; quotas, flags and admin keys are shared through Redis."""
+    import signal
+
+    import uvicorn
+
+    try:
+        first = _listen(host, port)  # fail here, once, when the port is taken
+    except OSError as e:
+        typer.echo(f"error: cannot listen on {host}:{port} ({e.strerror})", err=True)
+        raise typer.Exit(2) from None
+    pids = []
+    for i in range(workers):
+        pid = os.fork()
+        if pid == 0:  # child: serve until told to stop
+            code = 0
+            try:
+                if i:
+                    first.close()
+                sock = first if i == 0 else _listen(host, port)
+                uvicorn.Server(config).run(sockets=[sock])
+            except BaseException:  # noqa: BLE001 - a child must exit, never return into the parent's code
+                code = 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    first.close()
+
+    def stop(signum: int, _frame: Any) -> None:
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    for p in pids:
+        while True:
+            try:
+                _, st = os.waitpid(p, 0)
+                break
+            except InterruptedError:
+                continue
+        status = status or os.waitstatus_to_exitcode(st)
+    if status:
+        raise typer.Exit(1)
