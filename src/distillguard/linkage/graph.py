@@ -1,7 +1,7 @@
 """The account graph: typed, weighted links between accounts that share infrastructure or content.
 
 Accounts get *keys* (``type``, ``value``): payment fingerprint, client IP, IP prefix (/24, /48), user
-agent plus first parameter signature, creation wave (10-minute bucket), rare email domain, and the
+agent plus first parameter signature, creation wave (hour), rare email domain, and the
 template signature of an account dominated by one prompt template. Two accounts sharing a key value
 get a link whose weight falls with the number of accounts sharing it (a campus NAT or a cloud range
 links little; a value shared by more than ``cap`` accounts links nothing). A pair's weight is the sum
@@ -47,11 +47,22 @@ KEY_TYPES = {
         KeyType("ip_prefix", 0.35, 60, 0.5),
         KeyType("user_agent_params", 0.35, 150, 0.35, rarity=False),
         KeyType("template", 0.7, 300, 0.7, rarity=False),
-        KeyType("created_wave", 0.35, 300, 0.35, rarity=False, min_share=4),
+        KeyType("created_wave", 0.35, 300, 0.35, rarity=False, min_share=5),
         KeyType("email_domain", 0.3, 30, 0.3),
+        # weight from the fingerprint's lift, not from how many share it (see request_fingerprint_sql)
+        KeyType("request_fingerprint", 0.25, 5000, 1.2, rarity=False, min_share=5),
     )
 }
+#: Accounts need this many requests before their request fingerprint is stable enough to compare.
+FINGERPRINT_MIN_REQUESTS = 20
+#: Accounts with more distinct parameter signatures than this (sweeps) get no fingerprint.
+FINGERPRINT_MAX_SIGNATURES = 32
 EDGE_MIN_WEIGHT = 1.0
+#: Louvain resolution: below 1 favours larger communities, so that one operator's groups of accounts
+#: (a payment card each, joined by shared request fingerprints and creation waves) stay one cluster.
+LOUVAIN_RESOLUTION = 0.2
+#: Creation waves: accounts created in the same hour, when at least ``min_share`` were (a crowd).
+WAVE_S = 3600
 
 
 def key_weight(key_type: str, shared_by: int) -> float:
@@ -80,7 +91,7 @@ def ip_prefix(ip: str | None) -> str | None:
 
 
 def created_wave(created_at: float | None) -> str | None:
-    return None if created_at is None else str(int(created_at // 600) * 600)
+    return None if created_at is None else str(int(created_at // WAVE_S) * WAVE_S)
 
 
 def template_key(prefix_hash: int) -> str:
@@ -99,24 +110,65 @@ _IP_PREFIX_SQL = (
 )
 
 
+def request_fingerprint_sql(events: str) -> str:
+    """SQL of (account_id, 'request_fingerprint', value, log2_expected) for accounts with a stable request shape.
+
+    An account's request fingerprint is its usual system prompt plus the exact set of parameter
+    signatures (temperature, top_p, max_tokens, n, logprobs) it ever sends: the settings of
+    the script behind it. Many accounts run by one operator share it. How many accounts share a
+    value says little by itself (a 200-account campaign makes its own fingerprint common, and 600
+    people with default settings share theirs), so the link weight comes from the *lift*: the count
+    of accounts sharing the fingerprint against the count expected if the system prompt and every
+    signature in the set were chosen independently with their population frequencies
+    (``log2_expected``). Default settings have a lift near 1 and link nothing; 200 accounts sharing
+    the same four (temperature, max_tokens) pairs and a system prompt are hundreds of times more
+    than chance.
+    """
+    # the parameter signature without `stream`: clients stream some requests and not others, and two
+    # signatures that differ only there are one setting, not two independent choices
+    fsig = (
+        "concat_ws('|', coalesce(CAST(round(temperature, 3) AS VARCHAR), '-'), coalesce(CAST(round(top_p, 3) AS VARCHAR), '-'), "
+        "coalesce(CAST(max_tokens AS VARCHAR), '-'), CAST(coalesce(n, 1) AS VARCHAR), CASE WHEN coalesce(logprobs, false) THEN 'lp' ELSE '' END)"
+    )
+    return f"""
+WITH acc AS (
+  SELECT account_id, lower(left(mode(coalesce(system_prompt, '')), 64)) AS sp, list_sort(list_distinct(list(psig))) AS ps
+  FROM (SELECT account_id, system_prompt, {fsig} AS psig FROM {events})
+  GROUP BY account_id
+  HAVING count(*) >= {FINGERPRINT_MIN_REQUESTS} AND count(DISTINCT psig) <= {FINGERPRINT_MAX_SIGNATURES}
+),
+tot AS (SELECT count(*)::DOUBLE AS n FROM acc),
+sp_p AS (SELECT sp, log2(count(*) / any_value(tot.n)) AS lp FROM acc, tot GROUP BY sp),
+ps_p AS (SELECT psig, log2(count(*) / any_value(tot.n)) AS lp FROM (SELECT unnest(ps) AS psig FROM acc), tot GROUP BY psig),
+acc_ps AS (SELECT account_id, sum(ps_p.lp) AS lp FROM (SELECT account_id, unnest(ps) AS psig FROM acc) JOIN ps_p USING (psig) GROUP BY account_id)
+SELECT acc.account_id, 'request_fingerprint' AS type,
+       printf('%s | %s | #%s', CASE WHEN acc.sp = '' THEN '(no system prompt)' ELSE left(acc.sp, 40) END,
+              left(array_to_string(acc.ps, ' '), 120), left(md5(acc.sp || chr(1) || array_to_string(acc.ps, chr(1))), 8)) AS value,
+       log2((SELECT n FROM tot)) + sp_p.lp + acc_ps.lp AS log2_expected
+FROM acc JOIN sp_p USING (sp) JOIN acc_ps USING (account_id)
+"""
+
+
 def account_keys_sql(events: str, accounts: str | None, template_accounts: str) -> str:
-    """SQL of (account_id, type, value) keys. ``template_accounts`` has (account_id, pre) of templated accounts."""
+    """SQL of (account_id, type, value, log2_expected) keys. ``template_accounts`` has (account_id, pre) of
+    templated accounts. ``log2_expected`` is only set for request fingerprints."""
     from distillguard.features.derive import psig_sql
 
     parts = [
-        f"SELECT DISTINCT account_id, 'client_ip' AS type, client_ip AS value FROM {events} WHERE client_ip IS NOT NULL",
-        f"SELECT DISTINCT account_id, 'ip_prefix', {_IP_PREFIX_SQL} FROM {events} WHERE client_ip IS NOT NULL",
+        f"SELECT DISTINCT account_id, 'client_ip' AS type, client_ip AS value, NULL::DOUBLE AS log2_expected FROM {events} WHERE client_ip IS NOT NULL",
+        f"SELECT DISTINCT account_id, 'ip_prefix', {_IP_PREFIX_SQL}, NULL::DOUBLE FROM {events} WHERE client_ip IS NOT NULL",
         f"""SELECT account_id, 'user_agent_params', coalesce(arg_min(user_agent, (ts, request_id)), '-') || ' | ' ||
-               arg_min({psig_sql()}, (ts, request_id)) FROM {events} GROUP BY account_id""",
-        f"SELECT account_id, 'template', printf('%016x', pre) FROM {template_accounts}",
+               arg_min({psig_sql()}, (ts, request_id)), NULL::DOUBLE FROM {events} GROUP BY account_id""",
+        f"SELECT account_id, 'template', printf('%016x', pre), NULL::DOUBLE FROM {template_accounts}",
+        request_fingerprint_sql(events),
     ]
     if accounts:
         # only accounts that appear in the traffic (the account file may list many more)
         seen = f"(SELECT * FROM {accounts} SEMI JOIN (SELECT DISTINCT account_id FROM {events}) USING (account_id))"
         parts += [
-            f"SELECT account_id, 'payment_fingerprint', payment_fingerprint FROM {seen} WHERE payment_fingerprint IS NOT NULL",
-            f"SELECT account_id, 'created_wave', CAST(CAST(floor(created_at / 600) * 600 AS BIGINT) AS VARCHAR) FROM {seen} WHERE created_at IS NOT NULL",
-            f"SELECT account_id, 'email_domain', lower(email_domain) FROM {seen} WHERE email_domain IS NOT NULL "
+            f"SELECT account_id, 'payment_fingerprint', payment_fingerprint, NULL::DOUBLE FROM {seen} WHERE payment_fingerprint IS NOT NULL",
+            f"SELECT account_id, 'created_wave', CAST(CAST(floor(created_at / {WAVE_S}) * {WAVE_S} AS BIGINT) AS VARCHAR), NULL::DOUBLE FROM {seen} WHERE created_at IS NOT NULL",
+            f"SELECT account_id, 'email_domain', lower(email_domain), NULL::DOUBLE FROM {seen} WHERE email_domain IS NOT NULL "
             f"AND lower(email_domain) NOT IN ({', '.join(repr(x) for x in sorted(FREEMAIL))})",
         ]
     return "\nUNION ALL\n".join(f"({p})" for p in parts)
@@ -124,14 +176,15 @@ def account_keys_sql(events: str, accounts: str | None, template_accounts: str) 
 
 def edges_sql(keys: str) -> str:
     """SQL of weighted pair edges (src < dst) from a keys relation, per key type, with evidence counts."""
-    cases = " ".join(
-        f"WHEN type = '{k.name}' AND m >= {k.min_share} AND m <= {k.cap} THEN "
-        + (f"{k.base} / log2(1 + m)" if k.rarity else f"{k.base}")
-        for k in KEY_TYPES.values()
-    )
+    def weight(k: KeyType) -> str:
+        if k.name == "request_fingerprint":  # base per doubling of the lift over chance
+            return f"greatest(0.0, {k.base} * (log2(m) - log2_expected))"
+        return f"{k.base} / log2(1 + m)" if k.rarity else f"{k.base}"
+
+    cases = " ".join(f"WHEN type = '{k.name}' AND m >= {k.min_share} AND m <= {k.cap} THEN {weight(k)}" for k in KEY_TYPES.values())
     caps = " ".join(f"WHEN type = '{k.name}' THEN {k.type_cap}" for k in KEY_TYPES.values())
     return f"""
-WITH kv AS (SELECT DISTINCT account_id, type, value FROM {keys} WHERE value IS NOT NULL),
+WITH kv AS (SELECT DISTINCT account_id, type, value, log2_expected FROM {keys} WHERE value IS NOT NULL),
 sized AS (SELECT *, count(*) OVER (PARTITION BY type, value) AS m FROM kv),
 w AS (SELECT *, CASE {cases} ELSE 0 END AS w FROM sized),
 pairs AS (
@@ -164,7 +217,7 @@ def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = E
         if len(comp) <= 3:
             groups = [comp]
         else:
-            groups = nx.community.louvain_communities(sub, weight="weight", seed=seed, resolution=0.5, threshold=1e-4)
+            groups = nx.community.louvain_communities(sub, weight="weight", seed=seed, resolution=LOUVAIN_RESOLUTION, threshold=1e-4)
         for grp in groups:
             if len(grp) < 2:
                 continue
