@@ -108,13 +108,14 @@ def test_unreachable_upstream_is_502(make_gw):
     assert r.status_code == 502 and r.json()["error"]["type"] == "server_error"
 
 
-def test_detector_flag_then_throttle_and_block(make_gw):
+@pytest.mark.parametrize("detector_thread", [False, True])
+def test_detector_flag_then_throttle_and_block(make_gw, detector_thread):
     det = FlagAfterK(k=3)
 
     async def go():
         async with make_gw({"rules": [{"min_score": 0.995, "action": "block"},
                                       {"flagged": True, "action": "throttle", "retry_after_s": 17}]},
-                           detector=det) as g:
+                           detector=det, detector_thread=detector_thread) as g:
             codes = []
             for _ in range(5):
                 r = await g.client.post("/v1/chat/completions", json=CHAT, headers=auth())

@@ -14,7 +14,8 @@ from distillguard.errors import DistillguardError
 
 def build_gateway(*, upstream: str, keys: Path, log_dir: Path, config: Path | None = None, redis: str | None = None,
                   accounts: Path | None = None, detector: str | None = None, flush_interval_ms: float = 200,
-                  trust_forwarded_for: bool = False, redis_namespace: str = "distillguard") -> Any:
+                  trust_forwarded_for: bool = False, redis_namespace: str = "distillguard",
+                  detector_thread: bool = False) -> Any:
     from distillguard.gateway.app import Gateway, load_accounts, load_detector
     from distillguard.gateway.keys import KeyStore
     from distillguard.gateway.policy import load_policy
@@ -27,6 +28,7 @@ def build_gateway(*, upstream: str, keys: Path, log_dir: Path, config: Path | No
         accounts=accts, admin_token=os.environ.get("DISTILLGUARD_ADMIN_TOKEN") or None,
         upstream_api_key=os.environ.get("DISTILLGUARD_UPSTREAM_API_KEY") or None,
         flush_interval_s=flush_interval_ms / 1000, trust_forwarded_for=trust_forwarded_for,
+        detector_thread=detector_thread,
     )
 
 
@@ -45,6 +47,8 @@ def gateway_command(
     redis_namespace: str = typer.Option("distillguard", help="Hash tag of the Redis keys: dg:{NAMESPACE}:..."),
     workers: int = typer.Option(1, min=1, help="Gateway processes sharing the port (SO_REUSEPORT); more than 1 "
                                                "needs --redis so that quotas, flags and keys are shared."),
+    detector_thread: bool = typer.Option(False, help="Run the detector on its own thread instead of in short slices "
+                                                     "on the event loop (for a slow --detector that releases the GIL)."),
 ) -> None:
     """Run the enforcing OpenAI-compatible proxy: log every request, detect, throttle or block.
 
@@ -64,7 +68,8 @@ def gateway_command(
     try:
         gw = build_gateway(upstream=upstream, keys=keys, log_dir=log_dir, config=config, redis=redis, accounts=accounts,
                            detector=detector, flush_interval_ms=flush_interval_ms,
-                           trust_forwarded_for=trust_forwarded_for, redis_namespace=redis_namespace)
+                           trust_forwarded_for=trust_forwarded_for, redis_namespace=redis_namespace,
+                           detector_thread=detector_thread)
     except DistillguardError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
