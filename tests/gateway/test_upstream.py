@@ -177,3 +177,19 @@ def test_base_path_and_host_header():
     head = got["req"].split(b"\r\n")
     assert head[0] == b"GET /prefix/v1/models HTTP/1.1"
     assert b"Host: " + url.split("//")[1].encode() in head and b"Accept: */*" in head
+
+
+def test_idle_connections_are_not_reused_past_the_idle_timeout(upstream):
+    async def go():
+        pool = UpstreamPool(upstream.url, idle_timeout_s=0.05)
+        await pool.request("POST", "/v1/chat/completions", CHAT)
+        first = next(iter(pool._all))
+        await pool.request("POST", "/v1/chat/completions", CHAT)
+        reused = next(iter(pool._all)) is first
+        await asyncio.sleep(0.1)
+        r = await pool.request("POST", "/v1/chat/completions", CHAT)
+        fresh = next(iter(pool._all)) is not first and first.closed
+        await pool.close()
+        return reused, fresh, r.status
+
+    assert run(go()) == (True, True, 200)

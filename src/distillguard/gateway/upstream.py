@@ -105,6 +105,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.busy = False
+        self.idle_since = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -265,7 +266,11 @@ class UpstreamPool:
     """Keep-alive connections to one upstream base URL (``http://`` or ``https://``)."""
 
     def __init__(self, base_url: str, *, max_connections: int = 512, connect_timeout_s: float = 5.0,
-                 read_timeout_s: float = 120.0, ssl_context: ssl.SSLContext | None = None):
+                 read_timeout_s: float = 120.0, idle_timeout_s: float = 4.0, ssl_context: ssl.SSLContext | None = None):
+        """``idle_timeout_s``: a pooled connection idle longer than this is closed rather than reused; it
+        stays under the 5 s keep-alive of uvicorn-based servers (vLLM, ...) so that a request is never
+        written into a connection the upstream is closing at that moment (which would fail it: a POST
+        is not retried)."""
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"upstream URL must be http(s)://host[:port], not {base_url!r}")
@@ -278,6 +283,7 @@ class UpstreamPool:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout_s
         self.read_timeout = read_timeout_s
+        self.idle_timeout = idle_timeout_s
         self.loop = asyncio.get_running_loop()
         self._idle: deque[_Conn] = deque()
         self._all: set[_Conn] = set()
@@ -301,6 +307,7 @@ class UpstreamPool:
                 return
 
     def _put_back(self, conn: _Conn) -> None:
+        conn.idle_since = self.loop.time()
         self._idle.append(conn)
         self._wake_one()
 
@@ -309,7 +316,10 @@ class UpstreamPool:
             while self._idle:
                 conn = self._idle.pop()  # most recently used first: its socket is warm
                 if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                    return conn
+                    if self.loop.time() - conn.idle_since < self.idle_timeout:
+                        return conn
+                    conn.abort()  # idle so long that the upstream may be closing it right now
+                    continue
                 self._all.discard(conn)
             if len(self._all) + self._opening < self.max_connections:
                 break
