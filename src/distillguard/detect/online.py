@@ -22,6 +22,8 @@ Interface::
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,16 @@ from distillguard.detect.scoring import ScoreModel
 from distillguard.detect.signals import strengths_scalar
 from distillguard.features.derive import derive_one, words_of
 from distillguard.features.stats import KMV_K, WORDS_FIRST_N, AccountStats, features_scalar, kmv_estimate
-from distillguard.linkage.graph import FREEMAIL, created_wave, ip_prefix, template_key, ua_params_key
+from distillguard.linkage.graph import (
+    FINGERPRINT_MAX_SIGNATURES,
+    FINGERPRINT_MIN_REQUESTS,
+    FREEMAIL,
+    KEY_TYPES,
+    created_wave,
+    ip_prefix,
+    template_key,
+    ua_params_key,
+)
 from distillguard.linkage.online import OnlineLinker
 
 TEMPLATE_MAX_PREFIX_RATIO = 0.5
@@ -62,6 +73,11 @@ class _Account:
     requests_before_flag: int | None = None
     flag_reasons: list[dict[str, Any]] = field(default_factory=list)
     flag_cluster: str | None = None
+    # request fingerprint (see linkage.graph.request_fingerprint_sql): signatures seen, system prompts
+    fsigs: set[str] = field(default_factory=set)
+    sph_counts: dict[int, int] = field(default_factory=dict)
+    fingerprint: tuple[int, tuple[str, ...]] | None = None
+    next_fingerprint_at: int = FINGERPRINT_MIN_REQUESTS
 
 
 class OnlineDetector:
@@ -85,6 +101,11 @@ class OnlineDetector:
         self.rescore_every = rescore_every
         self.cluster_min_span_s = cluster_min_span_hours * 3600.0
         self._next_cluster_score: dict[str, int] = {}
+        # population counts behind the lift of request fingerprints: accounts with one, per system
+        # prompt, per parameter signature
+        self._fp_n = 0
+        self._fp_sp: dict[int, int] = {}
+        self._fp_sig: dict[str, int] = {}
         self._current: str | None = None
         self._current_included = False
 
@@ -114,6 +135,51 @@ class OnlineDetector:
     def is_flagged(self, account_id: str) -> bool:
         st = self._acc.get(account_id)
         return st is not None and st.flagged_at is not None
+
+    # -- request fingerprints -----------------------------------------------------------------
+    def _track_fingerprint(self, aid: str, st: _Account, d: dict[str, Any]) -> None:
+        fsig, sph = d.get("fsig"), d.get("sph")
+        if fsig is None:
+            return
+        if len(st.fsigs) <= FINGERPRINT_MAX_SIGNATURES:
+            st.fsigs.add(fsig)
+        c = st.sph_counts
+        if sph in c or len(c) < 16:
+            c[sph] = c.get(sph, 0) + 1
+        if st.stats.n >= st.next_fingerprint_at:
+            st.next_fingerprint_at = 2 * st.stats.n
+            self._refresh_fingerprint(aid, st)
+
+    def _count_fingerprint(self, fp: tuple[int, tuple[str, ...]], k: int) -> None:
+        self._fp_n += k
+        self._fp_sp[fp[0]] = self._fp_sp.get(fp[0], 0) + k
+        for sig in fp[1]:
+            self._fp_sig[sig] = self._fp_sig.get(sig, 0) + k
+
+    def _refresh_fingerprint(self, aid: str, st: _Account) -> None:
+        new = None
+        if len(st.fsigs) <= FINGERPRINT_MAX_SIGNATURES and st.sph_counts:
+            sp = max(st.sph_counts.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+            new = (sp, tuple(sorted(st.fsigs)))
+        if new == st.fingerprint:
+            return
+        if st.fingerprint is not None:
+            self._count_fingerprint(st.fingerprint, -1)
+        st.fingerprint = new
+        if new is None:
+            return
+        self._count_fingerprint(new, 1)
+        value = hashlib.md5(f"{new[0]:016x}|{','.join(new[1])}".encode()).hexdigest()[:16]
+        base = KEY_TYPES["request_fingerprint"].base
+        self.linker.add_key(aid, "request_fingerprint", value, weight_of=lambda m: base * (math.log2(m) - self._log2_expected(new)))
+
+    def _log2_expected(self, fp: tuple[int, tuple[str, ...]]) -> float:
+        """log2 of the accounts expected to share ``fp`` if its parts were chosen independently."""
+        n = max(self._fp_n, 1)
+        out = math.log2(n) + math.log2(max(self._fp_sp.get(fp[0], 1), 1) / n)
+        for sig in fp[1]:
+            out += math.log2(max(self._fp_sig.get(sig, 1), 1) / n)
+        return out
 
     # -- the River-style interface ------------------------------------------------------------
     def learn_one(self, event: dict[str, Any]) -> None:
@@ -156,6 +222,7 @@ class OnlineDetector:
                 if not lk.has_key(aid, "client_ip", client_ip):
                     lk.add_key(aid, "client_ip", client_ip)
                     lk.add_key(aid, "ip_prefix", ip_prefix(client_ip))
+            self._track_fingerprint(aid, st, d)
             if not st.templated and st.stats.n >= TEMPLATE_MIN_REQUESTS:
                 ratio = min(1.0, kmv_estimate(st.stats.kmv_pre, KMV_K["kmv_pre"]) / st.stats.n)
                 if ratio <= TEMPLATE_MAX_PREFIX_RATIO:

@@ -31,7 +31,7 @@ _BATCH = 50_000
 def _replay_sql() -> str:
     return f"""
 SELECT account_id, ts, client_ip, user_agent,
-       {', '.join(FLAG_COLUMNS)}, out_tok, in_tok, psig, temp, ph, pre, suf,
+       {', '.join(FLAG_COLUMNS)}, out_tok, in_tok, psig, fsig, sph, temp, ph, pre, suf,
        CASE WHEN rk <= {WORDS_FIRST_N} THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
 FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql('events')}) x)
 ORDER BY ts, request_id
@@ -89,11 +89,12 @@ def run_replay(
                 n = batch.num_rows
                 aids, tss, ips, uas, words = cols["account_id"], cols["ts"], cols["client_ip"], cols["user_agent"], cols["words"]
                 flag_cols = [cols[c] for c in flag_names]
-                other = [cols[c] for c in ("out_tok", "in_tok", "psig", "temp", "ph", "pre", "suf")]
+                other = [cols[c] for c in ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")]
                 process = det.process_derived
                 for i in range(n):
                     d = dict(zip(flag_names, [c[i] for c in flag_cols]))
-                    d["out_tok"], d["in_tok"], d["psig"], d["temp"], d["ph"], d["pre"], d["suf"] = (c[i] for c in other)
+                    (d["out_tok"], d["in_tok"], d["psig"], d["fsig"], d["sph"], d["temp"], d["ph"], d["pre"],
+                     d["suf"]) = (c[i] for c in other)
                     process(aids[i], tss[i], d, words[i], client_ip=ips[i], user_agent=uas[i])
                 done += n
                 if advance:

@@ -88,6 +88,16 @@ def param_signature(temperature: Any, top_p: Any, max_tokens: Any, n: Any, strea
     return "|".join(f(v) for v in (temperature, top_p, max_tokens, n, stream, logprobs))
 
 
+def fingerprint_signature(temperature: Any, top_p: Any, max_tokens: Any, n: Any, logprobs: Any) -> str:
+    """:func:`param_signature` without ``stream``: the settings that make an account's request fingerprint."""
+    parts = param_signature(temperature, top_p, max_tokens, n, False, logprobs).split("|")
+    return "|".join(parts[:4] + parts[5:])
+
+
+#: Characters of the system prompt that identify it in request fingerprints.
+SYSTEM_PROMPT_CHARS = 64
+
+
 def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
     """Derived values of one event (a dict with :data:`~distillguard.schema.EVENT_COLUMNS` keys)."""
     prompt = (ev.get("prompt") or "")[:SCAN_CHARS]
@@ -108,6 +118,8 @@ def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
         tools=bool(ev.get("has_tools")),
         effort=(effort in ("medium", "high")) or (ev.get("reasoning_tokens") or 0) > 0,
         psig=param_signature(ev.get("temperature"), ev.get("top_p"), ev.get("max_tokens"), n, bool(ev.get("stream")), lp),
+        fsig=fingerprint_signature(ev.get("temperature"), ev.get("top_p"), ev.get("max_tokens"), n, lp),
+        sph=md5_u64((ev.get("system_prompt") or "")[:SYSTEM_PROMPT_CHARS].lower()),
         temp=ev.get("temperature"),
         ph=md5_u64(prompt),
         pre=md5_u64(prompt[:SIG_CHARS].lower()),
@@ -130,6 +142,22 @@ def psig_sql() -> str:
         f"concat_ws('|', {temp}, {top_p}, {max_tokens}, CAST(coalesce(n, 1) AS VARCHAR), "
         "CASE WHEN coalesce(stream, false) THEN '1' ELSE '0' END, CASE WHEN coalesce(logprobs, false) THEN '1' ELSE '0' END)"
     )
+
+
+def fsig_sql() -> str:
+    """SQL of :func:`fingerprint_signature` over event columns."""
+    temp = "CASE WHEN temperature IS NULL THEN '-' ELSE CAST(round(temperature, 3) AS VARCHAR) END"
+    top_p = "CASE WHEN top_p IS NULL THEN '-' ELSE CAST(round(top_p, 3) AS VARCHAR) END"
+    max_tokens = "CASE WHEN max_tokens IS NULL THEN '-' ELSE CAST(max_tokens AS VARCHAR) END"
+    return (
+        f"concat_ws('|', {temp}, {top_p}, {max_tokens}, CAST(coalesce(n, 1) AS VARCHAR), "
+        "CASE WHEN coalesce(logprobs, false) THEN '1' ELSE '0' END)"
+    )
+
+
+def sph_sql() -> str:
+    """SQL of the system-prompt hash of :func:`derive_one`."""
+    return f"md5_number_lower(lower(left(coalesce(system_prompt, ''), {SYSTEM_PROMPT_CHARS})))"
 
 
 def derive_sql(source: str = "events") -> str:
@@ -157,6 +185,8 @@ SELECT request_id, ts, account_id, api_key_id, client_ip, user_agent, end_user, 
   coalesce(has_tools, false) AS tools,
   (coalesce(reasoning_effort IN ('medium', 'high'), false) OR coalesce(reasoning_tokens, 0) > 0) AS effort,
   {psig_sql()} AS psig,
+  {fsig_sql()} AS fsig,
+  {sph_sql()} AS sph,
   temperature AS temp,
   md5_number_lower(left(coalesce(prompt, ''), {SCAN_CHARS})) AS ph,
   md5_number_lower(lower(left(coalesce(prompt, ''), {SIG_CHARS}))) AS pre,

@@ -124,16 +124,14 @@ def request_fingerprint_sql(events: str) -> str:
     the same four (temperature, max_tokens) pairs and a system prompt are hundreds of times more
     than chance.
     """
-    # the parameter signature without `stream`: clients stream some requests and not others, and two
-    # signatures that differ only there are one setting, not two independent choices
-    fsig = (
-        "concat_ws('|', coalesce(CAST(round(temperature, 3) AS VARCHAR), '-'), coalesce(CAST(round(top_p, 3) AS VARCHAR), '-'), "
-        "coalesce(CAST(max_tokens AS VARCHAR), '-'), CAST(coalesce(n, 1) AS VARCHAR), CASE WHEN coalesce(logprobs, false) THEN 'lp' ELSE '' END)"
-    )
+    from distillguard.features.derive import SYSTEM_PROMPT_CHARS, fsig_sql
+
+    # fsig is the parameter signature without `stream`: clients stream some requests and not others,
+    # and two signatures that differ only there are one setting, not two independent choices
     return f"""
 WITH acc AS (
-  SELECT account_id, lower(left(mode(coalesce(system_prompt, '')), 64)) AS sp, list_sort(list_distinct(list(psig))) AS ps
-  FROM (SELECT account_id, system_prompt, {fsig} AS psig FROM {events})
+  SELECT account_id, mode(sp) AS sp, list_sort(list_distinct(list(psig))) AS ps
+  FROM (SELECT account_id, lower(left(coalesce(system_prompt, ''), {SYSTEM_PROMPT_CHARS})) AS sp, {fsig_sql()} AS psig FROM {events})
   GROUP BY account_id
   HAVING count(*) >= {FINGERPRINT_MIN_REQUESTS} AND count(DISTINCT psig) <= {FINGERPRINT_MAX_SIGNATURES}
 ),

@@ -22,6 +22,13 @@ from distillguard.linkage.graph import EDGE_MIN_WEIGHT, KEY_TYPES, key_weight
 
 
 ASSUME_SHARED_BY = 8
+#: Key types that all describe the client's script; together they are one kind of evidence.
+SCRIPT_KEYS = frozenset({"user_agent_params", "template", "request_fingerprint"})
+
+
+def _kinds(typed: dict[str, float]) -> int:
+    """Independent kinds of evidence in a pair's typed weights (script similarity counts once)."""
+    return len(typed.keys() - SCRIPT_KEYS) + (1 if typed.keys() & SCRIPT_KEYS else 0)
 
 
 class OnlineLinker:
@@ -80,7 +87,10 @@ class OnlineLinker:
     def has_key(self, account: str, key_type: str, value: str) -> bool:
         return (key_type, value) in self._keys.get(account, ())
 
-    def add_key(self, account: str, key_type: str, value: str | None) -> None:
+    def add_key(self, account: str, key_type: str, value: str | None, *,
+                weight_of: Callable[[int], float] | None = None) -> None:
+        """Give ``account`` the key; ``weight_of(m)`` (m: holders including it) overrides the key type's
+        weight (request fingerprints weigh by their lift, which the caller tracks)."""
         if value is None:
             return
         mine = self._keys.setdefault(account, set())
@@ -97,7 +107,10 @@ class OnlineLinker:
         # Online links cannot be taken back when a value later turns out to be common (an office
         # range, a cloud region), so rarity-weighted keys are weighed as if at least
         # ASSUME_SHARED_BY accounts held them: IP evidence alone then never joins two accounts.
-        w = key_weight(key_type, max(m, ASSUME_SHARED_BY) if kt.rarity else m)
+        if weight_of is not None:
+            w = min(kt.type_cap, weight_of(m)) if kt.min_share <= m <= kt.cap else 0.0
+        else:
+            w = key_weight(key_type, max(m, ASSUME_SHARED_BY) if kt.rarity else m)
         if w <= 0:
             return
         if m == kt.min_share:
@@ -107,11 +120,18 @@ class OnlineLinker:
         for x, y in pairs:
             key = (x, y) if x < y else (y, x)
             typed = self._pairs.setdefault(key, {})
-            typed[key_type] = min(kt.type_cap, typed.get(key_type, 0.0) + w)
-            if sum(typed.values()) >= EDGE_MIN_WEIGHT and ("payment_fingerprint" in typed or len(typed) >= 3):
+            if weight_of is not None:
+                typed[key_type] = max(typed.get(key_type, 0.0), w)  # the latest lift, not a sum
+            else:
+                typed[key_type] = min(kt.type_cap, typed.get(key_type, 0.0) + w)
+            if sum(typed.values()) >= EDGE_MIN_WEIGHT and (
+                "payment_fingerprint" in typed or typed.get("request_fingerprint", 0.0) >= EDGE_MIN_WEIGHT
+                or _kinds(typed) >= 3
+            ):
                 # Without Louvain to split them later, online unions need corroboration: a shared
-                # payment method, or three independent kinds of evidence (a template plus a user agent
-                # alone would chain unrelated companies' batch jobs together).
+                # payment method, a request fingerprint far above chance, or three independent kinds
+                # of evidence (a template plus a user agent alone would chain unrelated companies'
+                # batch jobs together).
                 self._union(x, y)
 
     def links_of(self, account: str) -> list[dict]:
