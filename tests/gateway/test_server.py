@@ -147,3 +147,50 @@ def test_scan_reads_gateway_logs_directly(make_gw, tmp_path):
     assert (out / "rejected.jsonl").read_text() == ""
     accounts = {orjson.loads(x)["account_id"] for x in (out / "verdicts.jsonl").read_text().splitlines()}
     assert {"alice", "bob"} <= accounts
+
+
+def test_head_and_body_leave_in_one_write():
+    """The uvicorn protocol used by ``distillguard gateway`` writes a whole answer with one call; a head
+    without a body in the same loop step (a stream still waiting for its first chunk) goes out on the
+    next iteration; closing flushes it."""
+    import asyncio
+
+    from distillguard.gateway.server import _HeadHoldingTransport
+
+    class T:
+        def __init__(self):
+            self.writes, self.closed = [], False
+
+        def write(self, b):
+            self.writes.append(b)
+
+        def is_closing(self):
+            return self.closed
+
+        def close(self):
+            self.closed = True
+
+        def get_extra_info(self, name):
+            return ("127.0.0.1", 1) if name == "peername" else None
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        a, b, c = T(), T(), T()
+        ta = _HeadHoldingTransport(a, loop)
+        ta.write(b"HEAD")
+        ta.write(b"BODY")
+        ta.write(b"MORE")
+        tb = _HeadHoldingTransport(b, loop)
+        tb.write(b"HEAD")
+        before = list(b.writes)
+        await asyncio.sleep(0)
+        tc = _HeadHoldingTransport(c, loop)
+        tc.write(b"HEAD")
+        tc.close()
+        await asyncio.sleep(0)
+        return a.writes, before, b.writes, c.writes, c.closed, ta.get_extra_info("peername")
+
+    a, before, b, c, c_closed, peer = asyncio.run(go())
+    assert a == [b"HEADBODY", b"MORE"]
+    assert before == [] and b == [b"HEAD"]
+    assert c == [b"HEAD"] and c_closed and peer == ("127.0.0.1", 1)

@@ -80,9 +80,9 @@ def gateway_command(
     except ImportError:
         loop = "asyncio"
     try:
-        import httptools  # noqa: F401
+        from distillguard.gateway.server import CoalescingHttpToolsProtocol
 
-        http = "httptools"
+        http: Any = CoalescingHttpToolsProtocol  # uvicorn's httptools protocol, head and body in one write
     except ImportError:
         http = "h11"
     # everything loaded so far (the detector's model, the libraries) lives as long as the process: keep
