@@ -159,3 +159,20 @@ def test_crlf_in_forwarded_header_value_is_dropped(make_gw, upstream):
     sent, seen = run(go())
     assert sent[0]["status"] == 200
     assert "x-evil" not in seen and seen["accept"] == "*/*"
+
+
+def test_policy_put_applies_watermark_and_timeout(make_gw):
+    async def go():
+        async with make_gw(admin_token="adm-1") as g:
+            h = {"Authorization": "Bearer adm-1"}
+            before = await g.client.post("/v1/chat/completions", json=CHAT, headers=auth())
+            put = await g.client.put("/admin/policy", content=b"watermark_key_id: wk-new\nupstream_timeout_s: 0.2\n",
+                                     headers=h)
+            after = await g.client.post("/v1/chat/completions", json=CHAT, headers=auth())
+            slow = await g.client.post("/v1/chat/completions", json=dict(CHAT, model="slow-1000"), headers=auth())
+            return before, put, after, slow, g.records()
+
+    before, put, after, slow, recs = run(go())
+    assert put.status_code == 200 and put.json()["watermark_key_id"] == "wk-new"
+    assert before.status_code == after.status_code == 200 and slow.status_code == 504
+    assert [r.get("watermark_key_id") for r in recs] == [None, "wk-new", "wk-new"]

@@ -869,6 +869,8 @@ class Gateway:
                 return _err(400, str(e), "invalid_request_error", "invalid_policy")
             self.policy = policy
             self._refresh_policy_flags()
+            if self.pool is not None:
+                self.pool.read_timeout = policy.upstream_timeout_s
         return Response(orjson.dumps(self.policy.to_dict()), media_type=_JSON)
 
     async def admin_flags(self, request: Request) -> Response:
