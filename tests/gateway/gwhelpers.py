@@ -133,18 +133,31 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = N
 @contextlib.contextmanager
 def gateway_process(*args: str, env: dict | None = None, port: int | None = None):
     """``distillguard gateway ...`` as a real process on a free port; yields (base_url, Popen)."""
-    port = port or free_port()
+    with gateway_processes(list(args), env=env, ports=[port] if port else None) as both:
+        yield both[0]
+
+
+@contextlib.contextmanager
+def gateway_processes(*arglists: list[str], env: dict | None = None, ports: list[int] | None = None):
+    """Several ``distillguard gateway`` processes, started together (their start-up overlaps);
+    yields [(base_url, Popen), ...]."""
     e = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{HERE}")
     e.update(env or {})
-    proc = subprocess.Popen([PY, "-m", "distillguard.cli", "gateway", "--port", str(port), *args], env=e,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
+    out = []
     try:
-        wait_http(url + "/healthz", proc=proc)
-        yield url, proc
+        for i, args in enumerate(arglists):
+            port = ports[i] if ports else free_port()
+            proc = subprocess.Popen([PY, "-m", "distillguard.cli", "gateway", "--port", str(port), *args], env=e,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+            out.append((f"http://127.0.0.1:{port}", proc))
+        for url, proc in out:
+            wait_http(url + "/healthz", proc=proc)
+        yield out
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        for _, proc in out:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in out:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

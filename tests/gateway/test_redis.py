@@ -9,7 +9,7 @@ import uuid
 
 import httpx
 import pytest
-from gwhelpers import CHAT, FlagAfterK, auth, gateway_process
+from gwhelpers import CHAT, FlagAfterK, auth, gateway_process, gateway_processes
 
 from distillguard.gateway.state import RedisState
 
@@ -27,8 +27,8 @@ def test_quota_of_n_admits_exactly_n_across_two_gateways(upstream, keys_file, tm
     pol = _policy(tmp_path, "quotas:\n  account: {requests_per_day: 25}\n")
     common = ["--upstream", upstream.url, "--keys", str(keys_file), "--config", pol, "--redis", url,
               "--redis-namespace", ns, "--detector", "gwhelpers:NullDetector"]
-    with gateway_process(*common, "--log-dir", str(tmp_path / "a")) as (a, _), \
-         gateway_process(*common, "--log-dir", str(tmp_path / "b")) as (b, _):
+    with gateway_processes([*common, "--log-dir", str(tmp_path / "a")],
+                           [*common, "--log-dir", str(tmp_path / "b")]) as ((a, _), (b, _)):
 
         async def fire():
             async with httpx.AsyncClient(timeout=20) as c:
@@ -56,8 +56,8 @@ def test_flags_shared_across_gateways(upstream, keys_file, tmp_path, redis_serve
     common = ["--upstream", upstream.url, "--keys", str(keys_file), "--config", pol, "--redis", url,
               "--redis-namespace", ns, "--detector", "gwhelpers:FlagAfterK"]
     env = {"DG_TEST_FLAG_AFTER": "2", "DISTILLGUARD_ADMIN_TOKEN": "adm-secret-1"}
-    with gateway_process(*common, "--log-dir", str(tmp_path / "a"), env=env) as (a, _), \
-         gateway_process(*common, "--log-dir", str(tmp_path / "b"), env=env) as (b, _):
+    with gateway_processes([*common, "--log-dir", str(tmp_path / "a")], [*common, "--log-dir", str(tmp_path / "b")],
+                           env=env) as ((a, _), (b, _)):
         # the detector in gateway A flags hydra1 at its 2nd request (cluster c-hydra)
         first = [httpx.post(f"{a}/v1/chat/completions", json=CHAT, headers=auth(2)).status_code for _ in range(2)]
         # detection runs after the answer, off the request path: wait until A has stored the verdict
@@ -118,8 +118,8 @@ def test_admin_keys_shared_across_gateways(upstream, keys_file, tmp_path, redis_
             time.sleep(0.02)
         return code
 
-    with gateway_process(*common, "--log-dir", str(tmp_path / "a"), env=env) as (a, _), \
-         gateway_process(*common, "--log-dir", str(tmp_path / "b"), env=env) as (b, _):
+    with gateway_processes([*common, "--log-dir", str(tmp_path / "a")], [*common, "--log-dir", str(tmp_path / "b")],
+                           env=env) as ((a, _), (b, _)):
         new = httpx.post(f"{a}/admin/keys", json={"account_id": "carol", "api_key_id": "k-carol"}, headers=adm).json()
         carol = {"Authorization": "Bearer " + new["api_key"]}
         on_b = poll(b, carol, 200)  # B learns the key from Redis (by hash) within its sync interval
