@@ -176,3 +176,31 @@ def test_policy_put_applies_watermark_and_timeout(make_gw):
     assert put.status_code == 200 and put.json()["watermark_key_id"] == "wk-new"
     assert before.status_code == after.status_code == 200 and slow.status_code == 504
     assert [r.get("watermark_key_id") for r in recs] == [None, "wk-new", "wk-new"]
+
+
+def test_repeated_authorization_header_first_counts(make_gw):
+    """A second Authorization header cannot swap in another identity after a refused first one."""
+
+    async def call(g, headers):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": orjson.dumps(CHAT), "more_body": False}
+
+        async def send(msg):
+            sent.append(msg)
+
+        await g.gw.app({"type": "http", "method": "POST", "path": "/v1/chat/completions", "client": ("1.2.3.4", 1),
+                        "headers": headers}, receive, send)
+        return sent[0]["status"]
+
+    async def go():
+        async with make_gw() as g:
+            good = b"Bearer " + KEYS[0]["api_key"].encode()
+            a = await call(g, [(b"authorization", b"Bearer sk-wrong"), (b"authorization", good)])
+            b = await call(g, [(b"authorization", good), (b"authorization", b"Bearer sk-wrong")])
+            return a, b, g.records()
+
+    a, b, recs = run(go())
+    assert (a, b) == (401, 200)
+    assert [r["account_id"] for r in recs] == ["unauthenticated", "alice"]

@@ -447,18 +447,25 @@ class Gateway:
         """The proxied endpoints, as plain ASGI (no framework objects on the hot path)."""
         t0 = time.perf_counter()
         ctx = _ReqCtx(t0, self.clock(), self._new_id(), scope["path"])
-        auth = clen = xff = None
-        for k, v in scope["headers"]:
+        auth = clen = xff = ua = None
+        for k, v in scope["headers"]:  # the first of repeated headers counts (as Starlette's headers.get)
             if k == b"authorization":
-                auth = v
+                if auth is None:
+                    auth = v
             elif k == b"user-agent":
-                ctx.user_agent = v.decode("latin-1")
+                if ua is None:
+                    ua = v
             elif k == b"content-length":
-                clen = v
+                if clen is None:
+                    clen = v
             elif k == b"x-forwarded-for":
-                xff = v
+                if xff is None:
+                    xff = v
             elif k == b"accept":
-                ctx.accept = v
+                if ctx.accept is None:
+                    ctx.accept = v
+        if ua is not None:
+            ctx.user_agent = ua.decode("latin-1")
         if self.trust_forwarded_for and xff:
             ctx.client_ip = xff.decode("latin-1").split(",")[0].strip()[:64]
         elif scope.get("client"):
