@@ -193,3 +193,30 @@ def test_idle_connections_are_not_reused_past_the_idle_timeout(upstream):
         return reused, fresh, r.status
 
     assert run(go()) == (True, True, 200)
+
+
+def test_unsolicited_bytes_on_an_idle_connection_drop_it():
+    async def handler(reader, writer):
+        while True:
+            try:
+                await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nsmuggle")  # nobody asked for this
+            await writer.drain()
+
+    async def go():
+        server, url = await _raw_server(handler)
+        async with server:
+            pool = UpstreamPool(url)
+            a = await pool.request("POST", "/x", b"{}")
+            first = next(iter(pool._all))
+            await asyncio.sleep(0.1)
+            b = await pool.request("POST", "/x", b"{}")
+            await pool.close()
+            return a.body, b.body, first.closed
+
+    assert run(go()) == (b"{}", b"{}", True)

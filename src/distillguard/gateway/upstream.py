@@ -137,6 +137,9 @@ class _Conn(asyncio.Protocol):
                 pass
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:  # bytes nobody asked for (a broken upstream): never parse them into the next answer
+            self.abort()
+            return
         self.last = self.loop.time()
         try:
             self.parser.feed_data(data)
