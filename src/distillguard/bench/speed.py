@@ -112,6 +112,44 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def repeat_log(log: Path, accounts: Path | None, copies: int, out: Path) -> tuple[Path, Path | None]:
+    """Write ``copies`` copies of a log (and its account file), each with its own request and account ids.
+
+    Copy ``i`` prefixes every ``request_id`` with ``r<i>-`` and every ``account_id`` with ``c<i>-``, so
+    the result has ``copies`` times the requests *and* the accounts (a larger provider, not the same
+    customers sending more). Works on compact JSON (no space after the colon), as the simulator and the
+    gateway write it. Output is gzip level 1.
+    """
+    from isal import igzip
+
+    from distillguard.ingest.lines import open_binary
+
+    out.mkdir(parents=True, exist_ok=True)
+
+    def copy(src: Path, dst: Path) -> None:
+        with igzip.open(dst, "wb", compresslevel=1) as w:
+            for i in range(copies):
+                with open_binary(src) as f:
+                    carry = b""
+                    while block := f.read(1 << 24):
+                        buf = carry + block
+                        cut = buf.rfind(b"\n") + 1
+                        carry = buf[cut:]
+                        w.write(buf[:cut].replace(b'"request_id":"', b'"request_id":"r%d-' % i)
+                                .replace(b'"account_id":"', b'"account_id":"c%d-' % i))
+                    if carry:
+                        w.write(carry.replace(b'"request_id":"', b'"request_id":"r%d-' % i)
+                                .replace(b'"account_id":"', b'"account_id":"c%d-' % i) + b"\n")
+
+    big = out / f"traffic-x{copies}.jsonl.gz"
+    copy(log, big)
+    big_acc = None
+    if accounts is not None:
+        big_acc = out / f"accounts-x{copies}.jsonl.gz"
+        copy(accounts, big_acc)
+    return big, big_acc
+
+
 def _speed_cli(steps: list[str]):
     import typer
 
@@ -120,6 +158,9 @@ def _speed_cli(steps: list[str]):
         accounts: Path = typer.Option(None, "--accounts", help="Account file for the log."),
         seed: int = typer.Option(1, "--seed", help="Seed when the log is simulated."),
         out: Path = typer.Option(Path("bench-out/speed"), "--out", help="Folder for speed.json and speed.md."),
+        repeat: int = typer.Option(1, "--repeat", help="Measure on this many copies of the log, each with its own "
+                                                     "request and account ids (e.g. 10 for ~10M requests from the standard preset)."),
+        only: str = typer.Option(",".join(steps), "--steps", help=f"Steps to run besides the DuckDB parse: {', '.join(steps)}."),
     ) -> None:
         from rich.console import Console
 
@@ -130,7 +171,13 @@ def _speed_cli(steps: list[str]):
             if not (sim / "traffic.jsonl.gz").exists():
                 simulate(sim, preset="standard", seed=seed, progress=True)
             log, accounts = sim / "traffic.jsonl.gz", accounts or sim / "accounts.jsonl"
-        res = run_speed_bench(Path(log), steps=steps, accounts=accounts, out=out)
+        chosen = [x.strip() for x in only.split(",") if x.strip()]
+        unknown = set(chosen) - set(steps)
+        if unknown:
+            raise typer.BadParameter(f"unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(steps)}")
+        if repeat > 1:
+            log, accounts = repeat_log(Path(log), Path(accounts) if accounts else None, repeat, out / "repeated")
+        res = run_speed_bench(Path(log), steps=chosen, accounts=accounts, out=out)
         Console().print(to_markdown(res), markup=False, highlight=False, soft_wrap=True)
 
     return command
@@ -145,4 +192,6 @@ bench_scan_command = _speed_cli(["scan", "replay"])
 bench_scan_command.__doc__ = """scan and replay speed and peak memory, against DuckDB merely parsing the same log.
 
     Example: distillguard bench scan logs/traffic.jsonl.gz --accounts accounts.jsonl --out bench-out/scan
+
+    10 million requests: distillguard bench scan sim1/traffic.jsonl.gz --accounts sim1/accounts.jsonl --repeat 10 --steps scan
     """

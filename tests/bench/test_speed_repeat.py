@@ -1,0 +1,22 @@
+"""``bench scan --repeat``: copies of a log with their own request and account ids."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+
+from distillguard.bench.speed import repeat_log
+
+
+def test_repeat_log_gives_each_copy_its_own_requests_and_accounts(tmp_path):
+    log = tmp_path / "t.jsonl"
+    log.write_bytes(b'{"request_id":"x1","account_id":"a","request":{"account_id":"kept"}}\n{"request_id":"x2","account_id":"b"}')
+    acc = tmp_path / "acc.jsonl"
+    acc.write_bytes(b'{"account_id":"a","payment_fingerprint":"p"}\n')
+    big, big_acc = repeat_log(log, acc, 3, tmp_path / "out")
+    rows = [orjson.loads(x) for x in gzip.open(big).read().splitlines()]
+    assert [r["request_id"] for r in rows] == ["r0-x1", "r0-x2", "r1-x1", "r1-x2", "r2-x1", "r2-x2"]
+    assert [r["account_id"] for r in rows] == ["c0-a", "c0-b", "c1-a", "c1-b", "c2-a", "c2-b"]
+    accs = [orjson.loads(x) for x in gzip.open(big_acc).read().splitlines()]
+    assert [a["account_id"] for a in accs] == ["c0-a", "c1-a", "c2-a"]
