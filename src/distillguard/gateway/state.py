@@ -285,33 +285,47 @@ return 1
 
 class RedisState:
     """Quotas and flags shared through Redis (``--redis URL``); raises :class:`StateBackendError`
-    when Redis cannot be reached, and the gateway then fails open or closed as its policy says."""
+    when Redis cannot be reached, and the gateway then fails open or closed as its policy says.
+
+    Commands go through :class:`~distillguard.gateway.resp.RespClient`: one pipelined connection, so
+    any number of concurrent requests can be admitted (a connection pool with a cap would refuse
+    the requests over it, which fail-open would have admitted without quotas)."""
 
     backend = "redis"
 
     def __init__(self, *, url: str, namespace: str = "distillguard", timeout_s: float = 0.5):
-        import redis.asyncio as aioredis
+        from distillguard.gateway.resp import RespClient
 
         self.url = url
         self.prefix = f"dg:{{{namespace}}}:"
         self.flags_key = self.prefix + "flags"
-        self._r = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                    retry_on_timeout=False, health_check_interval=0)
-        self._admit = self._r.register_script(_ADMIT_LUA)
-        self._tokens = self._r.register_script(_TOKENS_LUA)
+        try:
+            self._c = RespClient.from_url(url, timeout_s=timeout_s)
+        except ValueError as e:
+            from distillguard.errors import ConfigError
 
-    async def _call(self, coro: Any) -> Any:
-        import redis.exceptions as rex
+            raise ConfigError(f"--redis: {e}; give redis://[:password@]host:port/db") from None
+
+    async def _call(self, *args: Any) -> Any:
+        from distillguard.gateway.resp import RedisUnavailable
 
         try:
-            return await coro
-        except (rex.ConnectionError, rex.TimeoutError, OSError) as e:
-            raise StateBackendError(f"Redis at {self.url} is unreachable ({type(e).__name__}); "
+            return await self._c.call(*args)
+        except RedisUnavailable as e:
+            raise StateBackendError(f"Redis at {self.url} is unreachable ({e}); "
+                                    "start it or run the gateway without --redis") from None
+
+    async def _script(self, source: str, args: list) -> Any:
+        from distillguard.gateway.resp import RedisUnavailable
+
+        try:
+            return await self._c.script(source, [self.flags_key], args)
+        except RedisUnavailable as e:
+            raise StateBackendError(f"Redis at {self.url} is unreachable ({e}); "
                                     "start it or run the gateway without --redis") from None
 
     async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
-        res = await self._call(self._admit(keys=[self.flags_key],
-                                           args=[self.prefix, repr(now), key_id, account_id, cluster_hint or "", *limits]))
+        res = await self._script(_ADMIT_LUA, [self.prefix, repr(now), key_id, account_id, cluster_hint or "", *limits])
         ok, scope, lname, hint, det, fa, fh, fd, retry = (b.decode() if isinstance(b, bytes) else b for b in res)
         clusters = tuple(c for c in dict.fromkeys((hint, det)) if c)
         load = lambda t: orjson.loads(t) if t else None  # noqa: E731
@@ -325,19 +339,23 @@ class RedisState:
         args = [self.prefix, repr(now), tokens, "k", key_id, "a", account_id]
         for c in clusters:
             args += ["c", c]
-        await self._call(self._tokens(keys=[self.flags_key], args=args))
+        await self._script(_TOKENS_LUA, args)
 
     async def set_flag(self, kind: str, ident: str, flag: dict | None) -> None:
         if flag is None:
-            await self._call(self._r.hdel(self.flags_key, f"{kind}:{ident}"))
+            await self._call("HDEL", self.flags_key, f"{kind}:{ident}")
         else:
-            await self._call(self._r.hset(self.flags_key, f"{kind}:{ident}", orjson.dumps(flag)))
+            await self._call("HSET", self.flags_key, f"{kind}:{ident}", orjson.dumps(flag))
 
     async def set_account_cluster(self, account_id: str, cluster_id: str) -> None:
-        await self._call(self._r.hset(self.flags_key, "ac:" + account_id, cluster_id))
+        await self._call("HSET", self.flags_key, "ac:" + account_id, cluster_id)
+
+    @staticmethod
+    def _pairs(flat: list) -> dict[bytes, bytes]:
+        return dict(zip(flat[::2], flat[1::2]))
 
     async def all_flags(self) -> dict[str, dict]:
-        raw = await self._call(self._r.hgetall(self.flags_key))
+        raw = self._pairs(await self._call("HGETALL", self.flags_key))
         out = {}
         for k, v in raw.items():
             k = k.decode()
@@ -347,26 +365,26 @@ class RedisState:
 
     async def publish_key(self, key_hash: str, account_id: str, api_key_id: str) -> None:
         """Share a key created through the admin API (only its hash) with every gateway."""
-        await self._call(self._r.hset(self.prefix + "keys", key_hash,
-                                      orjson.dumps({"account_id": account_id, "api_key_id": api_key_id})))
+        await self._call("HSET", self.prefix + "keys", key_hash,
+                         orjson.dumps({"account_id": account_id, "api_key_id": api_key_id}))
 
     async def publish_revoke(self, api_key_id: str) -> None:
-        await self._call(self._r.sadd(self.prefix + "revoked", api_key_id))
+        await self._call("SADD", self.prefix + "revoked", api_key_id)
 
     async def key_events(self) -> tuple[dict[str, dict], set[str]]:
         """(shared keys by hash, revoked key ids), for the gateways' periodic key sync."""
-        keys = await self._call(self._r.hgetall(self.prefix + "keys"))
-        revoked = await self._call(self._r.smembers(self.prefix + "revoked"))
+        keys = self._pairs(await self._call("HGETALL", self.prefix + "keys"))
+        revoked = await self._call("SMEMBERS", self.prefix + "revoked")
         return ({k.decode(): orjson.loads(v) for k, v in keys.items()}, {r.decode() for r in revoked})
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._call(self._r.ping()))
+            return bool(await self._call("PING"))
         except StateBackendError:
             return False
 
     async def close(self) -> None:
-        await self._r.aclose()
+        await self._c.close()
 
 
 def make_state(redis_url: str | None, *, namespace: str = "distillguard") -> MemoryState | RedisState:
