@@ -116,3 +116,19 @@ def test_bad_url_is_a_config_error():
 
     with pytest.raises(ConfigError, match="redis://"):
         RedisState(url="unix:///tmp/redis.sock")
+
+
+def test_error_reply_is_a_state_error(redis_server):
+    """An error reply (here: a read-only replica) is handled like an unreachable Redis (fail mode applies)."""
+    url, port, _ = redis_server
+    import redis as redis_lib
+
+    redis_lib.Redis(port=port).config_set("min-replicas-to-write", 1)  # refuses writes: NOREPLICAS
+
+    async def go():
+        st = RedisState(url=url, namespace="e" + uuid.uuid4().hex[:8])
+        with pytest.raises(StateBackendError, match="answered an error"):
+            await st.admit("k", "a", "", [1] + [0] * 11, now=1.0)
+        await st.close()
+
+    run(go())

@@ -307,22 +307,22 @@ class RedisState:
             raise ConfigError(f"--redis: {e}; give redis://[:password@]host:port/db") from None
 
     async def _call(self, *args: Any) -> Any:
-        from distillguard.gateway.resp import RedisUnavailable
-
-        try:
-            return await self._c.call(*args)
-        except RedisUnavailable as e:
-            raise StateBackendError(f"Redis at {self.url} is unreachable ({e}); "
-                                    "start it or run the gateway without --redis") from None
+        return await self._guard(self._c.call(*args))
 
     async def _script(self, source: str, args: list) -> Any:
-        from distillguard.gateway.resp import RedisUnavailable
+        return await self._guard(self._c.script(source, [self.flags_key], args))
+
+    async def _guard(self, coro: Any) -> Any:
+        from distillguard.gateway.resp import RedisReplyError, RedisUnavailable
 
         try:
-            return await self._c.script(source, [self.flags_key], args)
+            return await coro
         except RedisUnavailable as e:
             raise StateBackendError(f"Redis at {self.url} is unreachable ({e}); "
                                     "start it or run the gateway without --redis") from None
+        except RedisReplyError as e:  # MOVED (a cluster node not owning the slot), OOM, READONLY, ...
+            raise StateBackendError(f"Redis at {self.url} answered an error ({str(e)[:200]}); point --redis at a "
+                                    "writable primary that holds the dg:{namespace} slot") from None
 
     async def admit(self, key_id: str, account_id: str, cluster_hint: str, limits: list[int], *, now: float) -> Admission:
         res = await self._script(_ADMIT_LUA, [self.prefix, repr(now), key_id, account_id, cluster_hint or "", *limits])
