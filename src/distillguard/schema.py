@@ -31,6 +31,10 @@ REQUIRED_FIELDS = ("request_id", "timestamp", "account_id", "endpoint", "request
 OPTIONAL_STRING_FIELDS = ("api_key_id", "end_user", "client_ip", "user_agent", "batch_id")
 
 #: The flat per-request event. Column order is the order of the SQL normaliser's SELECT.
+#: ``account_id`` under which ``distillguard gateway`` logs requests refused for a missing or unknown
+#: key. They are traffic (counted, kept in the log) but no account's: scan and replay leave them out.
+UNAUTHENTICATED_ACCOUNT = "unauthenticated"
+
 EVENT_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),

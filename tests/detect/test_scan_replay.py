@@ -113,3 +113,17 @@ def test_train_then_scan_with_model(small_traffic, tmp_path):
     s = run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path / "s", accounts=small_traffic / "accounts.jsonl",
                  model=model, progress=False, write_html=False)
     assert s["threshold"] == pytest.approx(m["threshold"])
+
+
+def test_gateway_refusals_without_a_key_are_counted_but_not_scored(tmp_path):
+    def rec(i, account):
+        return orjson.dumps({"request_id": f"r{i}", "timestamp": 1772409600 + i, "account_id": account, "status_code": 401 if account == "unauthenticated" else 200,
+                             "endpoint": "/v1/chat/completions", "request": {"messages": [{"role": "user", "content": f"q {i}"}]},
+                             "distillguard": {"auth": "missing"} if account == "unauthenticated" else {}})
+    log = tmp_path / "gw.jsonl"
+    log.write_bytes(b"\n".join(rec(i, "unauthenticated" if i % 3 == 0 else f"acct{i % 2}") for i in range(60)) + b"\n")
+    summary = run_scan([log], tmp_path / "out", progress=False, write_html=False)
+    assert summary["unauthenticated_requests"] == 20 and summary["requests"] == 40
+    assert {v["account_id"] for v in _jsonl(tmp_path / "out" / "verdicts.jsonl")} == {"acct0", "acct1"}
+    rs = run_replay([log], tmp_path / "replay", progress=False)
+    assert rs["requests"] == 60 and rs["accounts"] == 2  # all read; the detector saw only the two accounts

@@ -24,6 +24,7 @@ from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
 from distillguard.features.stats import FLAG_COLUMNS, WORDS_FIRST_N
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
+from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
 _BATCH = 50_000
 
@@ -34,6 +35,7 @@ SELECT account_id, ts, client_ip, user_agent,
        {', '.join(FLAG_COLUMNS)}, out_tok, in_tok, psig, fsig, sph, temp, ph, pre, suf,
        CASE WHEN rk <= {WORDS_FIRST_N} THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
 FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql('events')}) x)
+WHERE account_id <> '{UNAUTHENTICATED_ACCOUNT}'  -- refused by the gateway for a missing or unknown key
 ORDER BY ts, request_id
 """
 

@@ -30,6 +30,7 @@ from distillguard.features.derive import SCAN_CHARS
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.linkage.graph import clusters_from_edges, compute_edges
+from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
 TEMPLATE_MAX_PREFIX_RATIO = 0.5
 TEMPLATE_MIN_REQUESTS = 30
@@ -111,6 +112,7 @@ def run_scan(
             "accounts": result["accounts"],
             "rejected": n_rejected,
             "duplicates": dups,
+            "unauthenticated_requests": reader.stats.unauthenticated,
             "flagged_accounts": result["flagged_accounts"],
             "clusters": result["clusters"],
             "flagged_clusters": result["flagged_clusters"],
@@ -148,6 +150,11 @@ def load_into(store: EventStore, paths: list[str | Path], rej: RejectWriter, *, 
         for batch in reader.iter_batches(list(paths)):
             store.append(batch)
     dups = store.finish_run(rej)
+    # requests the gateway refused for a missing or unknown key belong to no account
+    reader.stats.unauthenticated = con.execute(
+        f"SELECT count(*) FROM events WHERE account_id = '{UNAUTHENTICATED_ACCOUNT}'").fetchall()[0][0]
+    if reader.stats.unauthenticated:
+        con.execute(f"DELETE FROM events WHERE account_id = '{UNAUTHENTICATED_ACCOUNT}'")
     if accounts is not None:
         acct_table = load_accounts(accounts, rejects=rej)
         con.register("_dg_accounts_arrow", acct_table)

@@ -20,11 +20,12 @@ from pathlib import Path
 import orjson
 
 from distillguard.errors import ConfigError
+from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
 __all__ = ["UNAUTHENTICATED", "KeyInfo", "KeyStore", "hash_key"]
 
 #: the ``account_id`` of log records refused at authentication without a known key; no key may use it
-UNAUTHENTICATED = "unauthenticated"
+UNAUTHENTICATED = UNAUTHENTICATED_ACCOUNT
 
 
 def hash_key(api_key: str) -> str:

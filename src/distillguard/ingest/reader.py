@@ -40,6 +40,7 @@ class IngestStats:
     accepted: int = 0
     rejected: int = 0
     bytes: int = 0
+    unauthenticated: int = 0  # gateway requests refused for a missing or unknown key (see schema.UNAUTHENTICATED_ACCOUNT)
     per_file: dict[str, dict[str, int]] = field(default_factory=dict)
 
 

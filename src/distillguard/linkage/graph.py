@@ -58,9 +58,12 @@ FINGERPRINT_MIN_REQUESTS = 20
 #: Accounts with more distinct parameter signatures than this (sweeps) get no fingerprint.
 FINGERPRINT_MAX_SIGNATURES = 32
 EDGE_MIN_WEIGHT = 1.0
-#: Louvain resolution: below 1 favours larger communities, so that one operator's groups of accounts
+#: Key types that all describe the client's script; a pair's total counts only the strongest of them
+#: (a template plus a user agent plus common settings would otherwise chain every company's batch jobs).
+SCRIPT_KEYS = frozenset({"user_agent_params", "template", "request_fingerprint"})
+#: Louvain resolution: well below 1 favours larger communities, so that one operator's groups of accounts
 #: (a payment card each, joined by shared request fingerprints and creation waves) stay one cluster.
-LOUVAIN_RESOLUTION = 0.2
+LOUVAIN_RESOLUTION = 0.1
 #: Creation waves: accounts created in the same hour, when at least ``min_share`` were (a crowd).
 WAVE_S = 3600
 
@@ -181,6 +184,7 @@ def edges_sql(keys: str) -> str:
 
     cases = " ".join(f"WHEN type = '{k.name}' AND m >= {k.min_share} AND m <= {k.cap} THEN {weight(k)}" for k in KEY_TYPES.values())
     caps = " ".join(f"WHEN type = '{k.name}' THEN {k.type_cap}" for k in KEY_TYPES.values())
+    script = ", ".join(f"'{t}'" for t in sorted(SCRIPT_KEYS))
     return f"""
 WITH kv AS (SELECT DISTINCT account_id, type, value, log2_expected FROM {keys} WHERE value IS NOT NULL),
 sized AS (SELECT *, count(*) OVER (PARTITION BY type, value) AS m FROM kv),
@@ -193,8 +197,13 @@ pairs AS (
   GROUP BY ALL
 ),
 typed AS (SELECT src, dst, type, least(w, CASE {caps} ELSE 1 END) AS w, shared, example FROM pairs)
-SELECT src, dst, type, w, shared, example, sum(w) OVER (PARTITION BY src, dst) AS total
+-- the script-similarity types (user agent + parameters, template, request fingerprint) all describe
+-- the client's script: together they count as their strongest one, not their sum
+SELECT src, dst, type, w, shared, example,
+       sum(CASE WHEN type IN ({script}) THEN 0 ELSE w END) OVER p
+       + max(CASE WHEN type IN ({script}) THEN w ELSE 0 END) OVER p AS total
 FROM typed
+WINDOW p AS (PARTITION BY src, dst)
 """
 
 

@@ -18,12 +18,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from distillguard.linkage.graph import EDGE_MIN_WEIGHT, KEY_TYPES, key_weight
+from distillguard.linkage.graph import EDGE_MIN_WEIGHT, KEY_TYPES, SCRIPT_KEYS, key_weight
 
 
 ASSUME_SHARED_BY = 8
-#: Key types that all describe the client's script; together they are one kind of evidence.
-SCRIPT_KEYS = frozenset({"user_agent_params", "template", "request_fingerprint"})
+
+
+def _total(typed: dict[str, float]) -> float:
+    """A pair's weight as in batch: script-similarity types count as their strongest one."""
+    return sum(w for t, w in typed.items() if t not in SCRIPT_KEYS) + max(
+        (w for t, w in typed.items() if t in SCRIPT_KEYS), default=0.0
+    )
 
 
 def _kinds(typed: dict[str, float]) -> int:
@@ -124,7 +129,7 @@ class OnlineLinker:
                 typed[key_type] = max(typed.get(key_type, 0.0), w)  # the latest lift, not a sum
             else:
                 typed[key_type] = min(kt.type_cap, typed.get(key_type, 0.0) + w)
-            if sum(typed.values()) >= EDGE_MIN_WEIGHT and (
+            if _total(typed) >= EDGE_MIN_WEIGHT and (
                 "payment_fingerprint" in typed or typed.get("request_fingerprint", 0.0) >= EDGE_MIN_WEIGHT
                 or _kinds(typed) >= 3
             ):
