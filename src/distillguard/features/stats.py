@@ -225,8 +225,13 @@ def temp_key(temp: float | None) -> str:
 
 
 def derived_sql(events: str = "events", key: str = "account_id") -> str:
-    """Derived values of every event plus the inter-arrival gap and rank within its ``key``."""
-    return f"""SELECT *, ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk
+    """Derived values of every event plus the inter-arrival gap and rank within its ``key``.
+
+    Only the first :data:`WORDS_FIRST_N` prompts of each account are kept (their head, for the
+    vocabulary): the prompt text would otherwise be most of this table's size.
+    """
+    return f"""SELECT * EXCLUDE (prompt), ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk,
+  CASE WHEN row_number() OVER w <= {WORDS_FIRST_N} THEN left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS}) END AS prompt
   FROM ({derive_sql(events)}) x
   WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id)"""
 
@@ -259,8 +264,10 @@ base AS (
   count(iat)::BIGINT AS iat_n, coalesce(sum(iat), 0.0) AS iat_sum, coalesce(sum(iat * iat), 0.0) AS iat_sum2,
   count(*) FILTER (WHERE iat < {FAST_IAT_S})::BIGINT AS fast_n,
   {flag_sums},
-  list_sort(list_distinct(list(floor(ts / 86400)::BIGINT)))[1:{MAX_DAYS}] AS days
   FROM d GROUP BY {key}
+),
+days AS (
+  SELECT k, list_sort(list(day))[1:{MAX_DAYS}] AS days FROM (SELECT DISTINCT {key} AS k, floor(ts / 86400)::BIGINT AS day FROM d) GROUP BY k
 ),
 hrs AS (
   SELECT k, list_transform(range(24), lambda i: coalesce(list_extract(list_filter(hc, lambda x: x.h = i), 1).c, 0)::BIGINT) AS hours
@@ -279,11 +286,12 @@ set_temp AS (SELECT k, min(v, {SET_K['set_temp']}) AS set_temp FROM (SELECT DIST
 {kmv('kmv_suf', 'suf')}
 SELECT base.k AS {key}, n, t0, t1, out_tok, in_tok, iat_n, iat_sum, iat_sum2, fast_n,
   coalesce(wt.words_total, 0)::BIGINT AS words_total, coalesce(wt.words_distinct, 0)::BIGINT AS words_distinct,
-  {', '.join(FLAG_COLUMNS)}, hrs.hours, days,
+  {', '.join(FLAG_COLUMNS)}, hrs.hours, days.days,
   list_sort(kmv_ph) AS kmv_ph, list_sort(kmv_pre) AS kmv_pre, list_sort(kmv_suf) AS kmv_suf,
   list_sort(set_psig) AS set_psig, list_sort(set_temp) AS set_temp
 FROM base
 LEFT JOIN hrs ON hrs.k = base.k
+LEFT JOIN days ON days.k = base.k
 LEFT JOIN wt ON wt.k = base.k
 LEFT JOIN set_psig ON set_psig.k = base.k
 LEFT JOIN set_temp ON set_temp.k = base.k
