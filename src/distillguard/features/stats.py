@@ -278,7 +278,8 @@ words AS (
   SELECT {key} AS k, unnest(regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}')) AS w
   FROM d WHERE rk <= {WORDS_FIRST_N}
 ),
-wt AS (SELECT k, count(*)::BIGINT AS words_total, count(DISTINCT w)::BIGINT AS words_distinct FROM words GROUP BY k),
+-- distinct words per account through a GROUP BY (spills to disk), not count(DISTINCT) (does not)
+wt AS (SELECT k, sum(c)::BIGINT AS words_total, count(*)::BIGINT AS words_distinct FROM (SELECT k, w, count(*) AS c FROM words GROUP BY k, w) GROUP BY k),
 set_psig AS (SELECT k, min(v, {SET_K['set_psig']}) AS set_psig FROM (SELECT DISTINCT {key} AS k, psig AS v FROM d) GROUP BY k),
 set_temp AS (SELECT k, min(v, {SET_K['set_temp']}) AS set_temp FROM (SELECT DISTINCT {key} AS k, {temp_str} AS v FROM d) GROUP BY k),
 {kmv('kmv_ph', 'ph')},
