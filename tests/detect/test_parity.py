@@ -111,3 +111,12 @@ def test_features_vectorised_on_many_accounts_equal_scalar(events):
         sc = features_scalar(AccountStats.from_row(r))
         for k, v in sc.items():
             assert _same(v, float(vec[k][i])), k
+
+
+def test_account_stats_in_slices_equal_one_pass(events):
+    con = connect()
+    con.register("events", events)
+    whole = {r["account_id"]: r for r in account_stats(con, "events").to_pylist()}
+    sliced_table = account_stats(con, "events", slice_events=max(1, events.num_rows // 4))
+    sliced = {r["account_id"]: r for r in sliced_table.to_pylist()}
+    assert sliced_table.num_rows == len(whole) and sliced == whole

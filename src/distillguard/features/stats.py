@@ -236,11 +236,26 @@ def derived_sql(events: str = "events", key: str = "account_id") -> str:
   WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id)"""
 
 
-def account_stats(con: Any, events: str = "events", key: str = "account_id") -> Any:
+#: Above this many events, account stats are computed in slices of accounts (by hash), so that the
+#: per-account sketch states, which DuckDB cannot spill to disk, stay within its memory limit.
+STATS_SLICE_EVENTS = 2_000_000
+
+
+def account_stats(con: Any, events: str = "events", key: str = "account_id", *, slice_events: int | None = None) -> Any:
     """Run :func:`stats_sql` on a DuckDB connection (materialising the derived events once)."""
+    import pyarrow as pa
+
     con.execute(f"CREATE OR REPLACE TEMP TABLE _dg_derived AS {derived_sql(events, key)}")
     try:
-        return con.sql(stats_sql("_dg_derived", key)).to_arrow_table()
+        n = con.execute("SELECT count(*) FROM _dg_derived").fetchall()[0][0]
+        parts = max(1, math.ceil(n / (slice_events or STATS_SLICE_EVENTS)))
+        if parts == 1:
+            return con.sql(stats_sql("_dg_derived", key)).to_arrow_table()
+        tables = [
+            con.sql(stats_sql(f"(SELECT * FROM _dg_derived WHERE hash({key}) % {parts} = {i})", key)).to_arrow_table()
+            for i in range(parts)
+        ]
+        return pa.concat_tables(tables)
     finally:
         con.execute("DROP TABLE IF EXISTS _dg_derived")
 
