@@ -20,3 +20,4 @@ def test_repeat_log_gives_each_copy_its_own_requests_and_accounts(tmp_path):
     assert [r["account_id"] for r in rows] == ["c0-a", "c0-b", "c1-a", "c1-b", "c2-a", "c2-b"]
     accs = [orjson.loads(x) for x in gzip.open(big_acc).read().splitlines()]
     assert [a["account_id"] for a in accs] == ["c0-a", "c1-a", "c2-a"]
+    assert [a["payment_fingerprint"] for a in accs] == ["c0-p", "c1-p", "c2-p"]

@@ -112,12 +112,19 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _relabel(buf: bytes, i: int) -> bytes:
+    return (buf.replace(b'"request_id":"', b'"request_id":"r%d-' % i).replace(b'"account_id":"', b'"account_id":"c%d-' % i)
+            .replace(b'"payment_fingerprint":"', b'"payment_fingerprint":"c%d-' % i))
+
+
 def repeat_log(log: Path, accounts: Path | None, copies: int, out: Path) -> tuple[Path, Path | None]:
     """Write ``copies`` copies of a log (and its account file), each with its own request and account ids.
 
-    Copy ``i`` prefixes every ``request_id`` with ``r<i>-`` and every ``account_id`` with ``c<i>-``, so
-    the result has ``copies`` times the requests *and* the accounts (a larger provider, not the same
-    customers sending more). Works on compact JSON (no space after the colon), as the simulator and the
+    Copy ``i`` prefixes every ``request_id`` with ``r<i>-`` and every ``account_id`` and
+    ``payment_fingerprint`` with ``c<i>-``, so the result has ``copies`` times the requests *and* the
+    accounts (a larger provider, not the same customers sending more). IP addresses, creation times
+    and request settings stay as they were, so every campaign's fingerprint is shared by ``copies``
+    times as many accounts. Works on compact JSON (no space after the colon), as the simulator and the
     gateway write it. Output is gzip level 1.
     """
     from isal import igzip
@@ -135,11 +142,9 @@ def repeat_log(log: Path, accounts: Path | None, copies: int, out: Path) -> tupl
                         buf = carry + block
                         cut = buf.rfind(b"\n") + 1
                         carry = buf[cut:]
-                        w.write(buf[:cut].replace(b'"request_id":"', b'"request_id":"r%d-' % i)
-                                .replace(b'"account_id":"', b'"account_id":"c%d-' % i))
+                        w.write(_relabel(buf[:cut], i))
                     if carry:
-                        w.write(carry.replace(b'"request_id":"', b'"request_id":"r%d-' % i)
-                                .replace(b'"account_id":"', b'"account_id":"c%d-' % i) + b"\n")
+                        w.write(_relabel(carry, i) + b"\n")
 
     big = out / f"traffic-x{copies}.jsonl.gz"
     copy(log, big)
