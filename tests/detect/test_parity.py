@@ -119,4 +119,8 @@ def test_account_stats_in_slices_equal_one_pass(events):
     whole = {r["account_id"]: r for r in account_stats(con, "events").to_pylist()}
     sliced_table = account_stats(con, "events", slice_events=max(1, events.num_rows // 4))
     sliced = {r["account_id"]: r for r in sliced_table.to_pylist()}
-    assert sliced_table.num_rows == len(whole) and sliced == whole
+    assert sliced_table.num_rows == len(whole) and set(sliced) == set(whole)
+    # float sums (iat_sum2) are added in another order per slice: compare as the other parity tests do
+    for aid, row in whole.items():
+        for c in row:
+            assert _same(row[c], sliced[aid][c]), (aid, c, row[c], sliced[aid][c])
