@@ -75,7 +75,7 @@ def md5_u64(text: str) -> int:
     return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[8:], "little")
 
 
-def param_signature(temperature: Any, top_p: Any, max_tokens: Any, n: Any, stream: Any, logprobs: Any) -> str:
+def _signature(*values: Any) -> str:
     def f(v: Any) -> str:
         if v is None:
             return "-"
@@ -85,13 +85,16 @@ def param_signature(temperature: Any, top_p: Any, max_tokens: Any, n: Any, strea
             return repr(round(v, 3))
         return str(v)
 
-    return "|".join(f(v) for v in (temperature, top_p, max_tokens, n, stream, logprobs))
+    return "|".join(f(v) for v in values)
+
+
+def param_signature(temperature: Any, top_p: Any, max_tokens: Any, n: Any, stream: Any, logprobs: Any) -> str:
+    return _signature(temperature, top_p, max_tokens, n, stream, logprobs)
 
 
 def fingerprint_signature(temperature: Any, top_p: Any, max_tokens: Any, n: Any, logprobs: Any) -> str:
     """:func:`param_signature` without ``stream``: the settings that make an account's request fingerprint."""
-    parts = param_signature(temperature, top_p, max_tokens, n, False, logprobs).split("|")
-    return "|".join(parts[:4] + parts[5:])
+    return _signature(temperature, top_p, max_tokens, n, logprobs)
 
 
 #: Characters of the system prompt that identify it in request fingerprints.
@@ -133,26 +136,28 @@ def words_of(prompt: str | None) -> list[str]:
     return _WORD_RE.findall((prompt or "")[:WORDS_PROMPT_CHARS].lower())
 
 
+def _signature_sql(*, with_stream: bool) -> str:
+    """SQL twin of :func:`_signature` over the parameter columns of an event."""
+    parts = [
+        "CASE WHEN temperature IS NULL THEN '-' ELSE CAST(round(temperature, 3) AS VARCHAR) END",
+        "CASE WHEN top_p IS NULL THEN '-' ELSE CAST(round(top_p, 3) AS VARCHAR) END",
+        "CASE WHEN max_tokens IS NULL THEN '-' ELSE CAST(max_tokens AS VARCHAR) END",
+        "CAST(coalesce(n, 1) AS VARCHAR)",
+    ]
+    if with_stream:
+        parts.append("CASE WHEN coalesce(stream, false) THEN '1' ELSE '0' END")
+    parts.append("CASE WHEN coalesce(logprobs, false) THEN '1' ELSE '0' END")
+    return f"concat_ws('|', {', '.join(parts)})"
+
+
 def psig_sql() -> str:
     """SQL of :func:`param_signature` over event columns."""
-    temp = "CASE WHEN temperature IS NULL THEN '-' ELSE CAST(round(temperature, 3) AS VARCHAR) END"
-    top_p = "CASE WHEN top_p IS NULL THEN '-' ELSE CAST(round(top_p, 3) AS VARCHAR) END"
-    max_tokens = "CASE WHEN max_tokens IS NULL THEN '-' ELSE CAST(max_tokens AS VARCHAR) END"
-    return (
-        f"concat_ws('|', {temp}, {top_p}, {max_tokens}, CAST(coalesce(n, 1) AS VARCHAR), "
-        "CASE WHEN coalesce(stream, false) THEN '1' ELSE '0' END, CASE WHEN coalesce(logprobs, false) THEN '1' ELSE '0' END)"
-    )
+    return _signature_sql(with_stream=True)
 
 
 def fsig_sql() -> str:
     """SQL of :func:`fingerprint_signature` over event columns."""
-    temp = "CASE WHEN temperature IS NULL THEN '-' ELSE CAST(round(temperature, 3) AS VARCHAR) END"
-    top_p = "CASE WHEN top_p IS NULL THEN '-' ELSE CAST(round(top_p, 3) AS VARCHAR) END"
-    max_tokens = "CASE WHEN max_tokens IS NULL THEN '-' ELSE CAST(max_tokens AS VARCHAR) END"
-    return (
-        f"concat_ws('|', {temp}, {top_p}, {max_tokens}, CAST(coalesce(n, 1) AS VARCHAR), "
-        "CASE WHEN coalesce(logprobs, false) THEN '1' ELSE '0' END)"
-    )
+    return _signature_sql(with_stream=False)
 
 
 def sph_sql() -> str:
