@@ -37,8 +37,8 @@ from distillguard.linkage.graph import (
     FINGERPRINT_MAX_SIGNATURES,
     FINGERPRINT_MIN_REQUESTS,
     FREEMAIL,
-    KEY_TYPES,
     created_wave,
+    fingerprint_weight,
     ip_prefix,
     template_key,
     ua_params_key,
@@ -170,8 +170,7 @@ class OnlineDetector:
             return
         self._count_fingerprint(new, 1)
         value = hashlib.md5(f"{new[0]:016x}|{','.join(new[1])}".encode()).hexdigest()[:16]
-        base = KEY_TYPES["request_fingerprint"].base
-        self.linker.add_key(aid, "request_fingerprint", value, weight_of=lambda m: base * (math.log2(m) - self._log2_expected(new)))
+        self.linker.add_key(aid, "request_fingerprint", value, weight_of=lambda m: fingerprint_weight(m, self._log2_expected(new)))
 
     def _log2_expected(self, fp: tuple[int, tuple[str, ...]]) -> float:
         """log2 of the accounts expected to share ``fp`` if its parts were chosen independently."""

@@ -152,9 +152,7 @@ def load_into(store: EventStore, paths: list[str | Path], rej: RejectWriter, *, 
     dups = store.finish_run(rej)
     # requests the gateway refused for a missing or unknown key belong to no account
     reader.stats.unauthenticated = con.execute(
-        f"SELECT count(*) FROM events WHERE account_id = '{UNAUTHENTICATED_ACCOUNT}'").fetchall()[0][0]
-    if reader.stats.unauthenticated:
-        con.execute(f"DELETE FROM events WHERE account_id = '{UNAUTHENTICATED_ACCOUNT}'")
+        f"DELETE FROM events WHERE account_id = '{UNAUTHENTICATED_ACCOUNT}'").fetchall()[0][0]  # rows deleted
     if accounts is not None:
         acct_table = load_accounts(accounts, rejects=rej)
         con.register("_dg_accounts_arrow", acct_table)

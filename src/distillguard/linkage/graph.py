@@ -68,6 +68,16 @@ LOUVAIN_RESOLUTION = 0.1
 WAVE_S = 3600
 
 
+def fingerprint_weight(shared_by: int, log2_expected: float) -> float:
+    """Link weight of a request fingerprint held by ``shared_by`` accounts: base per doubling of the lift
+    over chance (the SQL twin is in :func:`edges_sql`).
+
+    >>> fingerprint_weight(64, 2.0)
+    1.0
+    """
+    return max(0.0, KEY_TYPES["request_fingerprint"].base * (math.log2(shared_by) - log2_expected))
+
+
 def key_weight(key_type: str, shared_by: int) -> float:
     """Weight of one shared value of ``key_type`` held by ``shared_by`` accounts."""
     k = KEY_TYPES[key_type]
