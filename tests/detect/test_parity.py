@@ -10,6 +10,7 @@ import pytest
 from distillguard.detect.online import OnlineDetector
 from distillguard.detect.signals import strengths, strengths_scalar
 from distillguard.features.derive import derive_one, derive_sql, words_of
+from distillguard.features.pivot import ReleaseTracker
 from distillguard.features.stats import STAT_COLUMNS, AccountStats, account_stats, features, features_of, features_scalar
 from distillguard.ingest import load_events
 from distillguard.ingest.reader import connect
@@ -36,6 +37,7 @@ def test_derived_values_sql_equals_python(events):
     assert len(sql_rows) == len(py_rows) > 500
     for ev, row in zip(py_rows, sql_rows):
         d = derive_one(ev)
+        del d["post"], d["newm"]  # set by the release tracker, not by one request (test_pivot_flags_*)
         for k, v in d.items():
             assert _same(v, row[k]), (ev["request_id"], k, v, row[k])
     # the patterns do fire on this traffic (the comparison is not vacuous)
@@ -47,9 +49,12 @@ def test_account_stats_batch_equal_online(events):
     con.register("events", events)
     batch = {r["account_id"]: r for r in account_stats(con, "events").to_pylist()}
     online: dict[str, AccountStats] = {}
+    releases = ReleaseTracker()
     for ev in sorted(events.to_pylist(), key=lambda e: (e["ts"], e["request_id"])):
         s = online.setdefault(ev["account_id"], AccountStats())
-        s.update(ev["ts"], derive_one(ev), words_of(ev["prompt"]) if s.n < 64 else None)
+        d = derive_one(ev)
+        d["post"], d["newm"] = releases.observe(ev["ts"], ev["model"])
+        s.update(ev["ts"], d, words_of(ev["prompt"]) if s.n < 64 else None)
     assert set(batch) == set(online)
     for aid, s in online.items():
         row = s.to_row()

@@ -21,6 +21,9 @@ from distillguard.schema import EVENT_SCHEMA, event_from_record
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
 from records import GOOD  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "detect"))
+from pivot_records import pivot_records  # noqa: E402
+
 FLOAT_STATS = ("iat_sum", "iat_sum2")  # sums of doubles: summation order differs between engines
 
 PHRASES = [
@@ -93,7 +96,7 @@ def spark():
 
 @pytest.fixture(scope="module")
 def con():
-    events = [event_from_record(r) for r in make_records()]
+    events = [event_from_record(r) for r in make_records() + pivot_records()]
     c = duckdb.connect()
     c.register("_ev", pa.Table.from_pylist(events, schema=EVENT_SCHEMA))
     c.execute("CREATE TABLE events AS SELECT * FROM _ev")
@@ -125,7 +128,7 @@ def test_account_stats_equal(spark, con):
     assert max(len(x) for x in duck.column("kmv_ph").to_pylist()) == 128
     assert max(len(x) for x in duck.column("set_temp").to_pylist()) == 16
     assert max(len(x) for x in duck.column("set_psig").to_pylist()) == 32
-    for flag in ("cot", "ident", "selfi", "fmt", "transl"):
+    for flag in ("cot", "ident", "selfi", "fmt", "transl", "post", "newm"):
         assert sum(duck.column(flag).to_pylist()) > 0, flag
     for name in STAT_COLUMNS:
         a, b = duck.column(name).to_pylist(), sp.column(name).to_pylist()

@@ -32,6 +32,7 @@ import numpy as np
 from distillguard.detect.scoring import ScoreModel
 from distillguard.detect.signals import strengths_scalar
 from distillguard.features.derive import derive_one, words_of
+from distillguard.features.pivot import ReleaseTracker
 from distillguard.features.stats import KMV_K, WORDS_FIRST_N, AccountStats, features_scalar, kmv_estimate
 from distillguard.linkage.graph import (
     FINGERPRINT_MAX_SIGNATURES,
@@ -108,6 +109,7 @@ class OnlineDetector:
         self._fp_sig: dict[str, int] = {}
         self._current: str | None = None
         self._current_included = False
+        self.releases = ReleaseTracker()  # model releases seen so far (the model-pivot flags)
 
     # -- state ------------------------------------------------------------------------------
     def _side(self, root: str) -> AccountStats:
@@ -195,12 +197,13 @@ class OnlineDetector:
         need_words = st is None or st.stats.n < WORDS_FIRST_N
         return self.process_derived(
             aid, event["ts"], derive_one(event), words_of(event.get("prompt")) if need_words else None,
-            client_ip=event.get("client_ip"), user_agent=event.get("user_agent"),
+            client_ip=event.get("client_ip"), user_agent=event.get("user_agent"), model=event.get("model"),
         )
 
     def process_derived(self, aid: str, ts: float, d: dict[str, Any], words: list[str] | None, *,
-                        client_ip: str | None = None, user_agent: str | None = None) -> Verdict:
+                        client_ip: str | None = None, user_agent: str | None = None, model: str | None = None) -> Verdict:
         """:meth:`process` with the per-request derived values already computed (``replay`` does it in bulk)."""
+        d["post"], d["newm"] = self.releases.observe(ts, model)
         st = self._acc.get(aid)
         new = st is None
         if new:

@@ -22,7 +22,8 @@ from distillguard.detect.online import OnlineDetector
 from distillguard.detect.scoring import ScoreModel
 from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
-from distillguard.features.stats import FLAG_COLUMNS, WORDS_FIRST_N
+from distillguard.features.derive import DERIVED_FLAGS
+from distillguard.features.stats import WORDS_FIRST_N
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -31,8 +32,8 @@ _BATCH = 50_000
 
 def _replay_sql() -> str:
     return f"""
-SELECT account_id, ts, client_ip, user_agent,
-       {', '.join(FLAG_COLUMNS)}, out_tok, in_tok, psig, fsig, sph, temp, ph, pre, suf,
+SELECT account_id, ts, client_ip, user_agent, model,
+       {', '.join(DERIVED_FLAGS)}, out_tok, in_tok, psig, fsig, sph, temp, ph, pre, suf,
        CASE WHEN rk <= {WORDS_FIRST_N} THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
 FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql('events')}) x)
 WHERE account_id <> '{UNAUTHENTICATED_ACCOUNT}'  -- refused by the gateway for a missing or unknown key
@@ -85,11 +86,12 @@ def run_replay(
         advance = prog_ctx.__enter__() if prog_ctx else None
         try:
             reader_ = store.con.sql(_replay_sql()).to_arrow_reader(_BATCH)
-            flag_names = list(FLAG_COLUMNS)
+            flag_names = list(DERIVED_FLAGS)
             for batch in reader_:
                 cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
                 n = batch.num_rows
                 aids, tss, ips, uas, words = cols["account_id"], cols["ts"], cols["client_ip"], cols["user_agent"], cols["words"]
+                models = cols["model"]
                 flag_cols = [cols[c] for c in flag_names]
                 other = [cols[c] for c in ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")]
                 process = det.process_derived
@@ -97,7 +99,7 @@ def run_replay(
                     d = dict(zip(flag_names, [c[i] for c in flag_cols]))
                     (d["out_tok"], d["in_tok"], d["psig"], d["fsig"], d["sph"], d["temp"], d["ph"], d["pre"],
                      d["suf"]) = (c[i] for c in other)
-                    process(aids[i], tss[i], d, words[i], client_ip=ips[i], user_agent=uas[i])
+                    process(aids[i], tss[i], d, words[i], client_ip=ips[i], user_agent=uas[i], model=models[i])
                 done += n
                 if advance:
                     advance(n)

@@ -137,6 +137,12 @@ SIGNALS = SIGNALS + (
            "Share of the accounts marked not verified in the account file.",
            "Throwaway accounts skip verification.",
            level="low", falsepositives=("new sign-ups",), min_requests=5, unit="share"),
+    Signal("DG-0021", "model_pivot", "Fast pivot to a newly released model", "pivot_share", 0.2, 0.45,
+           "In the 48 hours after a model release seen in the traffic, the share of the account's requests sent to "
+           "the new model (customers adopt over days; the population's share is far lower).",
+           "A campaign extracting the current model moves its pipeline to the new one within hours of the release, "
+           "to harvest it before defences adapt.",
+           level="medium", falsepositives=("evaluation harnesses", "early adopters testing the new model"), min_requests=30, unit="share"),
 )
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 

@@ -42,6 +42,13 @@ import pyarrow.compute as pc
 
 from distillguard.errors import InputError
 from distillguard.features.derive import PATTERNS, SCAN_CHARS, SIG_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS
+from distillguard.features.pivot import (
+    ESTABLISHED_H,
+    PIVOT_WINDOW_H,
+    RELEASE_MAX_PRIOR_SHARE,
+    RELEASE_MIN_HOURLY,
+    RELEASE_MIN_SHARE,
+)
 from distillguard.features.stats import FAST_IAT_S, FLAG_COLUMNS, KMV_K, MAX_DAYS, SET_K, STAT_COLUMNS, WORDS_FIRST_N
 
 DEFAULT_MASTER = "local[2]"
@@ -63,7 +70,7 @@ STAGING_ENV = "DISTILLGUARD_SPARK_STAGING"
 EVENT_INPUT_COLUMNS = (
     "request_id", "ts", "account_id", "prompt", "completion_tokens", "prompt_tokens", "n_assistant_msgs", "logprobs",
     "n", "finish_reason", "stream", "system_prompt", "has_tools", "reasoning_effort", "reasoning_tokens",
-    "temperature", "top_p", "max_tokens",
+    "temperature", "top_p", "max_tokens", "model",
 )  # fmt: skip
 
 #: Spark's ``lower`` is Java's here (ICU case mappings switched off: twice as fast): it writes a final
@@ -240,10 +247,41 @@ def round3_text(col: Any) -> Any:
     )
 
 
+def with_pivot_flags(df: Any) -> Any:
+    """``df`` plus the model-pivot flags ``post`` and ``newm`` (twin of ``features.pivot.pivot_flags_sql``)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    df = df.withColumn("_h", F.floor(F.col("ts") / 3600).cast("bigint"))
+    hm = df.groupBy("_h", "model").agg(F.count(F.lit(1)).alias("c"))
+    before = Window.orderBy("_h").rowsBetween(Window.unboundedPreceding, -1)
+    hours = hm.groupBy("_h").agg(F.sum("c").alias("ch"))
+    hours = hours.withColumn("cab", F.coalesce(F.sum("ch").over(before), F.lit(0)))
+    mbefore = Window.partitionBy("model").orderBy("_h").rowsBetween(Window.unboundedPreceding, -1)
+    mcum = hm.where(F.col("model").isNotNull()).withColumn("cb", F.coalesce(F.sum("c").over(mbefore), F.lit(0)))
+    first_h = hours.agg(F.min("_h").alias("first_h"))
+    rel = (
+        mcum.join(hours, "_h").crossJoin(first_h)
+        .where((F.col("_h") >= F.col("first_h") + ESTABLISHED_H) & (F.col("c") >= RELEASE_MIN_HOURLY)
+               & (F.col("c") >= RELEASE_MIN_SHARE * F.col("ch")) & (F.col("cb") < RELEASE_MAX_PRIOR_SHARE * F.col("cab")))
+        .groupBy("model").agg(F.min("_h").alias("r"))
+    )
+    spark = df.sparkSession
+    windows = (rel.crossJoin(spark.range(1, PIVOT_WINDOW_H + 1))
+               .select("model", (F.col("r") + F.col("id")).alias("_h")).distinct())
+    post = windows.select("_h").distinct().withColumn("post", F.lit(True))
+    newm = windows.withColumn("newm", F.lit(True))
+    return (df.join(F.broadcast(post), "_h", "left").join(F.broadcast(newm), ["_h", "model"], "left")
+            .withColumn("post", F.coalesce(F.col("post"), F.lit(False)))
+            .withColumn("newm", F.coalesce(F.col("newm"), F.lit(False))).drop("_h"))
+
+
 def derived_frame(df: Any) -> Any:
     """Per-request derived values (twin of ``derived_sql``): flags, counts, psig, temp text, hash keys, iat, rk."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+
+    df = with_pivot_flags(df)
 
     prompt = F.coalesce(F.col("prompt"), F.lit(""))
     p = F.substring(prompt, 1, SCAN_CHARS)
@@ -276,6 +314,8 @@ def derived_frame(df: Any) -> Any:
         F.coalesce(F.col("has_tools"), F.lit(False)).alias("tools"),
         (F.coalesce(F.col("reasoning_effort").isin("medium", "high"), F.lit(False))
          | (F.coalesce(F.col("reasoning_tokens"), F.lit(0)) > 0)).alias("effort"),
+        "post",
+        "newm",
         psig.alias("psig"),
         round3_text(F.col("temperature")).alias("temp_s"),
         md5_u64_key(F.col("_p")).alias("ph"),

@@ -54,6 +54,8 @@ PATTERNS = {
     "transl": TRANSLATE_PATTERN,
 }
 _COMPILED = {k: re.compile(v) for k, v in PATTERNS.items()}
+#: Boolean values of one request on its own, in the order the stats count them.
+DERIVED_FLAGS = ("cot", "ident", "selfi", "fmt", "transl", "single", "lp", "nmulti", "hitmax", "stream", "sys", "tools", "effort")
 
 #: Characters of the prompt that every content feature reads (bounds the cost of huge prompts; the
 #: batch path stores only this much of each prompt).
@@ -127,6 +129,9 @@ def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
         ph=md5_u64(prompt),
         pre=md5_u64(prompt[:SIG_CHARS].lower()),
         suf=md5_u64(prompt[-SIG_CHARS:].lower()),
+        # set by the release tracker, which sees the traffic before this request (features.pivot)
+        post=False,
+        newm=False,
     )
     return out
 

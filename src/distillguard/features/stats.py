@@ -24,9 +24,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from distillguard.features.derive import WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
+from distillguard.features.derive import DERIVED_FLAGS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
+from distillguard.features.pivot import PIVOT_MIN_POST, pivot_flags_sql, pivot_windows_sql
 
-FLAG_COLUMNS = ("cot", "ident", "selfi", "fmt", "transl", "single", "lp", "nmulti", "hitmax", "stream", "sys", "tools", "effort")
+#: Per-request flags counted per account: those of one request alone, then the model-pivot flags,
+#: which depend on the releases seen so far (:mod:`distillguard.features.pivot`).
+FLAG_COLUMNS = DERIVED_FLAGS + ("post", "newm")
 KMV_K = {"kmv_ph": 128, "kmv_pre": 128, "kmv_suf": 128}
 #: Small exact sets (the lexicographically smallest distinct values, capped): parameter signatures, temperatures.
 SET_K = {"set_psig": 32, "set_temp": 16}
@@ -92,6 +95,8 @@ class AccountStats:
     sys: int = 0
     tools: int = 0
     effort: int = 0
+    post: int = 0  # requests in the hours after a model release (features.pivot)
+    newm: int = 0  # ... of them to the model just released
     hours: list[int] = field(default_factory=lambda: [0] * 24)
     days: set[int] = field(default_factory=set)
     kmv_ph: list[int] = field(default_factory=list)
@@ -228,11 +233,13 @@ def derived_sql(events: str = "events", key: str = "account_id") -> str:
     """Derived values of every event plus the inter-arrival gap and rank within its ``key``.
 
     Only the first :data:`WORDS_FIRST_N` prompts of each account are kept (their head, for the
-    vocabulary): the prompt text would otherwise be most of this table's size.
+    vocabulary): the prompt text would otherwise be most of this table's size. The model-pivot flags
+    come from the releases found in the whole of ``events``.
     """
-    return f"""SELECT * EXCLUDE (prompt), ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk,
+    return f"""WITH _dg_pw AS ({pivot_windows_sql(events)})
+SELECT * EXCLUDE (prompt), ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk,
   CASE WHEN row_number() OVER w <= {WORDS_FIRST_N} THEN left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS}) END AS prompt
-  FROM ({derive_sql(events)}) x
+  FROM ({pivot_flags_sql(f"({derive_sql(events)})", "_dg_pw")}) x
   WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id)"""
 
 
@@ -322,7 +329,7 @@ FEATURE_COLUMNS = (
     "requests", "active_days", "req_per_day", "span_hours", "tokens_out", "tokens_per_day", "out_share",
     "iat_cv", "fast_share", "hour_entropy", "param_variety", "temp_variety",
     "prompt_distinct_ratio", "prefix_distinct_ratio", "suffix_distinct_ratio", "vocab_breadth",
-    "young_share", "unverified_share",
+    "young_share", "unverified_share", "pivot_share",
 ) + tuple(f"{c}_share" for c in FLAG_COLUMNS)  # fmt: skip
 
 
@@ -372,6 +379,8 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
         acct = np.asarray(cols.get("acct_n", np.zeros(m)), dtype=np.float64)
         out["young_share"] = np.asarray(cols.get("young_n", np.zeros(m)), dtype=np.float64) / np.maximum(acct, 1.0)
         out["unverified_share"] = np.asarray(cols.get("unver_n", np.zeros(m)), dtype=np.float64) / np.maximum(acct, 1.0)
+        post = np.asarray(cols["post"], dtype=np.float64)
+        out["pivot_share"] = np.where(post >= PIVOT_MIN_POST, np.asarray(cols["newm"], dtype=np.float64) / np.maximum(post, 1.0), np.nan)
         for c in FLAG_COLUMNS:
             out[f"{c}_share"] = np.asarray(cols[c], dtype=np.float64) / safe_n
     return out
@@ -422,6 +431,7 @@ def features_scalar(s: AccountStats) -> dict[str, float]:
         "vocab_breadth": s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else nan,
         "young_share": s.young_n / max(s.acct_n, 1.0),
         "unverified_share": s.unver_n / max(s.acct_n, 1.0),
+        "pivot_share": s.newm / s.post if s.post >= PIVOT_MIN_POST else nan,
     }
     for c in FLAG_COLUMNS:
         out[f"{c}_share"] = getattr(s, c) / safe_n
