@@ -129,3 +129,23 @@ def test_account_stats_in_slices_equal_one_pass(events):
     for aid, row in whole.items():
         for c in row:
             assert _same(row[c], sliced[aid][c]), (aid, c, row[c], sliced[aid][c])
+
+
+def test_stats_scorer_equals_the_full_pipeline(events):
+    """The online hot path's scorer gives exactly the score of features -> strengths -> score_scalar."""
+    from distillguard.detect.scoring import ScoreModel, prior_weights
+
+    con = connect()
+    con.register("events", events)
+    rows = account_stats(con, "events").to_pylist()
+    default = ScoreModel.default()
+    assert 0.0 in default.weights.values() or len(default.weights) < len(prior_weights())  # some signals skipped
+    for model in (default, ScoreModel(weights=prior_weights(), bias=-6.0)):
+        scorer = model.stats_scorer()
+        scores = []
+        for r in rows:
+            s = AccountStats.from_row(r)
+            full = model.score_scalar(strengths_scalar(features_scalar(s)))
+            assert scorer(s) == full, r["account_id"]
+            scores.append(full)
+        assert len(set(scores)) > 10  # not a constant

@@ -66,8 +66,6 @@ class _Account:
     stats: AccountStats = field(default_factory=AccountStats)
     score: float = 0.0
     next_score_at: int = 0
-    strs: dict[str, float] | None = None
-    feats: dict[str, float] | None = None
     first_pre: int | None = None
     templated: bool = False
     flagged_at: float | None = None
@@ -93,6 +91,7 @@ class OnlineDetector:
         that the first hours of a busy team's shared traffic are not mistaken for bulk volume."""
         self.model = model or ScoreModel.default()
         self.threshold = self.model.threshold.value
+        self._scorer = self.model.stats_scorer()
         self.accounts = accounts or {}
         self.linkage = linkage
         self._acc: dict[str, _Account] = {}
@@ -230,14 +229,12 @@ class OnlineDetector:
                 if ratio <= TEMPLATE_MAX_PREFIX_RATIO:
                     st.templated = True
                     lk.add_key(aid, "template", template_key(st.first_pre))
-        # account score (on a schedule for heavy accounts: see __init__)
+        # account score (on a schedule for heavy accounts: see __init__); features and strengths for the
+        # reasons only when the account is flagged
         n = st.stats.n
-        if n >= st.next_score_at or st.feats is None:
-            st.feats = features_scalar(st.stats)
-            st.strs = strengths_scalar(st.feats)
-            st.score = self.model.score_scalar(st.strs)
+        if n >= st.next_score_at:
+            st.score = self._scorer(st.stats)
             st.next_score_at = n + max(1, int(n * self.rescore_every))
-        feats, strs = st.feats, st.strs
         # cluster score
         cid = None
         cscore = 0.0
@@ -250,9 +247,7 @@ class OnlineDetector:
                     cs.apply(ts, d, gap, dw, dd)
                 due = self._next_cluster_score.get(root, 0)
                 if cs.n >= due or root not in self._cluster_score:
-                    cfeats = features_scalar(cs)
-                    cstrs = strengths_scalar(cfeats)
-                    self._cluster_score[root] = self.model.score_scalar(cstrs)
+                    self._cluster_score[root] = self._scorer(cs)
                     self._next_cluster_score[root] = cs.n + max(1, int(cs.n * self.rescore_every))
                 cscore = self._cluster_score[root]
                 cid = self.linker.cluster_of(aid)
@@ -268,7 +263,8 @@ class OnlineDetector:
             st.flagged_at = ts
             st.requests_before_flag = st.stats.n - 1
             st.flag_cluster = cid
-            reasons = [r.as_dict() for r in self.model.reasons(strs, feats)] if st.score >= self.threshold else []
+            feats = features_scalar(st.stats)
+            reasons = [r.as_dict() for r in self.model.reasons(strengths_scalar(feats), feats)] if st.score >= self.threshold else []
             if cid is not None and cscore >= self.threshold:
                 members = self.linker.members(aid)
                 if cstrs is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -393,46 +393,57 @@ def features_of(stats: AccountStats) -> dict[str, float]:
     return {k: float(v[0]) for k, v in features(cols).items()}
 
 
-def features_scalar(s: AccountStats) -> dict[str, float]:
-    """The same numbers as :func:`features` for one stats object, in plain Python (the online hot path)."""
-    nan = math.nan
-    n = float(s.n)
-    safe_n = max(n, 1.0)
-    days = float(len(s.days))
-    tok = s.out_tok + s.in_tok
-    mean = s.iat_sum / s.iat_n if s.iat_n > 0 else nan
+def _iat_cv(s: AccountStats) -> float:
+    if s.iat_n <= 0:
+        return math.nan
+    mean = s.iat_sum / s.iat_n
     if s.iat_n > 1 and mean > 0:
         var = s.iat_sum2 / s.iat_n - mean * mean
-        iat_cv = math.sqrt(max(var, 0.0)) / mean
-    else:
-        iat_cv = nan
+        return math.sqrt(max(var, 0.0)) / mean
+    return math.nan
+
+
+def _hour_entropy(s: AccountStats) -> float:
     total = float(sum(s.hours)) or 1.0
     ent = 0.0
     for h in s.hours:
         if h:
             p = h / total
             ent -= p * math.log(p)
-    out = {
-        "requests": n,
-        "active_days": days,
-        "req_per_day": n / max(days, 1.0),
-        "span_hours": (s.t1 - s.t0) / 3600.0,
-        "tokens_out": float(s.out_tok),
-        "tokens_per_day": tok / max(days, 1.0),
-        "out_share": s.out_tok / max(tok, 1.0) if tok > 0 else nan,
-        "iat_cv": iat_cv,
-        "fast_share": s.fast_n / s.iat_n if s.iat_n > 0 else nan,
-        "hour_entropy": ent / math.log(24),
-        "param_variety": float(len(s.set_psig)),
-        "temp_variety": float(len(s.set_temp)),
-        "prompt_distinct_ratio": min(1.0, kmv_estimate(s.kmv_ph, KMV_K["kmv_ph"]) / safe_n),
-        "prefix_distinct_ratio": min(1.0, kmv_estimate(s.kmv_pre, KMV_K["kmv_pre"]) / safe_n),
-        "suffix_distinct_ratio": min(1.0, kmv_estimate(s.kmv_suf, KMV_K["kmv_suf"]) / safe_n),
-        "vocab_breadth": s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else nan,
-        "young_share": s.young_n / max(s.acct_n, 1.0),
-        "unverified_share": s.unver_n / max(s.acct_n, 1.0),
-        "pivot_share": s.newm / s.post if s.post >= PIVOT_MIN_POST else nan,
-    }
-    for c in FLAG_COLUMNS:
-        out[f"{c}_share"] = getattr(s, c) / safe_n
-    return out
+    return ent / math.log(24)
+
+
+def _flag_share(c: str) -> Callable[[AccountStats], float]:
+    return lambda s: getattr(s, c) / max(float(s.n), 1.0)
+
+
+#: Each feature of one stats object, in plain Python: the online hot path computes only the features
+#: that the score model weighs (:meth:`~distillguard.detect.scoring.ScoreModel.stats_scorer`).
+SCALAR_FEATURES: dict[str, Callable[[AccountStats], float]] = {
+    "requests": lambda s: float(s.n),
+    "active_days": lambda s: float(len(s.days)),
+    "req_per_day": lambda s: s.n / max(float(len(s.days)), 1.0),
+    "span_hours": lambda s: (s.t1 - s.t0) / 3600.0,
+    "tokens_out": lambda s: float(s.out_tok),
+    "tokens_per_day": lambda s: (s.out_tok + s.in_tok) / max(float(len(s.days)), 1.0),
+    "out_share": lambda s: s.out_tok / max(s.out_tok + s.in_tok, 1.0) if s.out_tok + s.in_tok > 0 else math.nan,
+    "iat_cv": _iat_cv,
+    "fast_share": lambda s: s.fast_n / s.iat_n if s.iat_n > 0 else math.nan,
+    "hour_entropy": _hour_entropy,
+    "param_variety": lambda s: float(len(s.set_psig)),
+    "temp_variety": lambda s: float(len(s.set_temp)),
+    "prompt_distinct_ratio": lambda s: min(1.0, kmv_estimate(s.kmv_ph, KMV_K["kmv_ph"]) / max(float(s.n), 1.0)),
+    "prefix_distinct_ratio": lambda s: min(1.0, kmv_estimate(s.kmv_pre, KMV_K["kmv_pre"]) / max(float(s.n), 1.0)),
+    "suffix_distinct_ratio": lambda s: min(1.0, kmv_estimate(s.kmv_suf, KMV_K["kmv_suf"]) / max(float(s.n), 1.0)),
+    "vocab_breadth": lambda s: s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else math.nan,
+    "young_share": lambda s: s.young_n / max(s.acct_n, 1.0),
+    "unverified_share": lambda s: s.unver_n / max(s.acct_n, 1.0),
+    "pivot_share": lambda s: s.newm / s.post if s.post >= PIVOT_MIN_POST else math.nan,
+    **{f"{c}_share": _flag_share(c) for c in FLAG_COLUMNS},
+}
+assert tuple(SCALAR_FEATURES) == FEATURE_COLUMNS
+
+
+def features_scalar(s: AccountStats) -> dict[str, float]:
+    """The same numbers as :func:`features` for one stats object, in plain Python (the online path)."""
+    return {name: f(s) for name, f in SCALAR_FEATURES.items()}
