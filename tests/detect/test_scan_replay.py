@@ -72,6 +72,26 @@ def test_redact_hashes_example_prompts(small_traffic, tmp_path):
              progress=False, write_html=False)
     for e in _jsonl(tmp_path / "evidence.jsonl"):
         assert all(p.startswith("sha256:") for p in e["example_prompts"])
+    # link values carry no prompt text either: the request fingerprint's system prompt is hashed
+    import pyarrow.parquet as pq
+
+    edges = pq.read_table(tmp_path / "graph_edges.parquet").to_pylist()
+    fps = [e["example"] for e in edges if e["type"] == "request_fingerprint"]
+    assert any(v.startswith("sha256:") for v in fps)  # system prompts present in this traffic, and hashed
+    assert all(v.startswith(("sha256:", "(no system prompt)")) for v in fps)
+    texts = [v for c in _jsonl(tmp_path / "clusters.jsonl") for link in c["links"] if link["type"] == "request_fingerprint"
+             for v in [link["value"]]]
+    assert all(v.startswith(("sha256:", "(no system prompt)")) for v in texts)
+
+
+def test_redact_link_value_keeps_settings_and_identity():
+    from distillguard.detect.scan import _redact_link_value
+
+    v = "you are a world-class expert. answer acc | 0.2|-|1024|1|0 | #87337bb4"
+    r = _redact_link_value(v)
+    assert r.startswith("sha256:") and r.endswith(" | 0.2|-|1024|1|0 | #87337bb4") and "expert" not in r
+    assert _redact_link_value(v) == r != _redact_link_value("other" + v)
+    assert _redact_link_value("(no system prompt) | 0.7|-|-|1|0 | #1") == "(no system prompt) | 0.7|-|-|1|0 | #1"
 
 
 def test_replay_first_flags(small_traffic, tmp_path, scanned):

@@ -22,7 +22,7 @@ def scan_command(
     model: Path = typer.Option(None, "--model", help="Score model from `distillguard train` (default: the shipped one)."),
     engine: str = typer.Option("duckdb", "--engine", help="duckdb (embedded, default) or spark."),
     spark_master: str = typer.Option(None, "--spark-master", help="Spark master URL (default local[2]); e.g. spark://host:7077 or yarn."),
-    redact: bool = typer.Option(False, "--redact", help="Replace example prompts in the evidence with SHA-256 hashes."),
+    redact: bool = typer.Option(False, "--redact", help="Replace prompt text in the outputs (example prompts, system prompts in request-fingerprint links) with SHA-256 hashes."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score every account and linked group of accounts for extraction.

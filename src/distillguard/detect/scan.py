@@ -65,6 +65,34 @@ def _redact(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: Link types whose values carry prompt text: the request fingerprint starts with the system prompt.
+_TEXT_LINKS = ("request_fingerprint",)
+_NO_SYSTEM_PROMPT = "(no system prompt)"
+
+
+def _redact_link_value(value: str) -> str:
+    """A request fingerprint ``"<system prompt head> | <settings> | #<hash>"`` with the text hashed."""
+    head, sep, rest = value.partition(" | ")
+    if head == _NO_SYSTEM_PROMPT or not sep:
+        return value if sep else _redact(value)
+    return _redact(head)[:23] + sep + rest
+
+
+def _redact_links(edges: pa.Table) -> pa.Table:
+    """Edges with the prompt text in link values replaced by hashes (``scan --redact``); one hash per
+    distinct value, so that equal values stay equal."""
+    import pyarrow.compute as pc
+
+    example = edges.column("example")
+    text = pc.is_in(edges.column("type"), pa.array(_TEXT_LINKS))
+    distinct = pc.unique(pc.filter(example, text)).drop_null()
+    if len(distinct) == 0:
+        return edges
+    redacted = pa.array([_redact_link_value(v) for v in distinct.to_pylist()], pa.string())
+    new = pc.if_else(text, pc.take(redacted, pc.index_in(example, distinct)), example)
+    return edges.set_column(edges.schema.get_field_index("example"), "example", new)
+
+
 def run_scan(
     paths: list[str | Path],
     out_dir: str | Path,
@@ -275,6 +303,8 @@ def final_scores(an: Analysis, model: ScoreModel) -> tuple[np.ndarray, np.ndarra
 def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
             spark_master: str | None, timings: dict[str, float]) -> dict[str, Any]:
     an = analyse(con, has_accounts=has_accounts, engine=engine, spark_master=spark_master, timings=timings)
+    if redact:
+        an.edges = _redact_links(an.edges)
     t = time.perf_counter()
     account_ids, cols, feats, strs, edges, clusters = an.account_ids, an.cols, an.feats, an.strs, an.edges, an.clusters
     members, cluster_ids, cfeats, cstrs = an.members, an.cluster_ids, an.cfeats, an.cstrs
