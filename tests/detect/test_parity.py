@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from distillguard.detect.online import OnlineDetector
@@ -149,3 +150,13 @@ def test_stats_scorer_equals_the_full_pipeline(events):
             assert scorer(s) == full, r["account_id"]
             scores.append(full)
         assert len(set(scores)) > 10  # not a constant
+
+
+def test_md5_u64_sql_equals_duckdb_and_python():
+    from distillguard.features.derive import md5_u64, md5_u64_sql
+
+    texts = ["", "a", "hello", "Привет мир", "你是谁", "x" * 5000, "emoji 🚀", "tab\tnew\nline"]
+    con = connect()
+    con.register("t", pa.table({"s": texts}))
+    rows = con.sql(f"SELECT md5_number_lower(s), {md5_u64_sql('s')} FROM t").fetchall()
+    assert [a for a, _ in rows] == [b for _, b in rows] == [md5_u64(s) for s in texts]

@@ -26,7 +26,7 @@ from distillguard import __version__
 from distillguard.detect.scoring import ScoreModel
 from distillguard.detect.signals import SIGNALS, catalogue, strengths
 from distillguard.errors import InputError
-from distillguard.features.derive import SCAN_CHARS
+from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.linkage.graph import clusters_from_edges, compute_edges
@@ -254,7 +254,7 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     con.register("_dg_templated", pa.table({"account_id": pa.array(templated, pa.string())}))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _dg_template_accounts AS
-        SELECT account_id, arg_min(md5_number_lower(lower(left(coalesce(prompt, ''), 32))), (ts, request_id)) AS pre
+        SELECT account_id, arg_min({md5_u64_sql("lower(left(coalesce(prompt, ''), 32))")}, (ts, request_id)) AS pre
         FROM events SEMI JOIN _dg_templated USING (account_id) GROUP BY account_id"""
     )
     con.unregister("_dg_templated")

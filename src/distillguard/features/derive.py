@@ -77,6 +77,12 @@ def md5_u64(text: str) -> int:
     return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[8:], "little")
 
 
+def md5_u64_sql(expr: str) -> str:
+    """SQL of :func:`md5_u64` (DuckDB's ``md5_number_lower``): the upper 64 bits of ``md5_number``, which
+    is the same value computed two to three times faster than ``md5_number_lower`` itself."""
+    return f"(md5_number({expr}) >> 64)::UBIGINT"
+
+
 def _signature(*values: Any) -> str:
     def f(v: Any) -> str:
         if v is None:
@@ -167,7 +173,7 @@ def fsig_sql() -> str:
 
 def sph_sql() -> str:
     """SQL of the system-prompt hash of :func:`derive_one`."""
-    return f"md5_number_lower(lower(left(coalesce(system_prompt, ''), {SYSTEM_PROMPT_CHARS})))"
+    return md5_u64_sql(f"lower(left(coalesce(system_prompt, ''), {SYSTEM_PROMPT_CHARS}))")
 
 
 def derive_sql(source: str = "events") -> str:
@@ -198,8 +204,8 @@ SELECT request_id, ts, account_id, api_key_id, client_ip, user_agent, end_user, 
   {fsig_sql()} AS fsig,
   {sph_sql()} AS sph,
   temperature AS temp,
-  md5_number_lower(left(coalesce(prompt, ''), {SCAN_CHARS})) AS ph,
-  md5_number_lower(lower(left(coalesce(prompt, ''), {SIG_CHARS}))) AS pre,
-  md5_number_lower(lower(right(left(coalesce(prompt, ''), {SCAN_CHARS}), {SIG_CHARS}))) AS suf
+  {md5_u64_sql(f"left(coalesce(prompt, ''), {SCAN_CHARS})")} AS ph,
+  {md5_u64_sql(f"lower(left(coalesce(prompt, ''), {SIG_CHARS}))")} AS pre,
+  {md5_u64_sql(f"lower(right(left(coalesce(prompt, ''), {SCAN_CHARS}), {SIG_CHARS}))")} AS suf
 FROM (SELECT *, {low} AS _low, regexp_matches({low}, {_sql_quote(any_pattern)}) AS _any FROM {source})
 """
