@@ -6,7 +6,9 @@ template signature of an account dominated by one prompt template. Two accounts 
 get a link whose weight falls with the number of accounts sharing it (a campus NAT or a cloud range
 links little; a value shared by more than ``cap`` accounts links nothing). A pair's weight is the sum
 over key types, each type capped; pairs at or above :data:`EDGE_MIN_WEIGHT` are edges, and clusters
-are Louvain communities of the edge graph. No link ever flags on its own: a cluster is scored on the
+are Louvain communities of the edge graph. A value shared by more than :data:`DENSE_MAX` accounts links
+each of them to a few others of the group (a sparse expander), not every pair, so that linkage grows
+with the number of sharers rather than its square. No link ever flags on its own: a cluster is scored on the
 merged behaviour of its members (:mod:`distillguard.detect.scan`).
 
 >>> round(key_weight("payment_fingerprint", 3), 2), round(key_weight("client_ip", 300), 2)
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import duckdb
 import networkx as nx
 import pyarrow as pa
+import pyarrow.compute as pc
 
 FREEMAIL = frozenset(
     "gmail.com googlemail.com yahoo.com outlook.com hotmail.com live.com icloud.com proton.me protonmail.com "
@@ -64,6 +67,20 @@ SCRIPT_KEYS = frozenset({"user_agent_params", "template", "request_fingerprint"}
 #: Louvain resolution: well below 1 favours larger communities, so that one operator's groups of accounts
 #: (a payment card each, joined by shared request fingerprints and creation waves) stay one cluster.
 LOUVAIN_RESOLUTION = 0.1
+#: Key values shared by at most this many accounts link every pair of them (as they always did); larger
+#: groups link each member to a few others only (:data:`SPARSE_CYCLES`). A full group of m sharers is
+#: m(m-1)/2 pairs: 8,128 at 128, but 12.5 million for the 5,000 accounts a request fingerprint may be
+#: shared by; the full self-join took a 10-million-request scan past 15 GB. Below this size every pair
+#: keeps its own exact link, so small groups (most of them: a card, an IP, a creation wave) are
+#: unchanged; on a 1-million-request log only a handful of fingerprint and user-agent groups are
+#: larger, and the clusters came out the same (``benchmarks/linkage_scale.py``).
+DENSE_MAX = 128
+#: A group of more than :data:`DENSE_MAX` sharers is linked along this many Hamiltonian cycles, each
+#: through the group in the order of a differently salted hash of the account id: every member gets
+#: at most 2 x SPARSE_CYCLES neighbours (12), and the union of random cycles is an expander (no
+#: sparse cut), so Louvain keeps the group one community where a ring of near neighbours would be
+#: cut into arcs.
+SPARSE_CYCLES = 6
 #: Creation waves: accounts created in the same hour, when at least ``min_share`` were (a crowd).
 WAVE_S = 3600
 
@@ -185,47 +202,91 @@ def account_keys_sql(events: str, accounts: str | None, template_accounts: str) 
     return "\nUNION ALL\n".join(f"({p})" for p in parts)
 
 
-def edges_sql(keys: str) -> str:
-    """SQL of weighted pair edges (src < dst) from a keys relation, per key type, with evidence counts."""
+def edges_sql(keys: str, *, dense_max: int | None = None, sparse_cycles: int | None = None) -> str:
+    """SQL of weighted pair edges (src < dst) from a keys relation, per key type, with evidence counts.
+
+    Columns: ``src, dst, type, w, shared, example, total``. A value shared by at most
+    :data:`DENSE_MAX` accounts links every pair of them; a larger group links each member only to its
+    neighbours on :data:`SPARSE_CYCLES` pseudo-random cycles through the group (see
+    :data:`DENSE_MAX`), so the work grows with the number of sharers, not its square. Every
+    *candidate* pair (from either) then gets its exact weight: all the key values it shares, of every
+    type and group size, are joined back, so ``w`` and ``total`` are what a full self-join would give.
+    """
+    dense_max = DENSE_MAX if dense_max is None else dense_max
+    sparse_cycles = SPARSE_CYCLES if sparse_cycles is None else sparse_cycles
+
     def weight(k: KeyType) -> str:
         if k.name == "request_fingerprint":  # base per doubling of the lift over chance
             return f"greatest(0.0, {k.base} * (log2(m) - log2_expected))"
         return f"{k.base} / log2(1 + m)" if k.rarity else f"{k.base}"
 
     cases = " ".join(f"WHEN type = '{k.name}' AND m >= {k.min_share} AND m <= {k.cap} THEN {weight(k)}" for k in KEY_TYPES.values())
-    caps = " ".join(f"WHEN type = '{k.name}' THEN {k.type_cap}" for k in KEY_TYPES.values())
-    script = ", ".join(f"'{t}'" for t in sorted(SCRIPT_KEYS))
+    kinds = ", ".join(f"('{k.name}', {i}, {k.type_cap}, {k.name in SCRIPT_KEYS})" for i, k in enumerate(KEY_TYPES.values()))
     return f"""
-WITH kv AS (SELECT DISTINCT account_id, type, value, log2_expected FROM {keys} WHERE value IS NOT NULL),
+WITH kt(type, tid, type_cap, script) AS (VALUES {kinds}),
+kv AS MATERIALIZED (SELECT DISTINCT account_id, type, value, log2_expected FROM {keys} WHERE value IS NOT NULL),
 sized AS (SELECT *, count(*) OVER (PARTITION BY type, value) AS m FROM kv),
-w AS (SELECT *, CASE {cases} ELSE 0 END AS w FROM sized),
+-- accounts and key values as integers (account numbers in account_id order, so src < dst holds for
+-- both): the joins and aggregations below then hold no strings; names come back at the end
+acc AS MATERIALIZED (SELECT account_id, row_number() OVER (ORDER BY account_id) AS aid FROM (SELECT DISTINCT account_id FROM kv)),
+grp AS MATERIALIZED (SELECT type, value, row_number() OVER (ORDER BY type, value) AS gid FROM (SELECT DISTINCT type, value FROM kv)),
+w AS MATERIALIZED (
+  SELECT aid, gid, tid, m, CASE {cases} ELSE 0 END AS w,
+         -- groups of more than {dense_max} sharers are linked sparsely (ring below): each member's place on
+         -- each cycle is a salted hash of one string (hash(a, b, ...) only combines per-argument hashes,
+         -- and orders salted that way keep most neighbours adjacent: the cycles would overlap)
+         CASE WHEN m > {dense_max} THEN hash(concat_ws(chr(1), type, value, account_id)) END AS h
+  FROM sized JOIN kt USING (type) JOIN acc USING (account_id) JOIN grp USING (type, value)
+),
+-- each member of a big group links to its successor on {sparse_cycles} cycles through the group, each in
+-- the order of a differently salted hash: an expander, not a ring lattice, so Louvain keeps it whole
+ring AS (
+  SELECT aid, coalesce(lead(aid) OVER c, first_value(aid) OVER c) AS nxt
+  FROM (SELECT aid, gid, h FROM w WHERE w > 0 AND m > {dense_max}), range({sparse_cycles}) AS r(s)
+  WINDOW c AS (PARTITION BY gid, s ORDER BY hash(concat_ws(chr(1), s, h)), aid)
+),
+cand AS (
+  SELECT a.aid AS src, b.aid AS dst
+  FROM w a JOIN w b ON a.gid = b.gid AND a.aid < b.aid
+  WHERE a.w > 0 AND a.m <= {dense_max} AND b.m <= {dense_max}
+  UNION
+  SELECT least(aid, nxt), greatest(aid, nxt) FROM ring WHERE aid <> nxt
+),
+-- every key value each candidate pair shares, whatever its group's size
 pairs AS (
-  SELECT a.account_id AS src, b.account_id AS dst, a.type, sum(a.w) AS w, count(*) AS shared,
-         arg_max(a.value, a.w) AS example
-  FROM w a JOIN w b ON a.type = b.type AND a.value = b.value AND a.account_id < b.account_id
-  WHERE a.w > 0
+  SELECT c.src, c.dst, a.tid, sum(a.w) AS w, count(*) AS shared, arg_max(a.gid, a.w) AS gid
+  FROM cand c
+  JOIN (SELECT aid, gid, tid, w FROM w WHERE w > 0) a ON a.aid = c.src
+  JOIN w b ON b.aid = c.dst AND b.gid = a.gid
   GROUP BY ALL
 ),
-typed AS (SELECT src, dst, type, least(w, CASE {caps} ELSE 1 END) AS w, shared, example FROM pairs)
+typed AS MATERIALIZED (SELECT src, dst, tid, least(w, type_cap) AS w, shared, gid, script FROM pairs JOIN kt USING (tid)),
 -- the script-similarity types (user agent + parameters, template, request fingerprint) all describe
--- the client's script: together they count as their strongest one, not their sum
-SELECT src, dst, type, w, shared, example,
-       sum(CASE WHEN type IN ({script}) THEN 0 ELSE w END) OVER p
-       + max(CASE WHEN type IN ({script}) THEN w ELSE 0 END) OVER p AS total
-FROM typed
-WINDOW p AS (PARTITION BY src, dst)
+-- the client's script: together they count as their strongest one, not their sum. (A GROUP BY joined
+-- back, not a window over (src, dst), whose partitions do not spill.)
+tot AS (
+  SELECT src, dst, sum(CASE WHEN script THEN 0 ELSE w END) + max(CASE WHEN script THEN w ELSE 0 END) AS total
+  FROM typed GROUP BY src, dst
+)
+SELECT s.account_id AS src, d.account_id AS dst, kt.type, t.w, t.shared, g.value AS example, tot.total
+FROM typed t JOIN tot USING (src, dst) JOIN kt USING (tid) JOIN grp g USING (gid)
+JOIN acc s ON s.aid = t.src JOIN acc d ON d.aid = t.dst
 """
 
 
 def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = EDGE_MIN_WEIGHT) -> dict[str, str]:
     """Map account → cluster id (communities of two or more accounts); ids are stable hashes."""
     g = nx.Graph()
-    t = edges.to_pydict()
+    # one row per pair at or above the minimum weight (edge rows are per key type, each carrying the
+    # pair's total), filtered in Arrow so that only the kept pairs ever become Python objects
+    t = edges.select(["src", "dst", "total"])
+    t = t.filter(pc.greater_equal(t["total"], min_weight)).group_by(["src", "dst"]).aggregate([("total", "max")])
     # Deterministic input (DuckDB returns edges in any order) and weights rounded to 1e-3: Louvain's
     # local moves can otherwise oscillate for a long time between near-equal float gains.
-    kept = sorted({(s, d): round(float(tot), 3) for s, d, tot in zip(t["src"], t["dst"], t["total"]) if tot >= min_weight}.items())
-    for (s, d), w in kept:
-        g.add_edge(s, d, weight=w)
+    kept = sorted(zip(t["src"].to_pylist(), t["dst"].to_pylist(), (round(float(x), 3) for x in t["total_max"].to_pylist())))
+    del t
+    g.add_weighted_edges_from(kept)
+    del kept
     out: dict[str, str] = {}
     if g.number_of_nodes() == 0:
         return out
