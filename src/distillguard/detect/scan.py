@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distillguard import __version__
@@ -315,7 +316,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     own_flag = model.threshold.flag(scores)
 
     # per-cluster link summary
-    link_summary = _link_summary(edges, clusters)
+    link_summary = _link_summary(con, edges, clusters)
     verdict_lines = []
     feat_names = list(feats)
     for j, a in enumerate(account_ids):
@@ -367,10 +368,11 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     flagged_ids = [a for a, f in zip(account_ids, flagged) if f]
     _write_evidence(con, out, flagged_ids, verdict_lines, idx, clusters, edges, redact=redact)
     flagged_clusters = {cid for cid in cluster_ids if cflag[cinfo[cid]]}
-    fc_accounts = {a for c in flagged_clusters for a in members[c]}
-    edge_mask = [s in fc_accounts or d in fc_accounts or (s in clusters and clusters.get(s) == clusters.get(d))
-                 for s, d in zip(edges.column("src").to_pylist(), edges.column("dst").to_pylist())]
-    pq.write_table(edges.filter(pa.array(edge_mask, pa.bool_())).select(["src", "dst", "type", "w", "shared", "example", "total"])
+    fc_accounts = pa.array(sorted({a for c in flagged_clusters for a in members[c]}), pa.string())
+    sc, dc = _edge_clusters(edges, clusters)
+    edge_mask = pc.or_(pc.or_(pc.is_in(edges.column("src"), fc_accounts), pc.is_in(edges.column("dst"), fc_accounts)),
+                       pc.fill_null(pc.equal(sc, dc), False))
+    pq.write_table(edges.filter(edge_mask).select(["src", "dst", "type", "w", "shared", "example", "total"])
                    .rename_columns(["src", "dst", "type", "weight", "shared", "example", "total"]), out / "graph_edges.parquet")
     timings["scoring_s"] = time.perf_counter() - t
     return {
@@ -382,27 +384,46 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     }
 
 
-def _link_summary(edges: pa.Table, clusters: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """Per cluster: which key types link its members, the example shared value, accounts and edges."""
-    agg: dict[str, dict[str, dict[str, Any]]] = {}
-    t = edges.to_pydict()
-    for s, d, typ, ex in zip(t["src"], t["dst"], t["type"], t["example"]):
-        c = clusters.get(s)
-        if c is None or clusters.get(d) != c:
-            continue
-        e = agg.setdefault(c, {}).setdefault(typ, {"type": typ, "values": {}, "accounts": set(), "edges": 0})
-        e["edges"] += 1
-        e["accounts"].update((s, d))
-        e["values"][ex] = e["values"].get(ex, 0) + 1
+def _edge_clusters(edges: pa.Table, clusters: dict[str, str]) -> tuple[pa.Array, pa.Array]:
+    """Cluster id of each edge's ``src`` and ``dst`` (null where unclustered), computed in Arrow."""
+    import pyarrow.compute as pc
+
+    accs = pa.array(list(clusters), pa.string())
+    cids = pa.array(list(clusters.values()), pa.string())
+    return (pc.take(cids, pc.index_in(edges.column("src"), accs)),
+            pc.take(cids, pc.index_in(edges.column("dst"), accs)))
+
+
+def _link_summary(con, edges: pa.Table, clusters: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Per cluster: which key types link its members, the example shared value, accounts and edges.
+
+    Aggregated in DuckDB over the edges inside clusters (millions at 10M-request scale), so that no
+    per-edge Python object is made.
+    """
+    import pyarrow.compute as pc
+
+    if not clusters or edges.num_rows == 0:
+        return {}
+    sc, dc = _edge_clusters(edges, clusters)
+    inside = pc.fill_null(pc.equal(sc, dc), False)
+    e = pa.table({"c": sc, "src": edges.column("src"), "dst": edges.column("dst"), "type": edges.column("type"),
+                  "example": edges.column("example")}).filter(inside)
+    con.register("_dg_cluster_edges", e)
+    try:
+        rows = con.sql("""
+WITH ex AS (SELECT c, type, example, count(*) AS n FROM _dg_cluster_edges GROUP BY ALL),
+top AS (SELECT c, type, arg_max(example, (n, coalesce(example, ''))) AS value, count(*) AS distinct_values, sum(n) AS edges
+        FROM ex GROUP BY c, type),
+acc AS (SELECT c, type, count(DISTINCT a) AS accounts FROM (
+          SELECT c, type, src AS a FROM _dg_cluster_edges UNION ALL SELECT c, type, dst FROM _dg_cluster_edges) GROUP BY c, type)
+SELECT c, type, value, accounts, edges, distinct_values FROM top JOIN acc USING (c, type)
+ORDER BY c, edges DESC, type""").fetchall()
+    finally:
+        con.unregister("_dg_cluster_edges")
     out: dict[str, list[dict[str, Any]]] = {}
-    for c, types in agg.items():
-        lst = []
-        for typ, e in types.items():
-            top = max(e["values"].items(), key=lambda kv: (kv[1], str(kv[0])))[0] if e["values"] else None
-            lst.append({"type": typ, "value": top, "accounts": len(e["accounts"]), "edges": e["edges"],
-                        "distinct_values": len(e["values"])})
-        lst.sort(key=lambda x: (-x["edges"], x["type"]))
-        out[c] = lst
+    for c, typ, value, accounts, n_edges, distinct in rows:
+        out.setdefault(c, []).append({"type": typ, "value": value, "accounts": int(accounts), "edges": int(n_edges),
+                                      "distinct_values": int(distinct)})
     return out
 
 
@@ -452,7 +473,9 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
         indicators.setdefault(r["account_id"], {})["user_agents"] = r["uas"]
     links: dict[str, list[dict[str, Any]]] = {}
     fset = set(flagged_ids)
-    t = edges.to_pydict()
+    fids = pa.array(flagged_ids, pa.string())
+    touching = pc.or_(pc.is_in(edges.column("src"), fids), pc.is_in(edges.column("dst"), fids))
+    t = edges.filter(touching).select(["src", "dst", "type", "w", "example"]).to_pydict()
     for s, d, typ, w, exv in zip(t["src"], t["dst"], t["type"], t["w"], t["example"]):
         for a, b in ((s, d), (d, s)):
             if a in fset and len(links.setdefault(a, [])) < 50:
