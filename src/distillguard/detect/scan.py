@@ -268,7 +268,9 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     cluster_ids = sorted(members)
     merged = []
     if cluster_ids:
-        rows = stats.to_pylist()
+        # only the clustered accounts' stats become Python objects
+        rows_at = sorted(idx[a] for cid in cluster_ids for a in members[cid])
+        rows = dict(zip(rows_at, stats.take(pa.array(rows_at, pa.int64())).to_pylist()))
         for cid in cluster_ids:
             acc = AccountStats()
             for a in members[cid]:
