@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from distillguard.ingest import RejectWriter
-from distillguard.ingest.reader import EventReader
+from distillguard.ingest.normalize import fast_normalize_sql
+from distillguard.ingest.reader import EventReader, connect
 
 from .records import BAD, GOOD
 
@@ -83,10 +84,9 @@ def test_fast_and_slow_paths_agree_on_examples_and_random_mutations(tmp_path, se
         assert a == b, line
 
 
-def test_most_chat_lines_take_the_fast_path(tmp_path):
-    with RejectWriter(tmp_path / "r.jsonl") as rej:
-        reader = EventReader(rejects=rej, keep_response_text=False)
-        lines = [orjson.dumps({**_CHAT, "request_id": f"r{i}"}).decode() for i in range(50)]
-        table = pa.table({"line_no": pa.array(range(1, 51), pa.int64()), "line": pa.array(lines)})
-        fast = reader._run(reader._fast_sql, table)
+def test_most_chat_lines_take_the_fast_path():
+    con = connect()
+    lines = [orjson.dumps({**_CHAT, "request_id": f"r{i}"}).decode() for i in range(50)]
+    con.register("_t", pa.table({"line_no": pa.array(range(1, 51), pa.int64()), "line": pa.array(lines)}))
+    fast = con.sql(fast_normalize_sql("_t")).to_arrow_table()
     assert fast.column("fast").to_pylist() == [True] * 50

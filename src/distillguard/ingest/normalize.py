@@ -2,9 +2,15 @@
 
 Input: a relation ``lines(line_no BIGINT, line VARCHAR)``. Output: one row per line with either a
 ``reason`` (the line is rejected) or the columns of :data:`distillguard.schema.EVENT_SCHEMA`.
-The JSON of each line is parsed once for the top level, once for the request and once per message;
-no Python runs per line. ``tests/ingest/test_normalize_parity.py`` checks that this SQL and the Python
-normaliser give the same events on every example.
+No Python runs per line. Two paths give the same rows:
+
+- the fast path (:func:`fast_normalize_sql`) parses each line once, with one ``json_transform``, and
+  takes the lines whose shape that parse is sure of (nearly all well-formed requests);
+- the slow path (:func:`normalize_sql`, :func:`slow_normalize_sql`) parses the top level, the request
+  and the messages in turn; it handles every shape and words every rejection, and takes the rest.
+
+``tests/ingest/test_ingest.py`` checks that this SQL and the Python normaliser give the same events on
+every example; ``tests/ingest/test_normalize_fast.py`` that the two paths agree.
 """
 
 from __future__ import annotations
@@ -68,63 +74,79 @@ def _wrong_type(name: str, x: str) -> str:
     return f"'field ''{name}'' has wrong type: ' || {_tname(x)}"
 
 
-def _reason_sql(fast: bool = False) -> str:
+def _reason_sql(fast: bool = False, refs: dict[str, str] | None = None) -> str:
     """CASE expression giving the first reason a record is invalid, in the order of ``schema.validate_record``.
 
     ``fast``: for rows of the fast path, which only takes JSON objects whose ``request`` is an object
-    with a ``messages`` array and whose ``response`` is absent or an object; the checks those
-    guarantee are left out.
+    with a ``messages`` array or none, and whose ``response`` is absent or an object (see
+    ``_FAST_ELIGIBLE``); the checks those guarantee are left out. ``refs`` maps field names to SQL
+    (default: the slow path's ``t[i]``, see :data:`SLOW_REFS`).
     """
-    any_missing = " OR ".join(f"t[{_TOP.index(n) + 1}] IS NULL" for n in ("request_id", "timestamp", "account_id", "endpoint", "request"))
+    t = refs or SLOW_REFS
+    any_missing = " OR ".join(f"{t[n]} IS NULL" for n in ("request_id", "timestamp", "account_id", "endpoint", "request"))
     checks = []
     if not fast:
         checks.append(("t IS NULL", "'line is not valid JSON'"))
         # only rows that miss a required field pay for a second parse to tell "not an object" apart
         checks.append((f"({any_missing}) AND json_type(line) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("line")))
     for name in ["request_id", "timestamp", "account_id", "endpoint"] + ([] if fast else ["request"]):
-        checks.append((_missing(f"t[{_TOP.index(name) + 1}]"), f"'missing required field ''{name}'''"))
+        checks.append((_missing(t[name]), f"'missing required field ''{name}'''"))
     for name in ["request_id", "account_id", "endpoint"]:
-        x = f"t[{_TOP.index(name) + 1}]"
+        x = t[name]
         checks.append((f"NOT {_is(x, 'VARCHAR')}", _wrong_type(name, x)))
         checks.append((f"({x}->>'$') = ''", f"'field ''{name}'' is empty'"))
-    ts = f"t[{_TOP.index('timestamp') + 1}]"
+    ts = t['timestamp']
     checks.append((f"json_type({ts}) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("timestamp", ts)))
     checks.append(("ts IS NULL", f"'field ''timestamp'' is not RFC 3339: ' || left({ts}->>'$', 40)"))
-    req = f"t[{_TOP.index('request') + 1}]"
+    req = t['request']
     if not fast:
         checks.append((f"NOT {_is(req, 'OBJECT')}", _wrong_type("request", req)))
     for name in ["api_key_id", "end_user", "client_ip", "user_agent", "batch_id"]:
-        x = f"t[{_TOP.index(name) + 1}]"
+        x = t[name]
         checks.append((f"NOT {_missing(x)} AND NOT {_is(x, 'VARCHAR')}", _wrong_type(name, x)))
-    sc = f"t[{_TOP.index('status_code') + 1}]"
+    sc = t['status_code']
     checks.append((f"NOT {_missing(sc)} AND json_type({sc}) NOT IN ('BIGINT', 'UBIGINT')", _wrong_type("status_code", sc)))
-    lat = f"t[{_TOP.index('latency_ms') + 1}]"
+    lat = t['latency_ms']
     checks.append((f"NOT {_missing(lat)} AND json_type({lat}) NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("latency_ms", lat)))
     if not fast:
-        resp = f"t[{_TOP.index('response') + 1}]"
+        resp = t['response']
         checks.append((f"NOT {_missing(resp)} AND NOT {_is(resp, 'OBJECT')}", _wrong_type("response", resp)))
         checks.append(("NOT msgs_ok", _wrong_type("request.messages", f"json_extract({req}, '$.messages')")))
     return "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r in checks) + " END"
 
 
-T = {n: f"t[{i + 1}]" for i, n in enumerate(_TOP)}
-R = {n: f"r[{i + 1}]" for i, n in enumerate(_REQ)}
-_TS = (
-    f"CASE WHEN json_type({T['timestamp']}) = 'VARCHAR' THEN epoch(TRY_CAST(trim({T['timestamp']}->>'$') AS TIMESTAMPTZ)) "
-    f"WHEN json_type({T['timestamp']}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST({T['timestamp']}::VARCHAR AS DOUBLE) END"
-)
+#: Where the slow path finds each field: top-level fields in list ``t``, ``request.<name>`` in list ``r``,
+#: the response's usage and text in list ``u`` (``u1`` .. ``u11``, see ``_slow_ctes``).
+SLOW_REFS = {
+    **{n: f"t[{i + 1}]" for i, n in enumerate(_TOP)},
+    **{f"request.{n}": f"r[{i + 1}]" for i, n in enumerate(_REQ)},
+    **{f"u{k}": f"u[{k}]" for k in range(1, 12)},
+}
+T = {n: SLOW_REFS[n] for n in _TOP}
+R = {n: SLOW_REFS[f"request.{n}"] for n in _REQ}
 
 
-def normalize_sql(source: str = "lines", *, with_text: bool = True) -> str:
-    """SQL selecting ``line_no, line, reason, <event columns>`` from relation ``source`` (every row)."""
+def _ts(x: str) -> str:
+    """Unix seconds of a JSON ``timestamp``: an RFC 3339 string or a number; NULL otherwise."""
+    return (
+        f"CASE WHEN json_type({x}) = 'VARCHAR' THEN epoch(TRY_CAST(trim({x}->>'$') AS TIMESTAMPTZ)) "
+        f"WHEN json_type({x}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST({x}::VARCHAR AS DOUBLE) END"
+    )
+
+
+_TS = _ts(T["timestamp"])
+
+
+def _slow_ctes(source: str) -> str:
+    """The CTEs ``b`` .. ``e`` of the slow path over ``source(line_no, line)``; ``e`` has the columns
+    :func:`_select` reads."""
     usage = f"json_extract({T['response']}, ['$.usage.prompt_tokens', '$.usage.input_tokens', '$.usage.completion_tokens', '$.usage.output_tokens', '$.usage.completion_tokens_details.reasoning_tokens', '$.usage.output_tokens_details.reasoning_tokens', '$.choices[0].finish_reason', '$.choices[0].message.content', '$.choices[0].text', '$.output_text', '$.choices[0]'])"
     # Messages: chat `messages`, or Responses-API `input` given as a list of message objects.
     msgs_json = (
         f"CASE WHEN {_is(R['messages'], 'ARRAY')} THEN {R['messages']} "
         f"WHEN {_missing(R['messages'])} AND {_is(R['input'], 'ARRAY')} AND json_type({R['input']}, '$[0]') = 'OBJECT' THEN {R['input']} END"
     )
-    return f"""
-WITH b AS (
+    return f"""b AS (
   -- one parse of the whole line; NULL when it is not valid JSON
   SELECT line_no, line, CASE WHEN line IS NOT NULL THEN try(json_extract(line, {_paths(_TOP)})) END AS t
   FROM {source}
@@ -140,32 +162,42 @@ WITH b AS (
             lambda m: {{'role': CASE WHEN json_type(m.role) = 'VARCHAR' THEN m.role->>'$' END,
                        'text': {_text("m.content")}}}) AS ms,
          CASE WHEN json_type(t[{_TOP.index('response') + 1}]) = 'OBJECT' THEN {usage} END AS u,
-         CASE WHEN {_is(R['prompt'], 'VARCHAR')} OR ({_is(R['prompt'], 'ARRAY')} AND json_array_length({R['prompt']}) > 0) THEN {R['prompt']}
-              WHEN {_is(R['input'], 'VARCHAR')} OR ({_is(R['input'], 'ARRAY')} AND json_array_length({R['input']}) > 0) THEN {R['input']} END AS sp
+         {_sp(SLOW_REFS)} AS sp
   FROM c
 ), e AS (
   SELECT *,
          ms AS mo,
          list_filter(ms, lambda m: m.role = 'user') AS mu
   FROM d
-)
+)"""
+
+
+def normalize_sql(source: str = "lines", *, with_text: bool = True) -> str:
+    """SQL selecting ``line_no, line, reason, <event columns>`` from relation ``source`` (every row)."""
+    return f"""
+WITH {_slow_ctes(source)}
 
 {_select(fast=False, with_text=with_text)}"""
 
 
-def _select(*, fast: bool, with_text: bool) -> str:
-    """The final SELECT over CTE ``e`` (columns t, r, ts, ms, mo, mu, u, sp; and line unless ``fast``)."""
+def _select(*, fast: bool, with_text: bool, frm: str = "e", refs: dict[str, str] | None = None) -> str:
+    """The final SELECT over CTE ``frm`` (columns ts, ms, mo, mu, sp, line unless ``fast``, and those
+    ``refs`` names: by default the slow path's t, r, u)."""
+    refs = refs or SLOW_REFS
+    T = {n: refs[n] for n in _TOP}
+    R = {n: refs[f"request.{n}"] for n in _REQ}
+    u = {k: refs[f"u{k}"] for k in range(1, 12)}
     effort = f"coalesce({_str(R['reasoning_effort'])}, CASE WHEN {_is(R['reasoning'], 'OBJECT')} THEN {_str('json_extract(' + R['reasoning'] + ', ' + chr(39) + '$.effort' + chr(39) + ')')} END)"
     response_text = (
-        f"""CASE WHEN json_type(u[11]) = 'OBJECT' AND json_type(u[11], '$.message') = 'OBJECT' THEN {_text('u[8]')}
-            WHEN json_type(u[11]) = 'OBJECT' THEN {_str('u[9]')}
-            WHEN u[11] IS NULL THEN {_str('u[10]')} END"""
+        f"""CASE WHEN json_type({u[11]}) = 'OBJECT' AND json_type({u[11]}, '$.message') = 'OBJECT' THEN {_text(u[8])}
+            WHEN json_type({u[11]}) = 'OBJECT' THEN {_str(u[9])}
+            WHEN {u[11]} IS NULL THEN {_str(u[10])} END"""
         if with_text else "NULL::VARCHAR"
     )
     return f"""
 SELECT line_no,
        {'' if fast else 'line,'}
-       {_reason_sql(fast)} AS reason,
+       {_reason_sql(fast, refs)} AS reason,
        {T['request_id']}->>'$' AS request_id,
        ts,
        {T['account_id']}->>'$' AS account_id,
@@ -205,12 +237,12 @@ SELECT line_no,
             WHEN json_type(sp) = 'ARRAY' THEN coalesce(list_sum(list_transform(json_extract(sp, '$[*]'),
                  lambda x: CASE WHEN json_type(x) = 'VARCHAR' THEN length(x->>'$') ELSE 0 END)), 0)
             ELSE 0 END::BIGINT AS prompt_chars,
-       coalesce({_int('u[1]')}, {_int('u[2]')}) AS prompt_tokens,
-       coalesce({_int('u[3]')}, {_int('u[4]')}) AS completion_tokens,
-       coalesce({_int('u[5]')}, {_int('u[6]')}) AS reasoning_tokens,
-       {_str('u[7]')} AS finish_reason,
+       coalesce({_int(u[1])}, {_int(u[2])}) AS prompt_tokens,
+       coalesce({_int(u[3])}, {_int(u[4])}) AS completion_tokens,
+       coalesce({_int(u[5])}, {_int(u[6])}) AS reasoning_tokens,
+       {_str(u[7])} AS finish_reason,
        {response_text} AS response_text
-FROM e
+FROM {frm}
 """
 
 
@@ -234,43 +266,107 @@ def _json_struct() -> str:
     return json.dumps(top, separators=(",", ":"))
 
 
-def fast_normalize_sql(source: str = "lines") -> str:
+#: Which lines the fast path takes. ``json_transform`` does not fail on a value of another type than
+#: the structure says: it gives NULL (or a struct of NULLs), so the fast path only takes the lines whose
+#: shape it can be sure of: a JSON object whose ``request`` has a ``messages`` array (only an object's
+#: array reads as a list), or whose ``request`` is an object without ``messages`` (told by ``jt``, the
+#: JSON types of ``request`` and ``request.messages``, read from the line only for the lines without a
+#: ``messages`` list) and whose ``input`` is not a list of messages; and whose ``response`` is absent
+#: or an object with ``usage``, ``choices`` or ``output_text`` (a struct of NULLs is not told apart
+#: from an object without those).
+_FAST_ELIGIBLE = (
+    "s IS NOT NULL"
+    " AND (s.request.messages IS NOT NULL OR (jt[1] = 'OBJECT' AND coalesce(jt[2], 'NULL') = 'NULL'"
+    " AND NOT coalesce(json_type(s.request.input) = 'ARRAY' AND json_type(s.request.input, '$[0]') = 'OBJECT', false)))"
+    " AND (s.response IS NULL OR s.response.usage IS NOT NULL OR s.response.choices IS NOT NULL OR s.response.output_text IS NOT NULL)"
+)
+
+#: Where the fast path finds each field: straight in the parsed struct ``s``. ``request`` and ``response``
+#: are not read (the eligibility test stands for their checks); ``messages`` only has to read as an
+#: array when it is one.
+FAST_REFS = {
+    **{n: f"s.{n}" for n in _TOP if n not in ("request", "response")},
+    "request": "NULL::JSON", "response": "NULL::JSON",
+    **{f"request.{n}": f"s.request.{n}" for n in _REQ if n != "messages"},
+    "request.messages": "CASE WHEN s.request.messages IS NOT NULL THEN '[]'::JSON END",
+    "u1": "s.response.usage.prompt_tokens", "u2": "s.response.usage.input_tokens",
+    "u3": "s.response.usage.completion_tokens", "u4": "s.response.usage.output_tokens",
+    "u5": "s.response.usage.completion_tokens_details.reasoning_tokens",
+    "u6": "s.response.usage.output_tokens_details.reasoning_tokens",
+    "u7": "s.response.choices[1].finish_reason",
+    **{f"u{k}": "NULL::JSON" for k in range(8, 12)},
+}  # fmt: skip
+
+
+def _sp(refs: dict[str, str]) -> str:
+    """The prompt of a request without messages: ``prompt``, else ``input``, when a string or a non-empty list."""
+    p, i = refs["request.prompt"], refs["request.input"]
+    return (
+        f"CASE WHEN {_is(p, 'VARCHAR')} OR ({_is(p, 'ARRAY')} AND json_array_length({p}) > 0) THEN {p} "
+        f"WHEN {_is(i, 'VARCHAR')} OR ({_is(i, 'ARRAY')} AND json_array_length({i}) > 0) THEN {i} END"
+    )
+
+
+_SQL_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "int32": "INTEGER", "int64": "BIGINT", "bool": "BOOLEAN"}
+
+
+def _typed(prompt_max_chars: int | None) -> str:
+    """The event columns cast to :data:`EVENT_SCHEMA`'s types, ``prompt`` cut to ``prompt_max_chars`` characters."""
+    from distillguard.schema import EVENT_SCHEMA
+
+    return ", ".join(
+        (f"left(prompt, {int(prompt_max_chars)})" if f.name == "prompt" and prompt_max_chars is not None else f.name)
+        + f"::{_SQL_TYPES[str(f.type)]} AS {f.name}"
+        for f in EVENT_SCHEMA
+    )
+
+
+def fast_normalize_sql(source: str = "lines", *, prompt_max_chars: int | None = None) -> str:
     """SQL for the fast path: one ``json_transform`` parse per line instead of one parse per nesting level.
 
-    Selects ``line_no, fast, reason, <event columns>`` for every row of ``source``; rows with ``fast``
-    false (not valid JSON, not an object, no ``messages`` array, a ``response`` that is not an object,
-    ...) have NULL columns and must go through :func:`normalize_sql`, which handles every shape and
-    words every rejection. Rows with ``fast`` true give exactly what :func:`normalize_sql` gives them
-    (``tests/ingest/test_normalize_fast.py`` checks this on every example and on random mutations),
-    except ``response_text``, which is NULL: the fast path is for scans, which do not keep it.
+    Selects ``line_no, fast, reason, <event columns>`` (typed as :data:`EVENT_SCHEMA`, ``prompt`` cut
+    to ``prompt_max_chars`` characters) for every non-NULL line of ``source``, in order. Rows with
+    ``fast`` false (not valid JSON, not an object, a ``messages`` that is not a list, a ``response``
+    that is not an object, ...: see ``_FAST_ELIGIBLE``) have NULL columns and must go through
+    :func:`slow_normalize_sql`, which handles every shape and words every rejection. Rows with ``fast``
+    true give exactly what it gives them (``tests/ingest/test_normalize_fast.py`` checks this on every
+    example and on random mutations), except ``response_text``, which is NULL: the fast path is for
+    scans, which do not keep it.
     """
-    t_list = "[" + ", ".join("NULL::JSON" if n in ("request", "response") else f"s.{n}" for n in _TOP) + "]"
-    r_list = "[" + ", ".join("'[]'::JSON" if n == "messages" else f"s.request.{n}" for n in _REQ) + "]"
-    u_list = (
-        "[s.response.usage.prompt_tokens, s.response.usage.input_tokens, s.response.usage.completion_tokens, "
-        "s.response.usage.output_tokens, s.response.usage.completion_tokens_details.reasoning_tokens, "
-        "s.response.usage.output_tokens_details.reasoning_tokens, s.response.choices[1].finish_reason, "
-        "NULL::JSON, NULL::JSON, NULL::JSON, NULL::JSON]"
-    )
-    eligible = (
-        "s IS NOT NULL AND s.request.messages IS NOT NULL AND (s.response IS NULL OR s.response.usage IS NOT NULL "
-        "OR s.response.choices IS NOT NULL OR s.response.output_text IS NOT NULL)"
-    )
     return f"""
-WITH a AS (
-  SELECT line_no, try(json_transform(line, '{_json_struct()}')) AS s FROM {source}
+WITH a0 AS (
+  SELECT line_no, line, try(json_transform(line, '{_json_struct()}')) AS s FROM {source} WHERE line IS NOT NULL
+), a AS (
+  -- for the lines without a messages list: is `request` an object, is `messages` absent? (a second parse, of those only)
+  SELECT line_no, s, CASE WHEN s IS NOT NULL AND s.request.messages IS NULL THEN json_type(line, ['$.request', '$.request.messages']) END AS jt
+  FROM a0
 ), b AS (
-  SELECT line_no, ({eligible}) AS fast, CASE WHEN {eligible} THEN s END AS s FROM a
-), c AS (
-  SELECT line_no, fast, {t_list} AS t, {r_list} AS r,
+  SELECT line_no, coalesce({_FAST_ELIGIBLE}, false) AS fast, s FROM a
+), fc AS (
+  SELECT line_no, fast, CASE WHEN fast THEN s END AS s FROM b
+), fd AS (
+  SELECT line_no, fast, s, {_ts(FAST_REFS['timestamp'])} AS ts, {_sp(FAST_REFS)} AS sp,
          list_transform(s.request.messages, lambda m: {{'role': CASE WHEN json_type(m.role) = 'VARCHAR' THEN m.role->>'$' END,
-                                                        'text': {_text("m.content")}}}) AS ms,
-         {u_list} AS u, NULL::JSON AS sp
-  FROM b
-), e AS (
-  SELECT *, {_TS} AS ts, ms AS mo, list_filter(ms, lambda m: m.role = 'user') AS mu FROM c
+                                                        'text': {_text("m.content")}}}) AS ms
+  FROM fc
+), fe AS (
+  SELECT *, ms AS mo, list_filter(ms, lambda m: m.role = 'user') AS mu FROM fd
+), f AS (
+  {_select(fast=True, with_text=False, frm="fe", refs=FAST_REFS).replace("SELECT line_no,", "SELECT line_no, fast,", 1)}
 )
-{_select(fast=True, with_text=False).replace("SELECT line_no,", "SELECT line_no, coalesce(fast, false) AS fast,", 1)}"""
+SELECT line_no, fast, reason, {_typed(prompt_max_chars)} FROM f"""
+
+
+def slow_normalize_sql(source: str = "lines", *, with_text: bool = True, prompt_max_chars: int | None = None) -> str:
+    """:func:`normalize_sql` for every non-NULL line of ``source``: ``line_no, reason, <event columns>``
+    typed as :data:`EVENT_SCHEMA`, ``prompt`` cut to ``prompt_max_chars`` characters."""
+    return f"""
+WITH sl AS (
+  SELECT line_no, line FROM {source} WHERE line IS NOT NULL
+), {_slow_ctes("sl")}, g AS (
+  {_select(fast=False, with_text=with_text)}
+)
+SELECT line_no, reason, {_typed(prompt_max_chars)} FROM g"""
 
 
 EVENT_SELECT = ", ".join(EVENT_COLUMNS)

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from distillguard.errors import InputError
 from distillguard.ingest.lines import LineChunk, iter_line_chunks, open_binary
-from distillguard.ingest.normalize import fast_normalize_sql, normalize_sql
+from distillguard.ingest.normalize import fast_normalize_sql, slow_normalize_sql
 from distillguard.ingest.rejects import RejectWriter
 from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA
 
@@ -133,9 +133,9 @@ class EventReader:
         self.batch_input = batch_input
         self.batch_account = batch_account
         self.stats = IngestStats()
-        self._sql = normalize_sql("_dg_lines", with_text=keep_response_text)
+        self._sql = slow_normalize_sql("_dg_lines", with_text=keep_response_text, prompt_max_chars=prompt_max_chars)
         # Without response text, most lines take the single-parse fast path (see fast_normalize_sql).
-        self._fast_sql = None if keep_response_text else fast_normalize_sql("_dg_lines")
+        self._fast_sql = None if keep_response_text else fast_normalize_sql("_dg_lines", prompt_max_chars=prompt_max_chars)
 
     # -- line sources -----------------------------------------------------------------------
     def _chunks(self, path: Path, fmt: str) -> Iterator[LineChunk]:
@@ -184,14 +184,15 @@ class EventReader:
         import numpy as np
 
         line_no = pa.array(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.int64))
-        lines = pa.table({"line_no": line_no, "line": chunk.lines}).filter(pa.compute.is_valid(chunk.lines))
+        # Blank lines stay in (NULL): the SQL skips them, so the line text is never copied here.
+        lines = pa.Table.from_arrays([line_no, chunk.lines], names=["line_no", "line"])
         # DuckDB scans an Arrow table in parallel by record batch: hand it many small ones.
         lines = pa.Table.from_batches(lines.to_batches(max_chunksize=2048), schema=lines.schema)
         result = self._normalise_lines(lines)
         reason = result.column("reason")
-        bad_mask = pa.compute.is_valid(reason)
-        n_bad = pa.compute.sum(bad_mask).as_py() or 0
+        n_bad = len(reason) - reason.null_count
         if n_bad:
+            bad_mask = pa.compute.is_valid(reason)
             bad = result.filter(bad_mask).select(["line_no", "reason"])
             raw = _lines_at(lines, bad.column("line_no"))
             self.rejects.write_many(
@@ -199,16 +200,12 @@ class EventReader:
             )
             self.stats.rejected += n_bad
             file_stats["rejected"] += n_bad
-        good = result.filter(pa.compute.invert(bad_mask)) if n_bad else result
-        events = good.select(list(EVENT_COLUMNS)).cast(EVENT_SCHEMA)
-        if self.prompt_max_chars is not None:
-            idx = events.schema.get_field_index("prompt")
-            events = events.set_column(idx, "prompt", pa.compute.utf8_slice_codeunits(events.column("prompt"), 0, self.prompt_max_chars))
-        if not self.keep_response_text:
-            idx = events.schema.get_field_index("response_text")
-            events = events.set_column(idx, "response_text", pa.nulls(events.num_rows, pa.string()))
+            result = result.filter(pa.compute.invert(bad_mask))
+        events = result.drop_columns(["line_no", "reason"])  # typed as EVENT_SCHEMA by the SQL
+        if events.schema != EVENT_SCHEMA:  # pragma: no cover - a DuckDB that maps the types otherwise
+            events = events.cast(EVENT_SCHEMA)
         events = events.append_column("_src", pa.repeat(pa.scalar(source, pa.string()), events.num_rows))
-        events = events.append_column("_line", good.column("line_no"))
+        events = events.append_column("_line", result.column("line_no"))
         self.stats.accepted += events.num_rows
         file_stats["accepted"] += events.num_rows
         if self.on_progress:
@@ -224,16 +221,16 @@ class EventReader:
             self.con.unregister("_dg_lines")
 
     def _normalise_lines(self, lines: pa.Table) -> pa.Table:
-        """``line_no, reason, <event columns>`` for every line, in line order."""
+        """``line_no, reason, <event columns>`` for every non-NULL line of ``lines`` (``line_no, line``), in line order."""
         if self._fast_sql is None:
-            return self._run(self._sql, lines).drop_columns(["line"])
+            return self._run(self._sql, lines)
         fast = self._run(self._fast_sql, lines)
         is_fast = fast.column("fast")
-        n_fast = pa.compute.sum(is_fast).as_py() or 0
         fast = fast.drop_columns(["fast"])
-        if n_fast == fast.num_rows:
+        if is_fast.null_count == 0 and pa.compute.all(is_fast).as_py() is not False:
             return fast
-        slow_lines = lines.filter(pa.compute.invert(is_fast))  # same row order as `fast`
-        slow = self._run(self._sql, slow_lines).drop_columns(["line"])
-        both = pa.concat_tables([fast.filter(is_fast), slow.cast(fast.schema)])
+        # The few lines the fast path does not take go through the slow path, and back in line order.
+        slow_no = fast.column("line_no").filter(pa.compute.invert(is_fast))
+        slow = self._run(self._sql, lines.filter(pa.compute.is_in(lines.column("line_no"), value_set=slow_no.combine_chunks())))
+        both = pa.concat_tables([fast.filter(is_fast), slow])
         return both.take(pa.compute.sort_indices(both.column("line_no")))
