@@ -1,0 +1,117 @@
+"""The scan ingest (fast path + slow path, buffered store appends) gives exactly the table and the
+rejects that the slow path alone gives, on a log that mixes every shape with malformed lines."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from distillguard.ingest import EventReader, EventStore, RejectWriter
+from distillguard.ingest.normalize import fast_normalize_sql
+from distillguard.ingest.reader import connect
+from distillguard.schema import EVENT_COLUMNS
+
+from .records import BAD, GOOD
+from .test_normalize_fast import _CHAT, _mutate
+
+_PROMPT_STYLE = [  # requests without messages that the fast path takes
+    {"request_id": "p1", "timestamp": 1, "account_id": "a", "endpoint": "/v1/completions", "request": {"model": "m", "prompt": "Once"}},
+    {"request_id": "p2", "timestamp": 2, "account_id": "a", "endpoint": "/v1/completions",
+     "request": {"prompt": ["first", "second", 5], "max_tokens": 3}, "response": {"choices": [{"text": "x", "finish_reason": "stop"}]}},
+    {"request_id": "p3", "timestamp": 3, "account_id": "a", "endpoint": "/v1/responses",
+     "request": {"input": "What?", "instructions": "Be terse", "reasoning": {"effort": "high"}},
+     "response": {"output_text": "4", "usage": {"input_tokens": 5, "output_tokens": 1}}},
+    {"request_id": "p4", "timestamp": 4, "account_id": "a", "endpoint": "/v1/embeddings", "request": {"input": ["alpha", "beta"]}},
+    {"request_id": "p5", "timestamp": 5, "account_id": "a", "endpoint": "/v1/completions", "request": {"messages": None, "prompt": "n"}},
+    {"request_id": "p6", "timestamp": 6, "account_id": "a", "endpoint": "/v1/completions", "request": {}},
+]  # fmt: skip
+
+
+def _mixed_log(path, n: int, seed: int = 7) -> list[bytes]:
+    """Good records of every shape, their random mutations, malformed lines, blank lines, bad UTF-8
+    and duplicates, shuffled."""
+    rng = random.Random(seed)
+    base = [_CHAT, *GOOD, *_PROMPT_STYLE]
+    lines = [orjson.dumps({**rng.choice(base), "request_id": f"g{i}"}) for i in range(n)]
+    lines += [orjson.dumps({**_mutate(rng.choice(base), rng), "request_id": f"m{i}"}) for i in range(n // 2)]
+    lines += [(x if isinstance(x, bytes) else x.encode()) for x, _ in BAD] * 3
+    lines += [b"", b"", b"\xff\xfe not utf-8", orjson.dumps(GOOD[0]), orjson.dumps(GOOD[0])]
+    rng.shuffle(lines)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return lines
+
+
+def _ingest(path, tmp_path, name: str, *, slow_only: bool, append_rows: int | None = None):
+    rej_path = tmp_path / f"rejected-{name}.jsonl"
+    store = EventStore(":memory:")
+    if append_rows is not None:
+        store.APPEND_ROWS = append_rows
+    with RejectWriter(rej_path) as rej:
+        reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=40, keep_response_text=False, chunk_bytes=1 << 16)
+        if slow_only:
+            reader._fast_sql = None  # every line through the slow path (what ingest did before the fast path)
+        n_batches = 0
+        for batch in reader.iter_batches([path]):
+            store.append(batch)
+            n_batches += 1
+        dups = store.finish_run(rej)
+    cols = ", ".join([*EVENT_COLUMNS, "_src", "_line", "_run"])
+    rows = store.con.sql(f"SELECT {cols} FROM events ORDER BY rowid").to_arrow_table()
+    store.close()
+    return rows, rej_path.read_bytes(), reader.stats, dups, n_batches
+
+
+@pytest.mark.parametrize("append_rows", [None, 7])
+def test_fast_path_ingest_gives_the_slow_path_table_and_rejects(tmp_path, append_rows):
+    log = tmp_path / "mixed.jsonl"
+    lines = _mixed_log(log, 800)
+    fast, fast_rej, fast_stats, fast_dups, n_batches = _ingest(log, tmp_path, "fast", slow_only=False, append_rows=append_rows)
+    slow, slow_rej, slow_stats, slow_dups, _ = _ingest(log, tmp_path, "slow", slow_only=True)
+    assert n_batches > 3  # several chunks, so several batches were buffered and flushed
+    assert fast.num_rows > 600
+    # identical rows in the same physical order; response_text is not kept by either
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast_rej == slow_rej  # same lines, same reasons, same raw text, same order
+    assert (fast_stats.lines, fast_stats.accepted, fast_stats.rejected, fast_stats.blank) == (
+        slow_stats.lines, slow_stats.accepted, slow_stats.rejected, slow_stats.blank)
+    assert fast_dups == slow_dups > 0
+    n_rejected = len(fast_rej.splitlines())
+    assert fast.num_rows + n_rejected + fast_stats.blank == len(lines)
+
+
+def test_prompt_style_requests_take_the_fast_path():
+    con = connect()
+    lines = [orjson.dumps(r).decode() for r in _PROMPT_STYLE]
+    not_fast = [  # shapes the fast path leaves to the slow path
+        {**_PROMPT_STYLE[0], "request": {"messages": "hi"}},  # messages of the wrong type
+        {**_PROMPT_STYLE[0], "request": "hi"},  # request not an object
+        {**_PROMPT_STYLE[0], "request": {"input": [{"role": "user", "content": "q"}]}},  # Responses-API messages
+        {**_PROMPT_STYLE[0], "response": []},  # response not an object
+        [1, 2],
+    ]
+    lines += [orjson.dumps(r).decode() for r in not_fast] + ["{not json"]
+    con.register("_t", pa.table({"line_no": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines)}))
+    fast = con.sql(fast_normalize_sql("_t")).to_arrow_table().column("fast").to_pylist()
+    assert fast == [True] * len(_PROMPT_STYLE) + [False] * (len(not_fast) + 1)
+
+
+def test_buffered_appends_are_in_the_table_in_order(tmp_path):
+    store = EventStore(tmp_path / "s.duckdb")
+    store.APPEND_ROWS = 5
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps({**GOOD[1], "request_id": f"r{i}"}) + b"\n" for i in range(12)))
+    with RejectWriter(tmp_path / "rej.jsonl") as rej:
+        for batch in EventReader(rejects=rej, con=store.con, chunk_bytes=300).iter_batches([log]):
+            store.append(batch)
+        assert store.con.sql("SELECT count(*) FROM events").fetchall()[0][0] == 12  # `con` puts waiting rows in
+        store.append(next(EventReader(rejects=rej).iter_batches([log])))  # all 12 again: waits in memory
+        assert store.count() == 24
+        assert store.finish_run(rej) == 12
+    assert store.con.sql("SELECT list(_line ORDER BY rowid) FROM events").fetchall()[0][0] == list(range(1, 13))
+    store.close()
+    reopened = EventStore(tmp_path / "s.duckdb")
+    assert reopened.count() == 12
+    reopened.close()
