@@ -1,5 +1,5 @@
-"""The scan ingest (fast path + slow path, buffered store appends) gives exactly the table and the
-rejects that the slow path alone gives, on a log that mixes every shape with malformed lines."""
+"""The scan ingest (fast path, slow path for the rest) gives exactly the table and the rejects that the
+slow path alone gives, on a log that mixes every shape with malformed lines."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import random
 
 import orjson
 import pyarrow as pa
-import pytest
 
 from distillguard.ingest import EventReader, EventStore, RejectWriter
 from distillguard.ingest.normalize import fast_normalize_sql
@@ -44,11 +43,9 @@ def _mixed_log(path, n: int, seed: int = 7) -> list[bytes]:
     return lines
 
 
-def _ingest(path, tmp_path, name: str, *, slow_only: bool, append_rows: int | None = None):
+def _ingest(path, tmp_path, name: str, *, slow_only: bool):
     rej_path = tmp_path / f"rejected-{name}.jsonl"
     store = EventStore(":memory:")
-    if append_rows is not None:
-        store.APPEND_ROWS = append_rows
     with RejectWriter(rej_path) as rej:
         reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=40, keep_response_text=False, chunk_bytes=1 << 16)
         if slow_only:
@@ -64,13 +61,12 @@ def _ingest(path, tmp_path, name: str, *, slow_only: bool, append_rows: int | No
     return rows, rej_path.read_bytes(), reader.stats, dups, n_batches
 
 
-@pytest.mark.parametrize("append_rows", [None, 7])
-def test_fast_path_ingest_gives_the_slow_path_table_and_rejects(tmp_path, append_rows):
+def test_fast_path_ingest_gives_the_slow_path_table_and_rejects(tmp_path):
     log = tmp_path / "mixed.jsonl"
     lines = _mixed_log(log, 800)
-    fast, fast_rej, fast_stats, fast_dups, n_batches = _ingest(log, tmp_path, "fast", slow_only=False, append_rows=append_rows)
+    fast, fast_rej, fast_stats, fast_dups, n_batches = _ingest(log, tmp_path, "fast", slow_only=False)
     slow, slow_rej, slow_stats, slow_dups, _ = _ingest(log, tmp_path, "slow", slow_only=True)
-    assert n_batches > 3  # several chunks, so several batches were buffered and flushed
+    assert n_batches > 3  # several chunks
     assert fast.num_rows > 600
     # identical rows in the same physical order; response_text is not kept by either
     assert fast.to_pylist() == slow.to_pylist()
@@ -96,22 +92,3 @@ def test_prompt_style_requests_take_the_fast_path():
     con.register("_t", pa.table({"line_no": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines)}))
     fast = con.sql(fast_normalize_sql("_t")).to_arrow_table().column("fast").to_pylist()
     assert fast == [True] * len(_PROMPT_STYLE) + [False] * (len(not_fast) + 1)
-
-
-def test_buffered_appends_are_in_the_table_in_order(tmp_path):
-    store = EventStore(tmp_path / "s.duckdb")
-    store.APPEND_ROWS = 5
-    log = tmp_path / "log.jsonl"
-    log.write_bytes(b"".join(orjson.dumps({**GOOD[1], "request_id": f"r{i}"}) + b"\n" for i in range(12)))
-    with RejectWriter(tmp_path / "rej.jsonl") as rej:
-        for batch in EventReader(rejects=rej, con=store.con, chunk_bytes=300).iter_batches([log]):
-            store.append(batch)
-        assert store.con.sql("SELECT count(*) FROM events").fetchall()[0][0] == 12  # `con` puts waiting rows in
-        store.append(next(EventReader(rejects=rej).iter_batches([log])))  # all 12 again: waits in memory
-        assert store.count() == 24
-        assert store.finish_run(rej) == 12
-    assert store.con.sql("SELECT list(_line ORDER BY rowid) FROM events").fetchall()[0][0] == list(range(1, 13))
-    store.close()
-    reopened = EventStore(tmp_path / "s.duckdb")
-    assert reopened.count() == 12
-    reopened.close()

@@ -1,10 +1,8 @@
 """The event store: a DuckDB table of events, idempotent on ``request_id``.
 
-Appends are gathered into inserts of about one DuckDB row group (122,880 rows; a row group filled by one
-insert costs DuckDB a third of the CPU time that many small inserts cost it) and go into the table in
-order; at the end of each run one pass finds the request ids that were already present (from an
-earlier run or earlier in this run), removes the later copies and reports them as rejected duplicates.
-Re-ingesting a file therefore adds nothing, and memory stays bounded by one row group of events plus
+Appends go straight into the table; at the end of each run one pass finds the request ids that were
+already present (from an earlier run or earlier in this run), removes the later copies and reports
+them as rejected duplicates. Re-ingesting a file therefore adds nothing, and memory stays bounded by
 one input chunk (DuckDB spills to disk for the dedupe pass).
 """
 
@@ -38,62 +36,30 @@ def events_ddl(table: str = "events") -> str:
 class EventStore:
     """Events in DuckDB (a file, or memory).
 
-    Appended batches may wait in memory (see :attr:`APPEND_ROWS`); :meth:`flush`, :meth:`finish_run`,
-    :meth:`count`, :meth:`close` and every use of :attr:`con` put them in the table first.
-
     >>> s = EventStore(":memory:")
     >>> s.count()
     0
     """
 
-    #: Appends are held until this many rows (one DuckDB row group) ...
-    APPEND_ROWS = 122_880
-    #: ... or this many bytes of Arrow data have come, then inserted with one statement.
-    APPEND_BYTES = 128 << 20
-
     def __init__(self, database: str | Path = ":memory:", *, memory_limit: str | None = None,
                  temp_directory: str | Path | None = None):
         self.database = str(database)
         try:
-            self._con: duckdb.DuckDBPyConnection = connect(self.database, memory_limit=memory_limit, temp_directory=temp_directory)
+            self.con: duckdb.DuckDBPyConnection = connect(self.database, memory_limit=memory_limit, temp_directory=temp_directory)
         except duckdb.Error as e:
             raise InputError(f"cannot open the DuckDB store {self.database}: {e}") from e
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
-        self._pending_bytes = 0
-        self._con.execute(events_ddl())
-        self._con.execute("CREATE TABLE IF NOT EXISTS runs (run INTEGER, started DOUBLE, inputs VARCHAR)")
-        self.run = (self._con.execute("SELECT coalesce(max(run), 0) + 1 FROM runs").fetchall()[0][0])
-        self._con.execute("INSERT INTO runs VALUES (?, epoch(now()), '')", [self.run])
-
-    @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        """The connection, with every appended batch in ``events``."""
-        self.flush()
-        return self._con
+        self.con.execute(events_ddl())
+        self.con.execute("CREATE TABLE IF NOT EXISTS runs (run INTEGER, started DOUBLE, inputs VARCHAR)")
+        self.run = (self.con.execute("SELECT coalesce(max(run), 0) + 1 FROM runs").fetchall()[0][0])
+        self.con.execute("INSERT INTO runs VALUES (?, epoch(now()), '')", [self.run])
 
     def append(self, batch: pa.Table) -> None:
-        """Add events (:data:`EVENT_SCHEMA` columns, then ``_src`` and ``_line``), in order after those before."""
-        if self._pending and batch.schema != self._pending[0].schema:
-            self.flush()
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
-        self._pending_bytes += batch.nbytes
-        if self._pending_rows >= self.APPEND_ROWS or self._pending_bytes >= self.APPEND_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Insert the appended batches that are still waiting."""
-        if not self._pending:
-            return
-        batch = self._pending[0] if len(self._pending) == 1 else pa.concat_tables(self._pending)
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         _dg_batch = batch  # noqa: F841 - referenced by name in SQL
-        self._con.register("_dg_batch", batch)
+        self.con.register("_dg_batch", batch)
         try:
-            self._con.execute(f"INSERT INTO events SELECT *, {int(self.run)} AS _run FROM _dg_batch")
+            self.con.execute(f"INSERT INTO events SELECT *, {int(self.run)} AS _run FROM _dg_batch")
         finally:
-            self._con.unregister("_dg_batch")
+            self.con.unregister("_dg_batch")
 
     def finish_run(self, rejects: RejectWriter | None = None) -> int:
         """Remove request ids seen before; report each as a rejected duplicate. Returns the count."""
@@ -135,5 +101,4 @@ class EventStore:
         return self.con.execute("SELECT count(*) FROM events").fetchall()[0][0]
 
     def close(self) -> None:
-        self.flush()
-        self._con.close()
+        self.con.close()
