@@ -12,12 +12,15 @@ def pivot_records(seed: int = 3, hours: int = 80) -> list[dict]:
     """Users on ``m-large``; a few early-access requests to ``m-new`` in hour 1; ``m-new`` released in hour
     40 (then carried by the ``pivot-*`` accounts at about half their traffic, by users at about a tenth);
     ``m-rare`` busy in hour 2 only (in use from the first day: never a release); requests without a model;
-    timestamps with ties."""
+    timestamps with ties; a shared set of prompts that several accounts send."""
     rng = random.Random(seed)
     recs: list[dict] = []
 
     def add(account: str, ts: float, model: str | None) -> None:
-        req: dict = {"messages": [{"role": "user", "content": f"question {rng.randint(0, 10**6)}"}]}
+        # some prompts from a shared set, long enough to count as shared prompts (features.repeats)
+        text = (f"Explain in detail how item {rng.randint(0, 60)} of the shared prompt set works." if rng.random() < 0.3
+                else f"question {rng.randint(0, 10**6)}")
+        req: dict = {"messages": [{"role": "user", "content": text}]}
         if model is not None:
             req["model"] = model
         recs.append({"request_id": f"p{len(recs):06d}", "timestamp": round(ts, 1), "account_id": account,

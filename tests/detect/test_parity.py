@@ -12,6 +12,7 @@ from distillguard.detect.online import OnlineDetector
 from distillguard.detect.signals import strengths, strengths_scalar
 from distillguard.features.derive import derive_one, derive_sql, words_of
 from distillguard.features.pivot import ReleaseTracker
+from distillguard.features.repeats import RepeatTracker
 from distillguard.features.stats import STAT_COLUMNS, AccountStats, account_stats, features, features_of, features_scalar
 from distillguard.ingest import load_events
 from distillguard.ingest.reader import connect
@@ -38,7 +39,7 @@ def test_derived_values_sql_equals_python(events):
     assert len(sql_rows) == len(py_rows) > 500
     for ev, row in zip(py_rows, sql_rows):
         d = derive_one(ev)
-        del d["post"], d["newm"]  # set by the release tracker, not by one request (test_pivot_flags_*)
+        del d["post"], d["newm"], d["rpt"]  # set by the release and repeat trackers (test_pivot, test_repeats)
         for k, v in d.items():
             assert _same(v, row[k]), (ev["request_id"], k, v, row[k])
     # the patterns do fire on this traffic (the comparison is not vacuous)
@@ -50,13 +51,15 @@ def test_account_stats_batch_equal_online(events):
     con.register("events", events)
     batch = {r["account_id"]: r for r in account_stats(con, "events").to_pylist()}
     online: dict[str, AccountStats] = {}
-    releases = ReleaseTracker()
+    releases, repeats = ReleaseTracker(), RepeatTracker()
     for ev in sorted(events.to_pylist(), key=lambda e: (e["ts"], e["request_id"])):
         s = online.setdefault(ev["account_id"], AccountStats())
         d = derive_one(ev)
         d["post"], d["newm"] = releases.observe(ev["ts"], ev["model"])
+        d["rpt"] = repeats.observe(d["ph"], ev["account_id"]) if d["rpt_n"] else False
         s.update(ev["ts"], d, words_of(ev["prompt"]) if s.n < 64 else None)
     assert set(batch) == set(online)
+    assert sum(s.rpt for s in online.values()) > 0  # repeats occur in this traffic (not vacuous)
     for aid, s in online.items():
         row = s.to_row()
         for c in STAT_COLUMNS:

@@ -128,7 +128,7 @@ def test_account_stats_equal(spark, con):
     assert max(len(x) for x in duck.column("kmv_ph").to_pylist()) == 128
     assert max(len(x) for x in duck.column("set_temp").to_pylist()) == 16
     assert max(len(x) for x in duck.column("set_psig").to_pylist()) == 32
-    for flag in ("cot", "ident", "selfi", "fmt", "transl", "post", "newm"):
+    for flag in ("cot", "ident", "selfi", "fmt", "transl", "post", "newm", "rpt_n", "rpt"):
         assert sum(duck.column(flag).to_pylist()) > 0, flag
     for name in STAT_COLUMNS:
         a, b = duck.column(name).to_pylist(), sp.column(name).to_pylist()

@@ -33,6 +33,7 @@ from distillguard.detect.scoring import ScoreModel
 from distillguard.detect.signals import strengths_scalar
 from distillguard.features.derive import derive_one, words_of
 from distillguard.features.pivot import ReleaseTracker
+from distillguard.features.repeats import RepeatTracker
 from distillguard.features.stats import KMV_K, WORDS_FIRST_N, AccountStats, features_scalar, kmv_estimate
 from distillguard.linkage.graph import (
     FINGERPRINT_MAX_SIGNATURES,
@@ -109,6 +110,7 @@ class OnlineDetector:
         self._current: str | None = None
         self._current_included = False
         self.releases = ReleaseTracker()  # model releases seen so far (the model-pivot flags)
+        self.repeats = RepeatTracker()  # sampled prompts and who sent them (the shared-prompt flags)
 
     # -- state ------------------------------------------------------------------------------
     def _side(self, root: str) -> AccountStats:
@@ -203,6 +205,7 @@ class OnlineDetector:
                         client_ip: str | None = None, user_agent: str | None = None, model: str | None = None) -> Verdict:
         """:meth:`process` with the per-request derived values already computed (``replay`` does it in bulk)."""
         d["post"], d["newm"] = self.releases.observe(ts, model)
+        d["rpt"] = self.repeats.observe(d["ph"], aid) if d["rpt_n"] else False
         st = self._acc.get(aid)
         new = st is None
         if new:

@@ -143,6 +143,13 @@ SIGNALS = SIGNALS + (
            "A campaign extracting the current model moves its pipeline to the new one within hours of the release, "
            "to harvest it before defences adapt.",
            level="medium", falsepositives=("evaluation harnesses", "early adopters testing the new model"), min_requests=30, unit="share"),
+    Signal("DG-0022", "shared_prompts", "Prompts other accounts sent before", "repeat_share", 0.25, 0.6,
+           "Share of the account's (sampled, 40+ character) prompts that a different account had already sent, word for word.",
+           "Campaigns draw on public prompt sets (instruction data sets, shared chat logs) that other extractors send too; "
+           "a product's traffic is mostly its own.",
+           atlas=(EXTRACT, REPLICATE), level="medium",
+           falsepositives=("evaluation harnesses running public benchmarks", "apps forwarding popular canned prompts"),
+           min_requests=50, unit="share"),
 )
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 

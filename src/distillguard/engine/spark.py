@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from distillguard.errors import InputError
 from distillguard.features.derive import PATTERNS, SCAN_CHARS, SIG_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS
+from distillguard.features.repeats import REPEAT_MIN_CHARS, REPEAT_SAMPLE
 from distillguard.features.pivot import (
     ESTABLISHED_H,
     PIVOT_WINDOW_H,
@@ -299,6 +300,13 @@ def derived_frame(df: Any) -> Any:
         F.when(F.coalesce(F.col("logprobs"), F.lit(False)), F.lit("1")).otherwise(F.lit("0")),
     )
     w = Window.partitionBy("account_id").orderBy("ts", "request_id")
+    # shared prompts (features.repeats): a sampled prompt sent earlier by another account
+    ph = md5_u64_key(F.col("_p"))
+    df = df.withColumn("_ph", ph).withColumn(
+        "_rpt_n", ((F.col("_ph").bitwiseAND(REPEAT_SAMPLE - 1) == 0) & (F.length(F.col("_p")) >= REPEAT_MIN_CHARS)))
+    wp = Window.partitionBy("_rpt_n", "_ph").orderBy("ts", "request_id").rowsBetween(Window.unboundedPreceding, -1)
+    df = df.withColumn("_rpt", F.coalesce(F.col("_rpt_n") & ((F.min("account_id").over(wp) != F.col("account_id"))
+                                                           | (F.max("account_id").over(wp) != F.col("account_id"))), F.lit(False)))
     out = df.select(
         "account_id",
         "ts",
@@ -318,9 +326,11 @@ def derived_frame(df: Any) -> Any:
         "newm",
         psig.alias("psig"),
         round3_text(F.col("temperature")).alias("temp_s"),
-        md5_u64_key(F.col("_p")).alias("ph"),
+        F.col("_ph").alias("ph"),
         md5_u64_key(F.substring(low, 1, SIG_CHARS)).alias("pre"),
         md5_u64_key(F.expr(f"right(_low, {SIG_CHARS})")).alias("suf"),
+        F.col("_rpt_n").alias("rpt_n"),
+        F.col("_rpt").alias("rpt"),
         (F.col("ts") - F.lag("ts").over(w)).alias("iat"),
         F.row_number().over(w).alias("rk"),
         F.substring(low, 1, WORDS_PROMPT_CHARS).alias("_wtext"),

@@ -17,6 +17,8 @@ import hashlib
 import re
 from typing import Any
 
+from distillguard.features.repeats import REPEAT_MIN_CHARS, REPEAT_SAMPLE, sampled_sql
+
 #: Requests for reasoning traces / chain of thought, in several languages.
 COT_PATTERN = (
     r"step[ -]by[ -]step|think (it )?through|show (your|all|the) (work|reasoning|steps)|explain (your|the|each) (reasoning|step)"
@@ -55,7 +57,8 @@ PATTERNS = {
 }
 _COMPILED = {k: re.compile(v) for k, v in PATTERNS.items()}
 #: Boolean values of one request on its own, in the order the stats count them.
-DERIVED_FLAGS = ("cot", "ident", "selfi", "fmt", "transl", "single", "lp", "nmulti", "hitmax", "stream", "sys", "tools", "effort")
+DERIVED_FLAGS = ("cot", "ident", "selfi", "fmt", "transl", "single", "lp", "nmulti", "hitmax", "stream", "sys", "tools", "effort",
+                 "rpt_n")
 
 #: Characters of the prompt that every content feature reads (bounds the cost of huge prompts; the
 #: batch path stores only this much of each prompt).
@@ -138,7 +141,9 @@ def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
         # set by the release tracker, which sees the traffic before this request (features.pivot)
         post=False,
         newm=False,
+        rpt=False,  # set by the repeat tracker (features.repeats)
     )
+    out["rpt_n"] = out["ph"] % REPEAT_SAMPLE == 0 and len(prompt) >= REPEAT_MIN_CHARS
     return out
 
 
@@ -206,6 +211,7 @@ SELECT request_id, ts, account_id, api_key_id, client_ip, user_agent, end_user, 
   temperature AS temp,
   {md5_u64_sql(f"left(coalesce(prompt, ''), {SCAN_CHARS})")} AS ph,
   {md5_u64_sql(f"lower(left(coalesce(prompt, ''), {SIG_CHARS}))")} AS pre,
-  {md5_u64_sql(f"lower(right(left(coalesce(prompt, ''), {SCAN_CHARS}), {SIG_CHARS}))")} AS suf
+  {md5_u64_sql(f"lower(right(left(coalesce(prompt, ''), {SCAN_CHARS}), {SIG_CHARS}))")} AS suf,
+  {sampled_sql("ph", f"left(coalesce(prompt, ''), {SCAN_CHARS})")} AS rpt_n
 FROM (SELECT *, {low} AS _low, regexp_matches({low}, {_sql_quote(any_pattern)}) AS _any FROM {source})
 """

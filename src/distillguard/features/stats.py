@@ -26,10 +26,12 @@ import numpy as np
 
 from distillguard.features.derive import DERIVED_FLAGS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
 from distillguard.features.pivot import PIVOT_MIN_POST, pivot_flags_sql, pivot_windows_sql
+from distillguard.features.repeats import REPEAT_MIN_SAMPLED, repeat_flag_sql, repeat_window_sql
 
-#: Per-request flags counted per account: those of one request alone, then the model-pivot flags,
-#: which depend on the releases seen so far (:mod:`distillguard.features.pivot`).
-FLAG_COLUMNS = DERIVED_FLAGS + ("post", "newm")
+#: Per-request flags counted per account: those of one request alone, then the flags that depend on
+#: the traffic before it: model pivots (:mod:`~distillguard.features.pivot`) and prompts already sent
+#: by another account (:mod:`~distillguard.features.repeats`).
+FLAG_COLUMNS = DERIVED_FLAGS + ("post", "newm", "rpt")
 KMV_K = {"kmv_ph": 128, "kmv_pre": 128, "kmv_suf": 128}
 #: Small exact sets (the lexicographically smallest distinct values, capped): parameter signatures, temperatures.
 SET_K = {"set_psig": 32, "set_temp": 16}
@@ -97,6 +99,8 @@ class AccountStats:
     effort: int = 0
     post: int = 0  # requests in the hours after a model release (features.pivot)
     newm: int = 0  # ... of them to the model just released
+    rpt_n: int = 0  # requests with a sampled prompt (features.repeats)
+    rpt: int = 0  # ... whose prompt another account sent before
     hours: list[int] = field(default_factory=lambda: [0] * 24)
     days: set[int] = field(default_factory=set)
     kmv_ph: list[int] = field(default_factory=list)
@@ -238,9 +242,10 @@ def derived_sql(events: str = "events", key: str = "account_id") -> str:
     """
     return f"""WITH _dg_pw AS ({pivot_windows_sql(events)})
 SELECT * EXCLUDE (prompt), ts - lag(ts) OVER w AS iat, row_number() OVER w AS rk,
-  CASE WHEN row_number() OVER w <= {WORDS_FIRST_N} THEN left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS}) END AS prompt
+  CASE WHEN row_number() OVER w <= {WORDS_FIRST_N} THEN left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS}) END AS prompt,
+  {repeat_flag_sql()} AS rpt
   FROM ({pivot_flags_sql(f"({derive_sql(events)})", "_dg_pw")}) x
-  WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id)"""
+  WINDOW w AS (PARTITION BY {key} ORDER BY ts, request_id), {repeat_window_sql()}"""
 
 
 #: Above this many events, account stats are computed in slices of accounts (by hash), so that the
@@ -329,7 +334,7 @@ FEATURE_COLUMNS = (
     "requests", "active_days", "req_per_day", "span_hours", "tokens_out", "tokens_per_day", "out_share",
     "iat_cv", "fast_share", "hour_entropy", "param_variety", "temp_variety",
     "prompt_distinct_ratio", "prefix_distinct_ratio", "suffix_distinct_ratio", "vocab_breadth",
-    "young_share", "unverified_share", "pivot_share",
+    "young_share", "unverified_share", "pivot_share", "repeat_share",
 ) + tuple(f"{c}_share" for c in FLAG_COLUMNS)  # fmt: skip
 
 
@@ -381,6 +386,8 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
         out["unverified_share"] = np.asarray(cols.get("unver_n", np.zeros(m)), dtype=np.float64) / np.maximum(acct, 1.0)
         post = np.asarray(cols["post"], dtype=np.float64)
         out["pivot_share"] = np.where(post >= PIVOT_MIN_POST, np.asarray(cols["newm"], dtype=np.float64) / np.maximum(post, 1.0), np.nan)
+        rpt_n = np.asarray(cols["rpt_n"], dtype=np.float64)
+        out["repeat_share"] = np.where(rpt_n >= REPEAT_MIN_SAMPLED, np.asarray(cols["rpt"], dtype=np.float64) / np.maximum(rpt_n, 1.0), np.nan)
         for c in FLAG_COLUMNS:
             out[f"{c}_share"] = np.asarray(cols[c], dtype=np.float64) / safe_n
     return out
@@ -439,6 +446,7 @@ SCALAR_FEATURES: dict[str, Callable[[AccountStats], float]] = {
     "young_share": lambda s: s.young_n / max(s.acct_n, 1.0),
     "unverified_share": lambda s: s.unver_n / max(s.acct_n, 1.0),
     "pivot_share": lambda s: s.newm / s.post if s.post >= PIVOT_MIN_POST else math.nan,
+    "repeat_share": lambda s: s.rpt / s.rpt_n if s.rpt_n >= REPEAT_MIN_SAMPLED else math.nan,
     **{f"{c}_share": _flag_share(c) for c in FLAG_COLUMNS},
 }
 assert tuple(SCALAR_FEATURES) == FEATURE_COLUMNS
