@@ -24,6 +24,7 @@ from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
 from distillguard.features.derive import DERIVED_FLAGS
 from distillguard.features.stats import WORDS_FIRST_N
+from distillguard.prefetch import prefetched
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -85,9 +86,10 @@ def run_replay(
         prog_ctx = _progress(total) if progress else None
         advance = prog_ctx.__enter__() if prog_ctx else None
         try:
+            # the query computes and converts the next batch on a thread while this one is replayed
             reader_ = store.con.sql(_replay_sql()).to_arrow_reader(_BATCH)
             flag_names = list(DERIVED_FLAGS)
-            for batch in reader_:
+            for batch in prefetched(lambda: iter(reader_), name="distillguard-replay"):
                 cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
                 n = batch.num_rows
                 aids, tss, ips, uas, words = cols["account_id"], cols["ts"], cols["client_ip"], cols["user_agent"], cols["words"]
