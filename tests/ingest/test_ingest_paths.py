@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import orjson
+import pytest
 import pyarrow as pa
 
 from distillguard.ingest import EventReader, EventStore, RejectWriter
@@ -92,3 +93,36 @@ def test_prompt_style_requests_take_the_fast_path():
     con.register("_t", pa.table({"line_no": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines)}))
     fast = con.sql(fast_normalize_sql("_t")).to_arrow_table().column("fast").to_pylist()
     assert fast == [True] * len(_PROMPT_STYLE) + [False] * (len(not_fast) + 1)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 1000, 1 << 20])
+@pytest.mark.parametrize("compress", [False, True])
+def test_line_chunks_split_every_way_like_python(tmp_path, chunk_bytes, compress):
+    import gzip
+
+    from distillguard.ingest.lines import iter_line_chunks
+
+    rng = random.Random(chunk_bytes)
+    pieces = [b"", b"\r", b" ", b'{"a": 1}', "é".encode() * 50, b"\xff\xfe", b"x" * 3000, b"[1,\r2]"]
+    lines = [rng.choice(pieces) + rng.choice([b"", b"\r"]) for _ in range(400)] + [b"last"]
+    data = b"\n".join(lines)  # no final newline
+    path = tmp_path / ("log.jsonl.gz" if compress else "log.jsonl")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    got: dict[int, str | None] = {}
+    bad: dict[int, bytes] = {}
+    for c in iter_line_chunks(path, chunk_bytes=chunk_bytes, prefetch=chunk_bytes > 100):
+        assert c.first_line == len(got) + 1
+        for i, x in enumerate(c.lines.to_pylist()):
+            got[c.first_line + i] = x
+        bad.update(c.bad_utf8)
+    expect = data.split(b"\n")
+    assert len(got) == len(expect)
+    for i, raw in enumerate(expect, start=1):
+        with_nl = raw + (b"\n" if i < len(expect) else b"")
+        if raw in (b"", b"\r") and i < len(expect):
+            assert got[i] is None and i not in bad  # blank
+        else:
+            try:
+                assert got[i] == with_nl.decode("utf-8")
+            except UnicodeDecodeError:
+                assert got[i] is None and bad[i] == raw.rstrip(b"\r\n")

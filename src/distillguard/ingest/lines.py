@@ -67,18 +67,19 @@ def open_binary(path: str | Path) -> BinaryIO:
     return raw
 
 
-def _split(buf: bytes | memoryview, first_line: int) -> LineChunk:
+def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray | None = None) -> LineChunk:
     """Split ``buf`` into lines without copying it: each line keeps its ``\n`` (JSON allows trailing
-    white space), so the Arrow offsets are just the newline positions and the values are ``buf``."""
+    white space), so the Arrow offsets are just the newline positions and the values are ``buf``.
+    ``nl``: the positions of the newlines in ``buf``, when the caller has them."""
     data = np.frombuffer(buf, dtype=np.uint8)
-    nl = np.flatnonzero(data == 10)
-    ends = nl + 1
+    if nl is None:
+        nl = np.flatnonzero(data == 10)
     open_end = len(data) > 0 and data[-1] != 10
-    if open_end:
-        ends = np.append(ends, len(data))  # a final line without a newline
-    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets = np.empty(len(nl) + 1 + open_end, dtype=np.int64)
     offsets[0] = 0
-    offsets[1:] = ends
+    offsets[1 : len(nl) + 1] = nl + 1
+    if open_end:
+        offsets[-1] = len(data)  # a final line without a newline
     lengths = np.diff(offsets)
     # Empty lines ("\n" or "\r\n") are null; anything else (even white space alone) is a line to validate.
     blank = lengths == 1
@@ -87,7 +88,7 @@ def _split(buf: bytes | memoryview, first_line: int) -> LineChunk:
     if open_end:
         blank[-1] = False
     validity = ~blank
-    n = len(ends)
+    n = len(lengths)
     arr = pa.Array.from_buffers(
         pa.large_binary(),
         n,
@@ -109,7 +110,7 @@ def _split(buf: bytes | memoryview, first_line: int) -> LineChunk:
                 bad.append((first_line + i, b.rstrip(b"\r\n")))
                 out.append(None)
         lines = pa.array(out, type=pa.large_string())
-    return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(buf))
+    return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(data))
 
 
 def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, prefetch: bool = True) -> Iterator[LineChunk]:
@@ -158,32 +159,61 @@ def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 _DONE = object()
 
 
+#: Bytes asked of the decompressor at a time: small enough that its output is still in the CPU cache
+#: when the newlines are found, and that it is written straight into the chunk's buffer.
+_READ_BYTES = 4 << 20
+
+
+def _corrupt(path: str | Path, line_no: int, e: BaseException) -> InputError:
+    # A truncated or corrupt compressed stream: the lines before it are kept, the rest reported.
+    return InputError(
+        f"{path}: compressed stream is corrupt or truncated after line {line_no - 1}: {e}. "
+        "The lines before it were read; re-export or re-compress the file to read the rest."
+    )
+
+
 def _line_chunks(path: str | Path, chunk_bytes: int) -> Iterator[LineChunk]:
+    """Each chunk's bytes are read into a buffer of its own (the Arrow array of its lines keeps it),
+    a few MB at a time, and its newlines found as they arrive; the partial line after the last
+    newline starts the next buffer."""
     line_no = 1
     carry = b""
     with open_binary(path) as f:
-        while True:
-            try:
-                block = f.read(chunk_bytes)
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
-                # A truncated or corrupt compressed stream: keep what was read, report the rest.
-                raise InputError(
-                    f"{path}: compressed stream is corrupt or truncated after line {line_no - 1}: {e}. "
-                    "The lines before it were read; re-export or re-compress the file to read the rest."
-                ) from e
-            if not block:
+        eof = False
+        while not eof:
+            buf = np.empty(max(chunk_bytes, 2 * len(carry)), dtype=np.uint8)  # not zeroed: every byte used is read into
+            buf[: len(carry)] = np.frombuffer(carry, dtype=np.uint8)
+            filled, nls = len(carry), []  # carry has no newline
+            while True:
+                if filled == len(buf):
+                    if nls:
+                        break
+                    bigger = np.empty(2 * len(buf), dtype=np.uint8)  # one line longer than the buffer: keep it whole
+                    bigger[:filled] = buf
+                    buf = bigger
+                try:
+                    k = f.readinto(memoryview(buf[filled : filled + _READ_BYTES]))
+                except (OSError, EOFError, gzip.BadGzipFile) as e:
+                    raise _corrupt(path, line_no, e) from e
+                if not k:
+                    eof = True
+                    break
+                pos = np.flatnonzero(buf[filled : filled + k] == 10)
+                if len(pos):
+                    nls.append(pos + filled)
+                filled += k
+            if eof:
+                end = filled  # a last line without a newline is a line too
+                carry = b""
+            else:
+                end = int(nls[-1][-1]) + 1
+                carry = buf[end:filled].tobytes()
+            if end == 0:
                 break
-            buf = carry + block if carry else block
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                carry = buf
-                continue
-            carry = buf[cut + 1 :]
-            chunk = _split(memoryview(buf)[: cut + 1], line_no)
+            nl = np.concatenate(nls) if nls else np.empty(0, dtype=np.int64)
+            chunk = _split(buf[:end], line_no, nl)
             line_no += len(chunk.lines)
             yield chunk
-    if carry:
-        yield _split(carry, line_no)
 
 
 def read_all_bytes(path: str | Path) -> bytes:
