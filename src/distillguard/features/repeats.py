@@ -47,19 +47,34 @@ def repeat_window_sql() -> str:
     return "wp AS (PARTITION BY rpt_n, ph ORDER BY ts, request_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
 
 
+#: The online tracker forgets the prompts first seen longest ago beyond this many (about 150 MB);
+#: up to then it flags exactly what the batch query flags.
+REPEAT_MAX_TRACKED = 1_000_000
+
+
 class RepeatTracker:
     """Online twin of :func:`repeat_flag_sql`: per sampled prompt hash, its first account and whether
-    another account has sent it too."""
+    another account has sent it too. Bounded: beyond ``max_tracked`` prompts the oldest is forgotten.
 
-    def __init__(self) -> None:
+    >>> t = RepeatTracker(max_tracked=2)
+    >>> t.observe(8, "a"), t.observe(16, "a"), t.observe(24, "a"), t.observe(8, "b"), len(t)
+    (False, False, False, False, 2)
+    """
+
+    def __init__(self, max_tracked: int = REPEAT_MAX_TRACKED) -> None:
         self._first: dict[int, str] = {}
         self._several: set[int] = set()
+        self.max_tracked = max_tracked
 
     def observe(self, ph: int, account_id: str) -> bool:
         """Record one sampled request (``rpt_n`` true) and return its ``rpt`` flag."""
         first = self._first.get(ph)
         if first is None:
             self._first[ph] = account_id
+            if len(self._first) > self.max_tracked:
+                oldest = next(iter(self._first))
+                del self._first[oldest]
+                self._several.discard(oldest)
             return False
         if first != account_id:
             self._several.add(ph)
