@@ -41,25 +41,41 @@ def _num(x: str) -> str:
     return f"(CASE WHEN json_type({x}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST({x}::VARCHAR AS DOUBLE) END)"
 
 
-def _str(x: str) -> str:
-    return f"(CASE WHEN json_type({x}) = 'VARCHAR' THEN ({x})->>'$' END)"
+def _str(x: str, *, w: bool = False) -> str:
+    return f"(CASE WHEN {_is(x, 'VARCHAR', w=w)} THEN ({x})->>'$' END)"
 
 
-def _is(x: str, t: str) -> str:
+#: The first character of compact JSON text that tells its type.
+_FIRST = {"VARCHAR": '"', "OBJECT": "{", "ARRAY": "["}
+
+
+def _is(x: str, t: str, *, w: bool = False) -> str:
+    """``x`` is JSON of type ``t``. ``w``: ``x`` is compact JSON text as ``json_transform`` and
+    ``json_extract`` write it, whose first character tells a string, an object or an array without
+    parsing it again."""
+    if w and t in _FIRST:
+        return f"starts_with({x}::VARCHAR, '{_FIRST[t]}')"
     return f"(json_type({x}) = '{t}')"
 
 
-def _missing(x: str) -> str:
-    return f"({x} IS NULL OR json_type({x}) = 'NULL')"
+def _missing(x: str, *, w: bool = False) -> str:
+    """``x`` is absent or JSON null. ``w``: ``x`` is a leaf as ``json_transform`` writes it, NULL for both."""
+    return f"({x} IS NULL)" if w else f"({x} IS NULL OR json_type({x}) = 'NULL')"
 
 
-def _text(c: str) -> str:
-    """Text of a message ``content``: a string, or the string ``text`` of each part of a list, joined by newlines."""
-    return (
-        f"(CASE json_type({c}) WHEN 'VARCHAR' THEN ({c})->>'$' "
-        f"WHEN 'ARRAY' THEN coalesce(array_to_string(list_transform(list_filter(json_transform({c}, '[{{\"text\": \"JSON\"}}]'), "
-        f"lambda p: json_type(p.text) = 'VARCHAR'), lambda p: p.text->>'$'), chr(10)), '') ELSE '' END)"
+def _text(c: str, *, written: bool = False) -> str:
+    """Text of a message ``content``: a string, or the string ``text`` of each part of a list, joined by newlines.
+
+    ``written``: ``c`` is a value as ``json_transform`` writes a JSON leaf (NULL for JSON null, else
+    compact JSON text), whose type its first character tells, without parsing it again.
+    """
+    parts = (
+        f"coalesce(array_to_string(list_transform(list_filter(json_transform({c}, '[{{\"text\": \"JSON\"}}]'), "
+        f"lambda p: json_type(p.text) = 'VARCHAR'), lambda p: p.text->>'$'), chr(10)), '')"
     )
+    if written:
+        return f"(CASE WHEN {_is(c, 'VARCHAR', w=True)} THEN ({c})->>'$' WHEN {_is(c, 'ARRAY', w=True)} THEN {parts} ELSE '' END)"
+    return f"(CASE json_type({c}) WHEN 'VARCHAR' THEN ({c})->>'$' WHEN 'ARRAY' THEN {parts} ELSE '' END)"
 
 
 def _tname(x: str) -> str:
@@ -83,6 +99,7 @@ def _reason_sql(fast: bool = False, refs: dict[str, str] | None = None) -> str:
     (default: the slow path's ``t[i]``, see :data:`SLOW_REFS`).
     """
     t = refs or SLOW_REFS
+    w = fast  # the fast path's fields are leaves as json_transform writes them
     any_missing = " OR ".join(f"{t[n]} IS NULL" for n in ("request_id", "timestamp", "account_id", "endpoint", "request"))
     checks = []
     if not fast:
@@ -90,10 +107,10 @@ def _reason_sql(fast: bool = False, refs: dict[str, str] | None = None) -> str:
         # only rows that miss a required field pay for a second parse to tell "not an object" apart
         checks.append((f"({any_missing}) AND json_type(line) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("line")))
     for name in ["request_id", "timestamp", "account_id", "endpoint"] + ([] if fast else ["request"]):
-        checks.append((_missing(t[name]), f"'missing required field ''{name}'''"))
+        checks.append((_missing(t[name], w=w), f"'missing required field ''{name}'''"))
     for name in ["request_id", "account_id", "endpoint"]:
         x = t[name]
-        checks.append((f"NOT {_is(x, 'VARCHAR')}", _wrong_type(name, x)))
+        checks.append((f"NOT {_is(x, 'VARCHAR', w=w)}", _wrong_type(name, x)))
         checks.append((f"({x}->>'$') = ''", f"'field ''{name}'' is empty'"))
     ts = t['timestamp']
     checks.append((f"json_type({ts}) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("timestamp", ts)))
@@ -103,11 +120,11 @@ def _reason_sql(fast: bool = False, refs: dict[str, str] | None = None) -> str:
         checks.append((f"NOT {_is(req, 'OBJECT')}", _wrong_type("request", req)))
     for name in ["api_key_id", "end_user", "client_ip", "user_agent", "batch_id"]:
         x = t[name]
-        checks.append((f"NOT {_missing(x)} AND NOT {_is(x, 'VARCHAR')}", _wrong_type(name, x)))
+        checks.append((f"NOT {_missing(x, w=w)} AND NOT {_is(x, 'VARCHAR', w=w)}", _wrong_type(name, x)))
     sc = t['status_code']
-    checks.append((f"NOT {_missing(sc)} AND json_type({sc}) NOT IN ('BIGINT', 'UBIGINT')", _wrong_type("status_code", sc)))
+    checks.append((f"NOT {_missing(sc, w=w)} AND json_type({sc}) NOT IN ('BIGINT', 'UBIGINT')", _wrong_type("status_code", sc)))
     lat = t['latency_ms']
-    checks.append((f"NOT {_missing(lat)} AND json_type({lat}) NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("latency_ms", lat)))
+    checks.append((f"NOT {_missing(lat, w=w)} AND json_type({lat}) NOT IN ('BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("latency_ms", lat)))
     if not fast:
         resp = t['response']
         checks.append((f"NOT {_missing(resp)} AND NOT {_is(resp, 'OBJECT')}", _wrong_type("response", resp)))
@@ -187,11 +204,12 @@ def _select(*, fast: bool, with_text: bool, frm: str = "e", refs: dict[str, str]
     T = {n: refs[n] for n in _TOP}
     R = {n: refs[f"request.{n}"] for n in _REQ}
     u = {k: refs[f"u{k}"] for k in range(1, 12)}
-    effort = f"coalesce({_str(R['reasoning_effort'])}, CASE WHEN {_is(R['reasoning'], 'OBJECT')} THEN {_str('json_extract(' + R['reasoning'] + ', ' + chr(39) + '$.effort' + chr(39) + ')')} END)"
+    w = fast  # the fast path's fields are leaves as json_transform writes them
+    effort = f"coalesce({_str(R['reasoning_effort'], w=w)}, CASE WHEN {_is(R['reasoning'], 'OBJECT', w=w)} THEN {_str('json_extract(' + R['reasoning'] + ', ' + chr(39) + '$.effort' + chr(39) + ')')} END)"
     response_text = (
         f"""CASE WHEN json_type({u[11]}) = 'OBJECT' AND json_type({u[11]}, '$.message') = 'OBJECT' THEN {_text(u[8])}
-            WHEN json_type({u[11]}) = 'OBJECT' THEN {_str(u[9])}
-            WHEN {u[11]} IS NULL THEN {_str(u[10])} END"""
+            WHEN json_type({u[11]}) = 'OBJECT' THEN {_str(u[9], w=w)}
+            WHEN {u[11]} IS NULL THEN {_str(u[10], w=w)} END"""
         if with_text else "NULL::VARCHAR"
     )
     return f"""
@@ -201,15 +219,15 @@ SELECT line_no,
        {T['request_id']}->>'$' AS request_id,
        ts,
        {T['account_id']}->>'$' AS account_id,
-       {_str(T['api_key_id'])} AS api_key_id,
-       coalesce({_str(T['end_user'])}, {_str(R['user'])}) AS end_user,
-       {_str(T['client_ip'])} AS client_ip,
-       {_str(T['user_agent'])} AS user_agent,
+       {_str(T['api_key_id'], w=w)} AS api_key_id,
+       coalesce({_str(T['end_user'], w=w)}, {_str(R['user'], w=w)}) AS end_user,
+       {_str(T['client_ip'], w=w)} AS client_ip,
+       {_str(T['user_agent'], w=w)} AS user_agent,
        {T['endpoint']}->>'$' AS endpoint,
-       {_str(T['batch_id'])} AS batch_id,
+       {_str(T['batch_id'], w=w)} AS batch_id,
        coalesce({_int(T['status_code'])}, 200)::INTEGER AS status_code,
        {_num(T['latency_ms'])} AS latency_ms,
-       {_str(R['model'])} AS model,
+       {_str(R['model'], w=w)} AS model,
        coalesce({_int(R['n'])}, 1)::INTEGER AS n,
        {_num(R['temperature'])} AS temperature,
        {_num(R['top_p'])} AS top_p,
@@ -221,16 +239,16 @@ SELECT line_no,
        coalesce(json_type({R['stream']}) = 'BOOLEAN' AND ({R['stream']}->>'$') = 'true', false) AS stream,
        {effort} AS reasoning_effort,
        coalesce(json_type({R['tools']}) = 'ARRAY' AND json_array_length({R['tools']}) > 0, false) AS has_tools,
-       CASE WHEN {_is(R['response_format'], 'OBJECT')} THEN {_str("json_extract(" + R['response_format'] + ", '$.type')")} END AS response_format,
+       CASE WHEN {_is(R['response_format'], 'OBJECT', w=w)} THEN {_str("json_extract(" + R['response_format'] + ", '$.type')", w=w)} END AS response_format,
        CASE WHEN ms IS NOT NULL THEN len(ms) WHEN sp IS NOT NULL THEN 1 ELSE 0 END::INTEGER AS n_messages,
        CASE WHEN ms IS NOT NULL THEN len(mu) WHEN sp IS NOT NULL THEN 1 ELSE 0 END::INTEGER AS n_user_msgs,
        CASE WHEN ms IS NOT NULL THEN len(list_filter(ms, lambda m: m.role = 'assistant')) ELSE 0 END::INTEGER AS n_assistant_msgs,
-       CASE WHEN {_is(R['messages'], 'ARRAY')} THEN list_filter(mo, lambda m: m.role IN ('system', 'developer'))[1].text
-            WHEN ms IS NOT NULL THEN coalesce({_str(R['instructions'])}, list_filter(mo, lambda m: m.role IN ('system', 'developer'))[1].text)
-            ELSE {_str(R['instructions'])} END AS system_prompt,
+       CASE WHEN {_is(R['messages'], 'ARRAY', w=w)} THEN list_filter(mo, lambda m: m.role IN ('system', 'developer'))[1].text
+            WHEN ms IS NOT NULL THEN coalesce({_str(R['instructions'], w=w)}, list_filter(mo, lambda m: m.role IN ('system', 'developer'))[1].text)
+            ELSE {_str(R['instructions'], w=w)} END AS system_prompt,
        CASE WHEN ms IS NOT NULL THEN coalesce(mu[-1].text, mo[-1].text, '')
             WHEN json_type(sp) = 'VARCHAR' THEN sp->>'$'
-            WHEN json_type(sp) = 'ARRAY' THEN coalesce({_str("json_extract(sp, '$[0]')")}, '')
+            WHEN json_type(sp) = 'ARRAY' THEN coalesce({_str("json_extract(sp, '$[0]')", w=w)}, '')
             ELSE '' END AS prompt,
        CASE WHEN ms IS NOT NULL THEN coalesce(list_sum(list_transform(mo, lambda m: length(m.text))), 0)
             WHEN json_type(sp) = 'VARCHAR' THEN length(sp->>'$')
@@ -240,7 +258,7 @@ SELECT line_no,
        coalesce({_int(u[1])}, {_int(u[2])}) AS prompt_tokens,
        coalesce({_int(u[3])}, {_int(u[4])}) AS completion_tokens,
        coalesce({_int(u[5])}, {_int(u[6])}) AS reasoning_tokens,
-       {_str(u[7])} AS finish_reason,
+       {_str(u[7], w=w)} AS finish_reason,
        {response_text} AS response_text
 FROM {frm}
 """
@@ -298,12 +316,12 @@ FAST_REFS = {
 }  # fmt: skip
 
 
-def _sp(refs: dict[str, str]) -> str:
+def _sp(refs: dict[str, str], *, w: bool = False) -> str:
     """The prompt of a request without messages: ``prompt``, else ``input``, when a string or a non-empty list."""
     p, i = refs["request.prompt"], refs["request.input"]
     return (
-        f"CASE WHEN {_is(p, 'VARCHAR')} OR ({_is(p, 'ARRAY')} AND json_array_length({p}) > 0) THEN {p} "
-        f"WHEN {_is(i, 'VARCHAR')} OR ({_is(i, 'ARRAY')} AND json_array_length({i}) > 0) THEN {i} END"
+        f"CASE WHEN {_is(p, 'VARCHAR', w=w)} OR ({_is(p, 'ARRAY', w=w)} AND json_array_length({p}) > 0) THEN {p} "
+        f"WHEN {_is(i, 'VARCHAR', w=w)} OR ({_is(i, 'ARRAY', w=w)} AND json_array_length({i}) > 0) THEN {i} END"
     )
 
 
@@ -345,9 +363,9 @@ WITH a0 AS (
 ), fc AS (
   SELECT line_no, fast, CASE WHEN fast THEN s END AS s FROM b
 ), fd AS (
-  SELECT line_no, fast, s, {_ts(FAST_REFS['timestamp'])} AS ts, {_sp(FAST_REFS)} AS sp,
-         list_transform(s.request.messages, lambda m: {{'role': CASE WHEN json_type(m.role) = 'VARCHAR' THEN m.role->>'$' END,
-                                                        'text': {_text("m.content")}}}) AS ms
+  SELECT line_no, fast, s, {_ts(FAST_REFS['timestamp'])} AS ts, {_sp(FAST_REFS, w=True)} AS sp,
+         list_transform(s.request.messages, lambda m: {{'role': {_str('m.role', w=True)},
+                                                        'text': {_text("m.content", written=True)}}}) AS ms
   FROM fc
 ), fe AS (
   SELECT *, ms AS mo, list_filter(ms, lambda m: m.role = 'user') AS mu FROM fd
