@@ -105,6 +105,12 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {r['step']} | {r['rows']:,} | {r['wall_s']:.1f} | {r['requests_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
             f"{'1.00 (baseline)' if ratio is None else f'{ratio:.2f}'} |"
         )
+    base = results["steps"][0]["wall_s"] if results["steps"] else 0
+    for r in results["steps"]:
+        stages = [(k[:-2], v) for k, v in r.items() if r["step"] == "scan" and k.endswith("_s")
+                  and k not in ("wall_s", "cpu_s", "requests_per_s") and isinstance(v, (int, float))]
+        if stages and base:
+            lines.append("\nscan by stage: " + ", ".join(f"{k} {v:.1f} s ({v / base:.2f}x parse)" for k, v in stages))
     for r in results["steps"]:
         if r["step"] == "replay" and r.get("online_s"):
             lines.append(f"\nreplay's online detector alone: {r['rows'] / r['online_s']:,.0f} requests/s "
