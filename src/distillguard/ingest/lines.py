@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import queue
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -27,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from distillguard.errors import InputError
+from distillguard.prefetch import prefetched
 
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
 
@@ -123,40 +122,7 @@ def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
     if not prefetch:
         yield from _line_chunks(path, chunk_bytes)
         return
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in _line_chunks(path, chunk_bytes):
-                while not stop.is_set():
-                    try:
-                        q.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_DONE)
-        except BaseException as e:  # handed to the consumer, raised there
-            q.put(e)
-
-    t = threading.Thread(target=produce, name="distillguard-read", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        t.join(timeout=5)
-
-
-_DONE = object()
+    yield from prefetched(lambda: _line_chunks(path, chunk_bytes), name="distillguard-read")
 
 
 #: Bytes asked of the decompressor at a time: small enough that its output is still in the CPU cache
