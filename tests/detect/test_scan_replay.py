@@ -147,3 +147,13 @@ def test_gateway_refusals_without_a_key_are_counted_but_not_scored(tmp_path):
     assert {v["account_id"] for v in _jsonl(tmp_path / "out" / "verdicts.jsonl")} == {"acct0", "acct1"}
     rs = run_replay([log], tmp_path / "replay", progress=False)
     assert rs["requests"] == 60 and rs["accounts"] == 2  # all read; the detector saw only the two accounts
+
+
+def test_shrink_duckdb_halves_the_memory_limit():
+    import duckdb
+
+    from distillguard.detect.scan import _shrink_duckdb
+
+    con = duckdb.connect(config={"memory_limit": "2GiB"})
+    _shrink_duckdb(con, 0.5)
+    assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == "1.0 GiB"

@@ -230,6 +230,24 @@ class Analysis:
         return {a: i for i, a in enumerate(self.account_ids)}
 
 
+#: From clustering on, the scan holds Python objects that grow with the accounts and linked pairs (the
+#: Louvain graph, the edges, per-cluster stats): DuckDB gives back this share of its memory limit then,
+#: spilling the events table to disk, so that the process stays within its budget at 10M requests.
+DUCKDB_SHARE_AFTER_LINKAGE = 0.5
+_MEMORY_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def _shrink_duckdb(con, share: float) -> None:
+    """Lower DuckDB's memory limit to ``share`` of what it is; DuckDB evicts (spills) down to it at once."""
+    text = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    num, _, unit = str(text).partition(" ")
+    try:
+        limit = float(num) * _MEMORY_UNITS[unit]
+    except (ValueError, KeyError):
+        return  # an unfamiliar format: leave the limit as it is
+    con.execute(f"SET memory_limit = '{int(limit * share)}B'")
+
+
 def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: str | None = None,
             timings: dict[str, float] | None = None) -> Analysis:
     """Stats, features, signal strengths, links and clusters of the ``events`` table."""
@@ -260,6 +278,7 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     )
     con.unregister("_dg_templated")
     edges = compute_edges(con, events="events", accounts="accounts" if has_accounts else None, template_accounts="_dg_template_accounts")
+    _shrink_duckdb(con, DUCKDB_SHARE_AFTER_LINKAGE)
     clusters = clusters_from_edges(edges)
     timings["linkage_s"] = time.perf_counter() - t
     members: dict[str, list[str]] = {}
