@@ -230,10 +230,11 @@ class Analysis:
         return {a: i for i, a in enumerate(self.account_ids)}
 
 
-#: From clustering on, the scan holds Python objects that grow with the accounts and linked pairs (the
-#: Louvain graph, the edges, per-cluster stats): DuckDB gives back this share of its memory limit then,
-#: spilling the events table to disk, so that the process stays within its budget at 10M requests.
-DUCKDB_SHARE_AFTER_LINKAGE = 0.5
+#: Once the account stats are computed, the scan holds Python objects that grow with the accounts and
+#: linked pairs (features, the edges, the Louvain graph, per-cluster stats), and linkage's SQL needs
+#: little memory: DuckDB gives back this share of its memory limit then, spilling the events table to
+#: disk, so that the process stays within its budget at 10M requests.
+DUCKDB_SHARE_AFTER_STATS = 0.5
 _MEMORY_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
@@ -254,6 +255,7 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     timings = timings if timings is not None else {}
     t = time.perf_counter()
     stats = _account_stats(con, engine, spark_master)
+    _shrink_duckdb(con, DUCKDB_SHARE_AFTER_STATS)
     timings["features_s"] = time.perf_counter() - t
     t = time.perf_counter()
     account_ids = stats.column("account_id").to_pylist()
@@ -278,7 +280,6 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     )
     con.unregister("_dg_templated")
     edges = compute_edges(con, events="events", accounts="accounts" if has_accounts else None, template_accounts="_dg_template_accounts")
-    _shrink_duckdb(con, DUCKDB_SHARE_AFTER_LINKAGE)
     clusters = clusters_from_edges(edges)
     timings["linkage_s"] = time.perf_counter() - t
     members: dict[str, list[str]] = {}
