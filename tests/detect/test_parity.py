@@ -163,3 +163,22 @@ def test_md5_u64_sql_equals_duckdb_and_python():
     con.register("t", pa.table({"s": texts}))
     rows = con.sql(f"SELECT md5_number_lower(s), {md5_u64_sql('s')} FROM t").fetchall()
     assert [a for a, _ in rows] == [b for _, b in rows] == [md5_u64(s) for s in texts]
+
+
+def test_features_from_arrow_lists_equal_features_from_python_lists(events):
+    """The scan passes sketches as Arrow lists (no Python ints); features are the same to the bit."""
+    from distillguard.features.stats import KMV_K
+
+    con = connect()
+    con.register("events", events)
+    t = account_stats(con, "events")
+    assert max(len(x) for x in t.column("kmv_ph").to_pylist()) == KMV_K["kmv_ph"]  # full sketches occur
+    listy = {n: t.column(n).to_pylist() for n in STAT_COLUMNS}
+    listy["hours"] = np.asarray(listy["hours"], dtype=np.float64)
+    arrow = dict(listy)
+    for n in STAT_COLUMNS:
+        if n == "days" or n.startswith(("kmv_", "set_")):
+            arrow[n] = t.column(n)
+    a, b = features(arrow), features(listy)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

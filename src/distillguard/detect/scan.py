@@ -56,7 +56,8 @@ def _stats_columns(table: pa.Table) -> dict[str, Any]:
         if name == "hours":
             cols[name] = np.asarray(col.to_pylist(), dtype=np.float64).reshape(-1, 24)
         elif name == "days" or name.startswith(("kmv_", "set_")):
-            cols[name] = col.to_pylist()
+            cols[name] = col  # Arrow lists: features() reads their lengths and k-th values vectorised
+            # (as Python lists, 100k accounts' sketches are 40M ints, 1.6 GB)
         else:
             cols[name] = col.to_numpy(zero_copy_only=False)
     return cols

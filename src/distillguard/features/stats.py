@@ -338,15 +338,43 @@ FEATURE_COLUMNS = (
 ) + tuple(f"{c}_share" for c in FLAG_COLUMNS)  # fmt: skip
 
 
+def _list_lengths(col: Any) -> np.ndarray:
+    """Length of every list of a column: an Arrow list array (vectorised) or a sequence of lists."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        return pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    return np.asarray([len(x) for x in col], dtype=np.float64)
+
+
+def _kmv_estimates(col: Any, k: int) -> np.ndarray:
+    """:func:`kmv_estimate` of every sketch of a column (Arrow list array: vectorised, no Python ints)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(col, (pa.Array, pa.ChunkedArray)):
+        return np.asarray([kmv_estimate(x, k) for x in col], dtype=np.float64)
+    m = _list_lengths(col)
+    full = m >= k
+    kth = np.zeros(len(m), dtype=np.float64)
+    if full.any():
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        picked = pc.list_element(col.filter(pa.array(full)), k - 1).to_numpy(zero_copy_only=False)
+        kth[full] = picked.astype(np.float64)  # as float(int) rounds a uint64
+    with np.errstate(divide="ignore"):
+        return np.where(full, (k - 1) / (kth / _TWO64), m)
+
+
 def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
     """Features from stats columns (arrays over accounts, or scalars for one account).
 
     ``cols`` maps every name of :data:`STAT_COLUMNS` to an array (``hours``: shape (m, 24);
-    ``days``, ``kmv_*`` and ``set_*``: sequences of lists).
+    ``days``, ``kmv_*`` and ``set_*``: Arrow list arrays, or sequences of lists).
     """
     n = np.asarray(cols["n"], dtype=np.float64)
     safe_n = np.maximum(n, 1.0)
-    days = np.asarray([len(d) for d in cols["days"]], dtype=np.float64)
+    days = _list_lengths(cols["days"])
     out_tok = np.asarray(cols["out_tok"], dtype=np.float64)
     in_tok = np.asarray(cols["in_tok"], dtype=np.float64)
     iat_n = np.asarray(cols["iat_n"], dtype=np.float64)
@@ -371,11 +399,11 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
             "iat_cv": iat_cv,
             "fast_share": np.where(iat_n > 0, np.asarray(cols["fast_n"], dtype=np.float64) / np.maximum(iat_n, 1), np.nan),
             "hour_entropy": ent,
-            "param_variety": np.asarray([len(x) for x in cols["set_psig"]], dtype=np.float64),
-            "temp_variety": np.asarray([len(x) for x in cols["set_temp"]], dtype=np.float64),
-            "prompt_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_ph"]) for x in cols["kmv_ph"]]) / safe_n),
-            "prefix_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_pre"]) for x in cols["kmv_pre"]]) / safe_n),
-            "suffix_distinct_ratio": np.minimum(1.0, np.asarray([kmv_estimate(x, KMV_K["kmv_suf"]) for x in cols["kmv_suf"]]) / safe_n),
+            "param_variety": _list_lengths(cols["set_psig"]),
+            "temp_variety": _list_lengths(cols["set_temp"]),
+            "prompt_distinct_ratio": np.minimum(1.0, _kmv_estimates(cols["kmv_ph"], KMV_K["kmv_ph"]) / safe_n),
+            "prefix_distinct_ratio": np.minimum(1.0, _kmv_estimates(cols["kmv_pre"], KMV_K["kmv_pre"]) / safe_n),
+            "suffix_distinct_ratio": np.minimum(1.0, _kmv_estimates(cols["kmv_suf"], KMV_K["kmv_suf"]) / safe_n),
             "vocab_breadth": np.where(
                 words_total >= 20, np.asarray(cols["words_distinct"], dtype=np.float64) / np.maximum(words_total, 1.0), np.nan
             ),
