@@ -21,11 +21,10 @@ import orjson
 from distillguard.detect.online import OnlineDetector
 from distillguard.detect.scoring import ScoreModel
 from distillguard.errors import InputError
-from distillguard.features.derive import SCAN_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
-from distillguard.features.derive import DERIVED_FLAGS
+from distillguard.features.derive import DERIVED_FLAGS, SCAN_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
 from distillguard.features.stats import WORDS_FIRST_N
-from distillguard.prefetch import prefetched
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
+from distillguard.prefetch import prefetched
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
 _BATCH = 50_000

@@ -83,8 +83,6 @@ def _redact_link_value(value: str) -> str:
 def _redact_links(edges: pa.Table) -> pa.Table:
     """Edges with the prompt text in link values replaced by hashes (``scan --redact``); one hash per
     distinct value, so that equal values stay equal."""
-    import pyarrow.compute as pc
-
     example = edges.column("example")
     text = pc.is_in(edges.column("type"), pa.array(_TEXT_LINKS))
     distinct = pc.unique(pc.filter(example, text)).drop_null()
@@ -339,7 +337,8 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     own_flag = model.threshold.flag(scores)
 
     # per-cluster link summary
-    link_summary = _link_summary(con, edges, clusters)
+    sc, dc = _edge_clusters(edges, clusters)
+    link_summary = _link_summary(con, edges, sc, dc)
     verdict_lines = []
     feat_names = list(feats)
     for j, a in enumerate(account_ids):
@@ -392,7 +391,6 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     _write_evidence(con, out, flagged_ids, verdict_lines, idx, clusters, edges, redact=redact)
     flagged_clusters = {cid for cid in cluster_ids if cflag[cinfo[cid]]}
     fc_accounts = pa.array(sorted({a for c in flagged_clusters for a in members[c]}), pa.string())
-    sc, dc = _edge_clusters(edges, clusters)
     edge_mask = pc.or_(pc.or_(pc.is_in(edges.column("src"), fc_accounts), pc.is_in(edges.column("dst"), fc_accounts)),
                        pc.fill_null(pc.equal(sc, dc), False))
     pq.write_table(edges.filter(edge_mask).select(["src", "dst", "type", "w", "shared", "example", "total"])
@@ -409,25 +407,20 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
 
 def _edge_clusters(edges: pa.Table, clusters: dict[str, str]) -> tuple[pa.Array, pa.Array]:
     """Cluster id of each edge's ``src`` and ``dst`` (null where unclustered), computed in Arrow."""
-    import pyarrow.compute as pc
-
     accs = pa.array(list(clusters), pa.string())
     cids = pa.array(list(clusters.values()), pa.string())
     return (pc.take(cids, pc.index_in(edges.column("src"), accs)),
             pc.take(cids, pc.index_in(edges.column("dst"), accs)))
 
 
-def _link_summary(con, edges: pa.Table, clusters: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+def _link_summary(con, edges: pa.Table, sc: pa.Array, dc: pa.Array) -> dict[str, list[dict[str, Any]]]:
     """Per cluster: which key types link its members, the example shared value, accounts and edges.
 
-    Aggregated in DuckDB over the edges inside clusters (millions at 10M-request scale), so that no
-    per-edge Python object is made.
+    ``sc``, ``dc``: the cluster of each edge's ends (:func:`_edge_clusters`). Aggregated in DuckDB over
+    the edges inside clusters (millions at 10M-request scale), so that no per-edge Python object is made.
     """
-    import pyarrow.compute as pc
-
-    if not clusters or edges.num_rows == 0:
+    if edges.num_rows == 0:
         return {}
-    sc, dc = _edge_clusters(edges, clusters)
     inside = pc.fill_null(pc.equal(sc, dc), False)
     e = pa.table({"c": sc, "src": edges.column("src"), "dst": edges.column("dst"), "type": edges.column("type"),
                   "example": edges.column("example")}).filter(inside)
