@@ -167,3 +167,25 @@ def test_a_pair_sharing_a_big_group_key_and_a_small_one_gets_both_weights():
     ip = new[("a00100", "a00200", "client_ip")]
     assert ip["total"] == pytest.approx(0.5 + 0.7 / 2)
     assert new[("a00100", "a00200", "request_fingerprint")]["total"] == ip["total"]
+
+
+def test_the_example_of_tied_shared_values_is_always_the_first_value():
+    """Pairs sharing several equally weighted values show the first of them, whatever order DuckDB joins in."""
+    rng = random.Random(7)
+    rows = []
+    for g in range(300):  # pairs of accounts sharing 2-6 client IPs that nobody else has (all weight-equal)
+        ips = [f"ip{g:03d}-{rng.randrange(10**6):06d}" for _ in range(rng.randint(2, 6))]
+        for a in (f"p{g:03d}a", f"p{g:03d}b"):
+            rows += [(a, "client_ip", ip, None) for ip in rng.sample(ips, len(ips))]
+    expected = {}
+    for a, _, ip, _ in rows:
+        if a.endswith("a"):
+            expected.setdefault((a, a[:-1] + "b"), set()).add(ip)
+    for threads in (1, 2):
+        con = _keys_con(rng.sample(rows, len(rows)))
+        con.execute(f"SET threads = {threads}")
+        got = _rows(con, edges_sql("keys"))
+        assert len(got) == len(expected)
+        for (src, dst, typ), r in got.items():
+            assert typ == "client_ip" and r["shared"] == len(expected[(src, dst)])
+            assert r["example"] == min(expected[(src, dst)]), (src, dst)

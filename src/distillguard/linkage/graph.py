@@ -254,7 +254,9 @@ cand AS (
 ),
 -- every key value each candidate pair shares, whatever its group's size
 pairs AS (
-  SELECT c.src, c.dst, a.tid, sum(a.w) AS w, count(*) AS shared, arg_max(a.gid, a.w) AS gid
+  -- the example is the heaviest shared value, ties going to the first in (type, value) order: without the
+  -- tie-break DuckDB returns any of them, and reports and STIX exports would differ from run to run
+  SELECT c.src, c.dst, a.tid, sum(a.w) AS w, count(*) AS shared, arg_max(a.gid, (a.w, -a.gid)) AS gid
   FROM cand c
   JOIN (SELECT aid, gid, tid, w FROM w WHERE w > 0) a ON a.aid = c.src
   JOIN w b ON b.aid = c.dst AND b.gid = a.gid
