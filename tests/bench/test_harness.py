@@ -103,6 +103,9 @@ def test_harness_scores_detector_from_its_output_files(tiny_eval, tiny_tune, tmp
     # 10 requests before each account's flag; the campaign's earliest account decides
     assert dg["replay"]["per_campaign"]["camp-bulk-1"]["requests_before_flag"] == 10
     assert dg["replay"]["never_flagged"] == 0 and dg["replay"]["benign_flagged"] == 0
+    assert dg["replay"]["benign_flagged_fpr"] == 0.0
+    row = next(line for line in (tmp_path / "out" / "results.md").read_text().splitlines() if line.startswith("| distillguard |"))
+    assert row.count("|") == 17 and "| 0 (0.0000) |" in row  # the replay's benign flags have their column
     hydra = dg["replay"]["per_campaign"]["camp-hydra-1"]
     # its four accounts run in lockstep (60 s apart, 7 s offsets): 10 requests each before the first flag
     assert hydra["requests_before_flag"] == 40 and hydra["requests"] == 600

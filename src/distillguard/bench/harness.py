@@ -119,6 +119,7 @@ def _detector_row(run: DetectorRun, traffic: Traffic) -> dict:
         # benign accounts ever flagged online
         benign_ids = set(traffic.account_ids[~ext])
         row["replay"]["benign_flagged"] = sum(a in benign_ids for a in run.first_flag_ts)
+        row["replay"]["benign_flagged_fpr"] = row["replay"]["benign_flagged"] / max(len(benign_ids), 1)
     row["replay_note"] = run.replay_note
     if run.error_detail:
         row["error_detail"] = run.error_detail
@@ -292,18 +293,20 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         "| detector | ROC-AUC | PR-AUC | recall @1e-2 FPR | recall @1e-3 FPR | recall (own thr.) | FPR (own thr.) "
         "| campaigns caught | campaign requests flagged | ARI | benign linked (in flagged cluster) "
-        "| replay: campaigns flagged | replay: requests before flag, median (share) | p90 | time s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| replay: campaigns flagged | replay: requests before flag, median (share) | p90 | replay: benign flagged (FPR) | time s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["detectors"]:
         if not r["available"]:
-            lines.append(f"| {r['name']} | {r.get('note', 'not available')} |" + " |" * 14)
+            lines.append(f"| {r['name']} | {r.get('note', 'not available')} |" + " |" * 15)
             continue
         a, c, cl, rp = r["account"], r["campaign"], r["cluster"], r["replay"]
         caught = f"{c['caught']}/{c['campaigns']}" if c["campaigns"] else "–"
         linked = f"{cl['benign_linked']} ({cl['benign_in_flagged_cluster']})" if cl else "–"
-        med = p90 = rflag = "–"
+        med = p90 = rflag = rben = "–"
         if rp:
+            if rp.get("benign_flagged") is not None:  # flagged at any moment of the replay, as a gateway would act
+                rben = f"{rp['benign_flagged']} ({rp['benign_flagged_fpr']:.4f})"
             rflag = f"{rp['campaigns'] - rp['never_flagged']}/{rp['campaigns']}"
             med = f"{_f(rp['median_requests_before_flag'], 0)} ({_pct(rp['median_share_before_flag'])})"
             p90 = f"{_f(rp['p90_requests_before_flag'], 0)} ({_pct(rp['p90_share_before_flag'])})"
@@ -311,7 +314,7 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {r['name']} | {_f(a['roc_auc'])} | {_f(a['pr_auc'])} | {_f(a['recall_at_fpr_0.01'])} "
             f"| {_f(a['recall_at_fpr_0.001'])} | {_f(a['recall_at_threshold'])} | {_f(a['fpr_at_threshold'], 4)} "
             f"| {caught} | {_pct(c['request_share_flagged'])} | {_f(cl['ari_extraction']) if cl else '–'} "
-            f"| {linked} | {rflag} | {med} | {p90} | {_f(r.get('elapsed_s'), 1)} |"
+            f"| {linked} | {rflag} | {med} | {p90} | {rben} | {_f(r.get('elapsed_s'), 1)} |"
         )
     # per-archetype table: flagged share per detector
     avail = [r for r in results["detectors"] if r["available"]]
