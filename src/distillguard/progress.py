@@ -35,3 +35,18 @@ def byte_progress(paths: list[Path], label: str) -> Iterator[Callable[[int], Non
             prog.update(task, completed=seen[0], total=max(total, seen[0]) if total else None)
 
         yield advance
+
+
+@contextmanager
+def step_progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
+    """Yield ``advance(description)``; shows a bar over ``total`` coarse steps (sources, passes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), transient=True) as prog:
+        task = prog.add_task("", total=total)
+
+        def advance(description: str) -> None:
+            prog.update(task, advance=1, description=description)
+
+        yield advance

@@ -125,14 +125,25 @@ def test_scan_bad_inputs(tmp_path):
 
 def test_train_then_scan_with_model(small_traffic, tmp_path):
     model = tmp_path / "m.json"
-    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "train", str(small_traffic), "--out", str(model)],
-                       capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "train", str(small_traffic), "--out", str(model),
+                        "--exclude", "model_pivot"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     m = orjson.loads(model.read_bytes())
     assert all(w >= 0 for w in m["weights"].values()) and 0 <= m["threshold"] <= 1
+    assert m["weights"]["model_pivot"] == 0.0 and m["meta"]["excluded_signals"] == ["model_pivot"]
+    assert 0 <= m["online_threshold"] <= 1 and "online threshold" in p.stdout
     s = run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path / "s", accounts=small_traffic / "accounts.jsonl",
                  model=model, progress=False, write_html=False)
     assert s["threshold"] == pytest.approx(m["threshold"])
+    # replaying the training traffic with the model flags benign accounts at no more than the target
+    # rate: the online threshold was chosen on exactly these peaks
+    r = run_replay([small_traffic / "traffic.jsonl.gz"], tmp_path / "r", accounts=small_traffic / "accounts.jsonl",
+                   model=model, progress=False)
+    assert r["threshold"] == pytest.approx(m["online_threshold"])
+    labels = {x["account_id"]: x["label"] for x in _jsonl(small_traffic / "labels.jsonl")}
+    flagged = [x["account_id"] for x in _jsonl(tmp_path / "r" / "first_flags.jsonl")]
+    n_benign = sum(v == "benign" for v in labels.values())
+    assert flagged and sum(labels[a] == "benign" for a in flagged) <= int(m["target_fpr"] * n_benign)
 
 
 def test_gateway_refusals_without_a_key_are_counted_but_not_scored(tmp_path):

@@ -91,6 +91,20 @@ def test_fit_learns_a_separating_nonnegative_model():
     assert flags[y == 1].mean() > 0.95 and flags[y == 0].mean() <= 1e-3
 
 
+def test_fit_holds_excluded_signals_at_zero():
+    rng = np.random.default_rng(1)
+    n = 4000
+    y = (rng.random(n) < 0.1).astype(float)
+    X = {s.name: rng.random(n) * 0.2 for s in SIGNALS}
+    X["cot_elicitation"] = np.where(y == 1, 0.8 + 0.2 * rng.random(n), 0.1 * rng.random(n))
+    X["logprob_harvest"] = np.where(y == 1, 0.5 + 0.5 * rng.random(n), 0.3 * rng.random(n))
+    m = fit(X, y, target_fpr=1e-3, exclude={"cot_elicitation"})
+    assert m.weights["cot_elicitation"] == 0.0
+    assert max(m.weights, key=m.weights.get) == "logprob_harvest"  # the next best separator takes over
+    with pytest.raises(ConfigError, match="unknown signals"):
+        fit(X, y, exclude={"no_such_signal"})
+
+
 def test_reasons_strongest_first():
     m = ScoreModel.default()
     f = _feats(cot_share=0.5, lp_share=0.02)

@@ -74,6 +74,8 @@ def train_command(
     accounts: Path = typer.Option(None, "--accounts", help="Account file when TRAFFIC are log files."),
     out: Path = typer.Option(Path("model.json"), "--out", help="Where to write the model."),
     target_fpr: float = typer.Option(1e-3, "--target-fpr", help="Benign false-positive rate the threshold is chosen for."),
+    exclude: list[str] = typer.Option([], "--exclude", help="A signal to hold at weight 0 (repeatable); it is still computed and shown."),
+    online: bool = typer.Option(True, "--online/--no-online", help="Also choose the online detector's threshold, on peak scores while the traffic is replayed (about doubles the time)."),
 ) -> None:
     """Fit the signal weights and the operating threshold on labelled traffic (use with `scan --model`).
 
@@ -82,7 +84,8 @@ def train_command(
     from distillguard.detect.train import train_model
 
     try:
-        model, report = train_model(list(traffic), labels=labels, accounts=accounts, target_fpr=target_fpr)
+        model, report = train_model(list(traffic), labels=labels, accounts=accounts, target_fpr=target_fpr, online=online,
+                                    exclude=frozenset(exclude), progress=True)
     except DistillguardError as e:
         _fail("train", e)
     model.save(out)

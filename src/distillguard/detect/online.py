@@ -66,6 +66,7 @@ class Verdict:
 class _Account:
     stats: AccountStats = field(default_factory=AccountStats)
     score: float = 0.0
+    peak_score: float = 0.0  # the highest score (own or cluster) seen at any of its requests
     next_score_at: int = 0
     first_pre: int | None = None
     templated: bool = False
@@ -91,7 +92,7 @@ class OnlineDetector:
         ``cluster_min_span_hours``: a linked cluster is judged only once its traffic spans this long, so
         that the first hours of a busy team's shared traffic are not mistaken for bulk volume."""
         self.model = model or ScoreModel.default()
-        self.threshold = self.model.threshold.value
+        self.threshold = self.model.online.value
         self._scorer = self.model.stats_scorer()
         self.accounts = accounts or {}
         self.linkage = linkage
@@ -254,11 +255,16 @@ class OnlineDetector:
                     self._next_cluster_score[root] = cs.n + max(1, int(cs.n * self.rescore_every))
                 cscore = self._cluster_score[root]
                 cid = self.linker.cluster_of(aid)
-        if cid is not None and cscore >= self.threshold:
-            cs_ = self._cluster_stats.get(self.linker.root(aid))
-            if cs_ is not None and (cs_.t1 - cs_.t0) < self.cluster_min_span_s:
+        judged = 0.0  # the cluster's score, once its traffic spans long enough to be judged
+        if cid is not None:
+            if (cs.t1 - cs.t0) >= self.cluster_min_span_s:
+                judged = cscore
+            elif cscore >= self.threshold:
                 cscore = min(cscore, np.nextafter(self.threshold, 0.0))  # not judged yet
         score = max(st.score, cscore if cid is not None else 0.0)
+        peak = max(st.score, judged)  # what would flag it at any threshold
+        if peak > st.peak_score:
+            st.peak_score = peak
         flagged = score >= self.threshold
         newly = False
         if flagged and st.flagged_at is None:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -43,6 +43,33 @@ ORDER BY ts, request_id
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def replay_store(con, det: OnlineDetector, *, on_batch: Callable[[int], None] | None = None) -> int:
+    """Feed every request of the store's ``events`` table to ``det`` in timestamp order; returns the count.
+
+    The derived values come from the batch SQL; the query computes and converts the next batch on a
+    thread while this one is replayed."""
+    reader = con.sql(_replay_sql()).to_arrow_reader(_BATCH)
+    flag_names = list(DERIVED_FLAGS)
+    process = det.process_derived
+    done = 0
+    for batch in prefetched(lambda: iter(reader), name="distillguard-replay"):
+        cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+        n = batch.num_rows
+        aids, tss, ips, uas, words = cols["account_id"], cols["ts"], cols["client_ip"], cols["user_agent"], cols["words"]
+        models = cols["model"]
+        flag_cols = [cols[c] for c in flag_names]
+        other = [cols[c] for c in ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")]
+        for i in range(n):
+            d = dict(zip(flag_names, [c[i] for c in flag_cols]))
+            (d["out_tok"], d["in_tok"], d["psig"], d["fsig"], d["sph"], d["temp"], d["ph"], d["pre"],
+             d["suf"]) = (c[i] for c in other)
+            process(aids[i], tss[i], d, words[i], client_ip=ips[i], user_agent=uas[i], model=models[i])
+        done += n
+        if on_batch:
+            on_batch(n)
+    return done
 
 
 def run_replay(
@@ -81,29 +108,10 @@ def run_replay(
         t_read = time.perf_counter() - t_start
         det = OnlineDetector(accounts=acct, model=model)
         t0 = time.perf_counter()
-        done = 0
         prog_ctx = _progress(total) if progress else None
         advance = prog_ctx.__enter__() if prog_ctx else None
         try:
-            # the query computes and converts the next batch on a thread while this one is replayed
-            reader_ = store.con.sql(_replay_sql()).to_arrow_reader(_BATCH)
-            flag_names = list(DERIVED_FLAGS)
-            for batch in prefetched(lambda: iter(reader_), name="distillguard-replay"):
-                cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-                n = batch.num_rows
-                aids, tss, ips, uas, words = cols["account_id"], cols["ts"], cols["client_ip"], cols["user_agent"], cols["words"]
-                models = cols["model"]
-                flag_cols = [cols[c] for c in flag_names]
-                other = [cols[c] for c in ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")]
-                process = det.process_derived
-                for i in range(n):
-                    d = dict(zip(flag_names, [c[i] for c in flag_cols]))
-                    (d["out_tok"], d["in_tok"], d["psig"], d["fsig"], d["sph"], d["temp"], d["ph"], d["pre"],
-                     d["suf"]) = (c[i] for c in other)
-                    process(aids[i], tss[i], d, words[i], client_ip=ips[i], user_agent=uas[i], model=models[i])
-                done += n
-                if advance:
-                    advance(n)
+            replay_store(store.con, det, on_batch=advance)
         finally:
             if prog_ctx:
                 prog_ctx.__exit__(None, None, None)

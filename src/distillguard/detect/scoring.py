@@ -63,6 +63,11 @@ class ScoreModel:
     bias: float
     threshold: Threshold = field(default_factory=Threshold)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The online detector's threshold (gateway, LiteLLM plugin, ``replay``). Online, an account counts
+    #: as flagged if its score *ever* reaches the threshold, a maximum over time that noisy early scores
+    #: push above its final score, so ``train`` chooses this one on the benign accounts' peak online
+    #: scores for the same false-positive rate. ``None``: the batch threshold.
+    online_threshold: Threshold | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(SIGNALS_BY_NAME)
@@ -121,6 +126,11 @@ class ScoreModel:
 
         return score
 
+    @property
+    def online(self) -> Threshold:
+        """The threshold the online detector flags at."""
+        return self.online_threshold if self.online_threshold is not None else self.threshold
+
     def score(self, strengths: dict[str, Any]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logit(strengths)))
 
@@ -142,6 +152,7 @@ class ScoreModel:
             "bias": self.bias,
             "threshold": self.threshold.value,
             "target_fpr": self.threshold.target_fpr,
+            **({"online_threshold": self.online_threshold.value} if self.online_threshold is not None else {}),
             "meta": self.meta,
         }
 
@@ -153,6 +164,8 @@ class ScoreModel:
                 bias=float(d["bias"]),
                 threshold=Threshold(value=float(d["threshold"]), target_fpr=float(d.get("target_fpr", 1e-3))),
                 meta=d.get("meta", {}),
+                online_threshold=(Threshold(value=float(d["online_threshold"]), target_fpr=float(d.get("target_fpr", 1e-3)))
+                                  if d.get("online_threshold") is not None else None),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"invalid score model: {e}. Re-create it with `distillguard train`.") from e
@@ -185,11 +198,13 @@ def prior_weights() -> dict[str, float]:
 
 
 def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float = 1e-4, target_fpr: float = 1e-3,
-        sample_weight: np.ndarray | None = None, prior: dict[str, float] | None = None) -> ScoreModel:
+        sample_weight: np.ndarray | None = None, prior: dict[str, float] | None = None,
+        exclude: frozenset[str] | set[str] = frozenset()) -> ScoreModel:
     """Fit non-negative logistic weights (L-BFGS-B with bounds) and choose the threshold for ``target_fpr``.
 
     The L2 penalty pulls the weights towards ``prior`` (default: zero), so that signals which the
-    training traffic happens not to exercise keep the weight the catalogue gives them.
+    training traffic happens not to exercise keep the weight the catalogue gives them. Signals in
+    ``exclude`` are held at weight 0 (still computed and reported, never scored).
     """
     from scipy.optimize import minimize
 
@@ -203,7 +218,10 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
     if pos > 0 and neg > 0:
         sw = sw * np.where(y == 1, 0.5 / pos, 0.5 / neg) * len(y)
 
-    w0 = np.asarray([(prior or {}).get(n, 0.0) for n in names], dtype=np.float64)
+    unknown = set(exclude) - set(names)
+    if unknown:
+        raise ConfigError(f"cannot exclude unknown signals {sorted(unknown)}; the catalogue has {', '.join(names)}")
+    w0 = np.asarray([0.0 if n in exclude else (prior or {}).get(n, 0.0) for n in names], dtype=np.float64)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:-1], theta[-1]
@@ -216,8 +234,8 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
         grad = np.concatenate([X.T @ g + l2 * dw, [g.sum()]])
         return ll + 0.5 * l2 * (dw @ dw), grad
 
-    theta0 = np.concatenate([np.maximum(w0, 1.0), [-3.0]])
-    bounds = [(0.0, None)] * len(names) + [(None, None)]
+    theta0 = np.concatenate([np.where([n in exclude for n in names], 0.0, np.maximum(w0, 1.0)), [-3.0]])
+    bounds = [(0.0, 0.0) if n in exclude else (0.0, None) for n in names] + [(None, None)]
     res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
     w, b = res.x[:-1], float(res.x[-1])
     model = ScoreModel(weights={n: float(v) for n, v in zip(names, w)}, bias=b)

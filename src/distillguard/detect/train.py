@@ -3,15 +3,20 @@
 Accounts and linked clusters are both training rows (a cluster is labelled extraction when most of
 its members are); weights are non-negative (:func:`~distillguard.detect.scoring.fit`). The threshold is
 then chosen on the *final* account scores (an account's score is the larger of its own and its
-cluster's) so that at most ``target_fpr`` of benign accounts are flagged. The shipped default model
-(``detect/default_model.json``) was made this way on simulated development seeds only.
+cluster's) so that at most ``target_fpr`` of benign accounts are flagged. The online threshold is
+chosen the same way on each benign account's *peak* score while the training traffic is replayed
+through the online detector (an account flagged online stays flagged, so what counts is the highest
+score it ever reaches, not its last). The shipped default model (``detect/default_model.json``) was
+made this way on simulated development seeds only.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -67,8 +72,54 @@ def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path |
         yield (an, *_labels(lab))
 
 
+def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None = None, accounts: Path | None = None,
+                 on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(peak online score, label) of every account with traffic, replaying each source through
+    :class:`~distillguard.detect.online.OnlineDetector` with ``model`` (nothing is flagged meanwhile)."""
+    from distillguard.detect.online import OnlineDetector
+    from distillguard.detect.replay import replay_store
+    from distillguard.ingest import load_accounts
+
+    peaks: list[float] = []
+    ys: list[int] = []
+    for k, (logs, acc, lab_path) in enumerate(_sources(traffic, labels, accounts)):
+        lab, _ = _labels(lab_path)
+        work = Path(tempfile.mkdtemp(prefix="distillguard-train-online-"))
+        try:
+            store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
+            with RejectWriter(work / "rejected.jsonl") as rej:
+                load_into(store, logs, rej)
+                info = {r["account_id"]: r for r in load_accounts(acc, rejects=rej).to_pylist()} if acc is not None else {}
+            det = OnlineDetector(accounts=info, model=model)
+            det.threshold = math.inf  # record peaks only: no flags, no member propagation
+            replay_store(store.con, det)
+            store.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        for aid in sorted(det._acc):
+            peaks.append(det._acc[aid].peak_score)
+            ys.append(lab.get(aid, 0))
+        if on_source:
+            on_source(k)
+    return np.asarray(peaks, dtype=np.float64), np.asarray(ys, dtype=np.int8)
+
+
 def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
-                target_fpr: float = 1e-3) -> tuple[ScoreModel, str]:
+                target_fpr: float = 1e-3, online: bool = True, exclude: frozenset[str] | set[str] = frozenset(),
+                progress: bool = False) -> tuple[ScoreModel, str]:
+    from contextlib import nullcontext
+
+    from distillguard.progress import step_progress
+
+    n_sources = len(_sources(traffic, labels, accounts))
+    steps = n_sources * (2 if online else 1)
+    with step_progress(steps, "train") if progress else nullcontext(lambda _d: None) as advance:
+        return _train(traffic, labels=labels, accounts=accounts, target_fpr=target_fpr, online=online, exclude=exclude,
+                      advance=advance)
+
+
+def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, target_fpr: float, online: bool,
+           exclude: frozenset[str] | set[str], advance: Callable[[str], None]) -> tuple[ScoreModel, str]:
     names = [s.name for s in SIGNALS]
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
     ys: list[np.ndarray] = []
@@ -91,6 +142,7 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
             ys.append(np.asarray(cy))
             groups.append(cg)
         analyses.append((an, y))
+        advance(f"features of source {k + 1}")
     if not ys:
         raise InputError("no labelled traffic to train on")
     X = {n: np.concatenate(rows[n]) for n in names}
@@ -105,7 +157,7 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
     for x in g:
         counts[x] = counts.get(x, 0) + 1
     sw = np.asarray([1.0 if x == "benign" else 1.0 / counts[x] for x in g])
-    model = fit(X, y, target_fpr=target_fpr, sample_weight=sw, prior=prior_weights())
+    model = fit(X, y, target_fpr=target_fpr, sample_weight=sw, prior=prior_weights(), exclude=exclude)
     # threshold on final account scores (own or cluster), benign accounts only
     benign_final = []
     for an, ya in analyses:
@@ -121,9 +173,20 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
         pos += int((ya == 1).sum())
         neg += int((ya == 0).sum())
     model.meta = {"trained_on": [str(t) for t in traffic], "accounts": pos + neg, "extraction_accounts": pos,
-                  "train_recall": tp / max(pos, 1), "train_fpr": fp / max(neg, 1), "target_fpr": target_fpr}
+                  "train_recall": tp / max(pos, 1), "train_fpr": fp / max(neg, 1), "target_fpr": target_fpr,
+                  **({"excluded_signals": sorted(exclude)} if exclude else {})}
+    online_line = ""
+    if online:
+        peaks, yp = online_peaks(traffic, model, labels=labels, accounts=accounts,
+                                 on_source=lambda k: advance(f"online replay of source {k + 1}"))
+        model.online_threshold = Threshold.for_fpr(peaks[yp == 0], target_fpr)
+        at_batch = float((peaks[yp == 0] >= model.threshold.value).mean()) if (yp == 0).any() else 0.0
+        online_recall = float((peaks[yp == 1] >= model.online_threshold.value).mean()) if (yp == 1).any() else 0.0
+        model.meta.update({"online_benign_fpr_at_batch_threshold": at_batch, "online_train_recall": online_recall})
+        online_line = (f"\nonline threshold {model.online_threshold.value:.4f} (at the batch threshold, {at_batch:.5f} of benign "
+                       f"accounts would be flagged at some moment of a replay); online recall on the training traffic {online_recall:.3f}")
     weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(model.weights.items(), key=lambda kv: -kv[1]) if v > 0.01)
     report = (f"trained on {pos + neg:,} accounts ({pos:,} extraction); threshold {model.threshold.value:.4f} for benign FPR <= {target_fpr:g}\n"
               f"on the training traffic: recall {tp / max(pos, 1):.3f}, FPR {fp / max(neg, 1):.5f} (evaluate on other seeds with `distillguard bench detect`)\n"
-              f"weights: {weights}; bias {model.bias:.2f}")
+              f"weights: {weights}; bias {model.bias:.2f}" + online_line)
     return model, report
