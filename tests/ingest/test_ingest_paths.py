@@ -44,17 +44,22 @@ def _mixed_log(path, n: int, seed: int = 7) -> list[bytes]:
     return lines
 
 
-def _ingest(path, tmp_path, name: str, *, slow_only: bool):
+def _ingest(path, tmp_path, name: str, *, slow_only: bool, overlap: bool = False):
     rej_path = tmp_path / f"rejected-{name}.jsonl"
     store = EventStore(":memory:")
     with RejectWriter(rej_path) as rej:
-        reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=40, keep_response_text=False, chunk_bytes=1 << 16)
+        reader = EventReader(rejects=rej, con=store.cursor() if overlap else store.con, prompt_max_chars=40,
+                             keep_response_text=False, chunk_bytes=1 << 16)
         if slow_only:
             reader._fast_sql = None  # every line through the slow path (what ingest did before the fast path)
-        n_batches = 0
-        for batch in reader.iter_batches([path]):
-            store.append(batch)
-            n_batches += 1
+        n_batches = None
+        if overlap:  # normalising on a thread while inserting
+            store.append_all(reader, [path])
+        else:
+            n_batches = 0
+            for batch in reader.iter_batches([path]):
+                store.append(batch)
+                n_batches += 1
         dups = store.finish_run(rej)
     cols = ", ".join([*EVENT_COLUMNS, "_src", "_line", "_run"])
     rows = store.con.sql(f"SELECT {cols} FROM events ORDER BY rowid").to_arrow_table()
@@ -77,6 +82,29 @@ def test_fast_path_ingest_gives_the_slow_path_table_and_rejects(tmp_path):
     assert fast_dups == slow_dups > 0
     n_rejected = len(fast_rej.splitlines())
     assert fast.num_rows + n_rejected + fast_stats.blank == len(lines)
+
+
+def test_overlapped_ingest_gives_the_same_table_rejects_and_duplicates(tmp_path):
+    """append_all with the reader on its own cursor (normalising on a thread) keeps the physical order
+    that decides which copy of a duplicated request id is the first one."""
+    log = tmp_path / "mixed.jsonl"
+    _mixed_log(log, 3000, seed=11)
+    lines = log.read_bytes().splitlines()
+    log.write_bytes(b"\n".join(lines + lines[: len(lines) // 3]) + b"\n")  # duplicates far apart, in later chunks
+    serial, serial_rej, serial_stats, serial_dups, _ = _ingest(log, tmp_path, "serial", slow_only=False)
+    over, over_rej, over_stats, over_dups, _ = _ingest(log, tmp_path, "overlap", slow_only=False, overlap=True)
+    assert serial.num_rows > 2000 and serial_dups > 1000
+    assert over.to_pylist() == serial.to_pylist()
+    assert over_rej == serial_rej and over_dups == serial_dups
+    assert (over_stats.lines, over_stats.accepted, over_stats.rejected) == (serial_stats.lines, serial_stats.accepted, serial_stats.rejected)
+
+
+def test_an_error_while_normalising_on_the_thread_reaches_the_caller(tmp_path):
+    store = EventStore(":memory:")
+    with RejectWriter(tmp_path / "r.jsonl") as rej:
+        reader = EventReader(rejects=rej, con=store.cursor())
+        with pytest.raises(Exception, match="input not found"):
+            store.append_all(reader, [tmp_path / "missing.jsonl"])
 
 
 def test_prompt_style_requests_take_the_fast_path():

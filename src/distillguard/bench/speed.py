@@ -30,8 +30,7 @@ from distillguard.ingest import EventReader, EventStore, RejectWriter
 d = tempfile.mkdtemp()
 store = EventStore(os.path.join(d, 's.duckdb'), memory_limit='3GB')
 with RejectWriter(os.path.join(d, 'rejected.jsonl')) as rej:
-    for b in EventReader(rejects=rej, con=store.con).iter_batches([sys.argv[1]]):
-        store.append(b)
+    store.append_all(EventReader(rejects=rej, con=store.cursor()), [sys.argv[1]])
     store.finish_run(rej)
 print('ROWS', store.count())
 """,

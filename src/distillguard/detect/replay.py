@@ -94,9 +94,8 @@ def run_replay(
     try:
         store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
         with RejectWriter(out / "rejected.jsonl") as rej:
-            reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=SCAN_CHARS, keep_response_text=False)
-            for batch in reader.iter_batches(list(paths)):
-                store.append(batch)
+            reader = EventReader(rejects=rej, con=store.cursor(), prompt_max_chars=SCAN_CHARS, keep_response_text=False)
+            store.append_all(reader, paths)
             store.finish_run(rej)
             acct: dict[str, dict] = {}
             if accounts is not None:

@@ -174,9 +174,8 @@ def load_into(store: EventStore, paths: list[str | Path], rej: RejectWriter, *, 
 
     con = store.con
     with byte_progress([Path(p) for p in paths], "reading logs") if progress else _null() as advance:
-        reader = EventReader(rejects=rej, con=con, prompt_max_chars=SCAN_CHARS, keep_response_text=False, on_progress=advance)
-        for batch in reader.iter_batches(list(paths)):
-            store.append(batch)
+        reader = EventReader(rejects=rej, con=store.cursor(), prompt_max_chars=SCAN_CHARS, keep_response_text=False, on_progress=advance)
+        store.append_all(reader, paths)
     dups = store.finish_run(rej)
     # requests the gateway refused for a missing or unknown key belong to no account
     reader.stats.unauthenticated = con.execute(

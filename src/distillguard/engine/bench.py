@@ -38,9 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
         t = time.perf_counter()
         with RejectWriter(work / "rejected.jsonl") as rej:
-            reader = EventReader(rejects=rej, con=store.con, prompt_max_chars=SCAN_CHARS, keep_response_text=False)
-            for batch in reader.iter_batches(args.logs):
-                store.append(batch)
+            reader = EventReader(rejects=rej, con=store.cursor(), prompt_max_chars=SCAN_CHARS, keep_response_text=False)
+            store.append_all(reader, args.logs)
             store.finish_run(rej)
         n = store.count()
         print(f"ingest: {n} requests in {time.perf_counter() - t:.1f} s")

@@ -26,8 +26,7 @@ def load_events(paths: list[str | Path], *, rejects_path: str | Path | None = No
     with tempfile.TemporaryDirectory() as tmp:
         with RejectWriter(rejects_path or Path(tmp) / "rejected.jsonl") as rej:
             store = EventStore(":memory:")
-            for batch in EventReader(rejects=rej, con=store.con, fmt=fmt).iter_batches(list(paths)):
-                store.append(batch)
+            store.append_all(EventReader(rejects=rej, con=store.cursor(), fmt=fmt), paths)
             store.finish_run(rej)
             table = store.con.sql(f"SELECT {', '.join(EVENT_SCHEMA.names)} FROM events ORDER BY ts, request_id").to_arrow_table()
             store.close()

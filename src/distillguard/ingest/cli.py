@@ -34,10 +34,9 @@ def ingest_command(
         rej_path = rejected or db.with_name("rejected.jsonl")
         store = EventStore(db)
         with RejectWriter(rej_path) as rej, byte_progress(logs, "ingest") as advance:
-            reader = EventReader(rejects=rej, con=store.con, fmt=fmt, on_progress=advance,
+            reader = EventReader(rejects=rej, con=store.cursor(), fmt=fmt, on_progress=advance,
                                  batch_input=batch_input, batch_account=batch_account)
-            for batch in reader.iter_batches(list(logs)):
-                store.append(batch)
+            store.append_all(reader, logs)
             dups = store.finish_run(rej)
             total = store.count()
         store.close()

