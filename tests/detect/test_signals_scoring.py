@@ -78,12 +78,17 @@ def test_model_validation_and_roundtrip(tmp_path):
         ScoreModel.load(tmp_path / "bad.json")
 
 
-def test_fit_learns_a_separating_nonnegative_model():
-    rng = np.random.default_rng(0)
-    n = 4000
+def _separable(seed: int, n: int = 4000) -> tuple[dict[str, np.ndarray], np.ndarray, np.random.Generator]:
+    """Noise strengths for every signal; cot_elicitation separates the 10% positives."""
+    rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.1).astype(float)
     X = {s.name: rng.random(n) * 0.2 for s in SIGNALS}
     X["cot_elicitation"] = np.where(y == 1, 0.8 + 0.2 * rng.random(n), 0.1 * rng.random(n))
+    return X, y, rng
+
+
+def test_fit_learns_a_separating_nonnegative_model():
+    X, y, _ = _separable(0)
     m = fit(X, y, target_fpr=1e-3)
     assert all(w >= 0 for w in m.weights.values())
     assert max(m.weights, key=m.weights.get) == "cot_elicitation"
@@ -92,12 +97,8 @@ def test_fit_learns_a_separating_nonnegative_model():
 
 
 def test_fit_holds_excluded_signals_at_zero():
-    rng = np.random.default_rng(1)
-    n = 4000
-    y = (rng.random(n) < 0.1).astype(float)
-    X = {s.name: rng.random(n) * 0.2 for s in SIGNALS}
-    X["cot_elicitation"] = np.where(y == 1, 0.8 + 0.2 * rng.random(n), 0.1 * rng.random(n))
-    X["logprob_harvest"] = np.where(y == 1, 0.5 + 0.5 * rng.random(n), 0.3 * rng.random(n))
+    X, y, rng = _separable(1)
+    X["logprob_harvest"] = np.where(y == 1, 0.5 + 0.5 * rng.random(len(y)), 0.3 * rng.random(len(y)))
     m = fit(X, y, target_fpr=1e-3, exclude={"cot_elicitation"})
     assert m.weights["cot_elicitation"] == 0.0
     assert max(m.weights, key=m.weights.get) == "logprob_harvest"  # the next best separator takes over
