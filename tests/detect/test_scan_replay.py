@@ -84,6 +84,24 @@ def test_redact_hashes_example_prompts(small_traffic, tmp_path):
     assert all(v.startswith(("sha256:", "(no system prompt)")) for v in texts)
 
 
+def test_redacted_report_hashes_rejected_lines(tmp_path):
+    """A rejected line is input text: the redacted report shows its hash, rejected.jsonl keeps it whole."""
+    secret = "my-private-prompt-about-project-nightingale"
+    good = [orjson.dumps({"request_id": f"r{i}", "timestamp": 1772409600 + i, "account_id": f"a{i % 3}",
+                          "endpoint": "/v1/chat/completions", "request": {"messages": [{"role": "user", "content": f"q {i}"}]}})
+            for i in range(30)]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"\n".join(good + [b'{"request_id": "bad", "prompt": "' + secret.encode() + b'"']) + b"\n")
+    for redact in (False, True):
+        out = tmp_path / f"out-{redact}"
+        summary = run_scan([log], out, progress=False, redact=redact)
+        assert summary["redacted"] is redact and summary["rejected"] == 1
+        html = (out / "report.html").read_text()
+        assert "log.jsonl:31</td><td>line is not valid JSON" in html  # the example row is there either way
+        assert (secret in html) is not redact and ('<td class="mono">sha256:' in html) is redact
+        assert secret in (out / "rejected.jsonl").read_text()  # nothing is lost
+
+
 def test_redact_link_value_keeps_settings_and_identity():
     from distillguard.detect.scan import _redact_link_value
 

@@ -145,6 +145,7 @@ def run_scan(
             "clusters": result["clusters"],
             "flagged_clusters": result["flagged_clusters"],
             "threshold": model.threshold.value,
+            "redacted": redact,
             "time_range": result["time_range"],
             "engine": engine,
             "version": __version__,

@@ -394,9 +394,17 @@ def _rejected(scan: ScanOutput) -> str:
         return '<p class="note">No input line was rejected.</p>'
     rows = "".join(f"<tr><td>{_e(r)}</td><td class=\"num\">{c:,}</td></tr>"
                    for r, c in scan.rejected_reasons.most_common(15))
+    redacted = bool(scan.summary.get("redacted"))
+
+    def raw(r: dict) -> str:  # a rejected line is input text too: hashed in a redacted report (rejected.jsonl keeps it)
+        text = r.get("raw")
+        if text is None:
+            return ""
+        return "sha256:" + hashlib.sha256(str(text).encode("utf-8")).hexdigest() if redacted else str(text)[:200]
+
     ex = "".join(
         f"<tr><td class=\"mono\">{_e(r.get('source'))}:{_e(r.get('line'))}</td><td>{_e(r.get('reason'))}</td>"
-        f"<td class=\"mono\">{_e(str(r.get('raw', ''))[:200])}</td></tr>"
+        f"<td class=\"mono\">{_e(raw(r))}</td></tr>"
         for r in scan.rejected_examples[:10]
     )
     return (f'<p class="note">{_num(total)} input line(s) were rejected and skipped; all are in rejected.jsonl.</p>'
