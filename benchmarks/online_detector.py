@@ -42,7 +42,7 @@ def main() -> None:
         d = {c: cols[c][i] for c in DERIVED_FLAGS + _OTHER}
         rows.append((cols["account_id"][i], cols["ts"][i], d, cols["words"][i], cols["client_ip"][i], cols["user_agent"][i], cols["model"][i]))
     gc.collect()
-    gc.freeze()  # as the gateway and replay do: what exists before the loop is not traversed by the collector
+    gc.freeze()  # as the gateway does: what exists before the loop is not traversed by the collector
     store.close()  # nothing of the store is needed any more; keep its memory and threads out of the timing
     best = float("inf")
     for _ in range(args.repeat):
