@@ -17,11 +17,9 @@ import gc
 import time
 
 from distillguard.detect.online import OnlineDetector
-from distillguard.detect.replay import _replay_sql
+from distillguard.detect.replay import DERIVED_VALUES, _replay_sql
 from distillguard.features.derive import DERIVED_FLAGS, SCAN_CHARS
 from distillguard.ingest import EventReader, EventStore, RejectWriter
-
-_OTHER = ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")
 
 
 def main() -> None:
@@ -32,14 +30,13 @@ def main() -> None:
     args = ap.parse_args()
     store = EventStore(":memory:", memory_limit="3GB")
     with RejectWriter("/dev/null") as rej:
-        for b in EventReader(rejects=rej, con=store.con, prompt_max_chars=SCAN_CHARS, keep_response_text=False).iter_batches([args.log]):
-            store.append(b)
+        store.append_all(EventReader(rejects=rej, con=store.cursor(), prompt_max_chars=SCAN_CHARS, keep_response_text=False), [args.log])
         store.finish_run(rej)
     tab = store.con.sql(f"SELECT * FROM ({_replay_sql()}) LIMIT {int(args.requests)}").to_arrow_table()
     cols = {n: tab.column(n).to_pylist() for n in tab.schema.names}
     rows = []
     for i in range(tab.num_rows):
-        d = {c: cols[c][i] for c in DERIVED_FLAGS + _OTHER}
+        d = {c: cols[c][i] for c in DERIVED_FLAGS + DERIVED_VALUES}
         rows.append((cols["account_id"][i], cols["ts"][i], d, cols["words"][i], cols["client_ip"][i], cols["user_agent"][i], cols["model"][i]))
     gc.collect()
     gc.freeze()  # as the gateway does: what exists before the loop is not traversed by the collector

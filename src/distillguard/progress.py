@@ -38,15 +38,15 @@ def byte_progress(paths: list[Path], label: str) -> Iterator[Callable[[int], Non
 
 
 @contextmanager
-def step_progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
-    """Yield ``advance(description)``; shows a bar over ``total`` coarse steps (sources, passes)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def count_progress(total: int, label: str) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n=1, description="")``; shows a bar over ``total`` items (requests, steps)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), transient=True) as prog:
+                  TimeRemainingColumn(), transient=True) as prog:
         task = prog.add_task("", total=total)
 
-        def advance(description: str) -> None:
-            prog.update(task, advance=1, description=description)
+        def advance(n: int = 1, description: str = "") -> None:
+            prog.update(task, advance=n, description=description)
 
         yield advance

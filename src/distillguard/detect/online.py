@@ -297,5 +297,9 @@ class OnlineDetector:
         return Verdict(account_id=aid, score=score, flagged=st.flagged_at is not None, cluster_id=cid,
                        reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
 
+    def peak_scores(self) -> dict[str, float]:
+        """Every account's highest score so far (what ``train`` chooses the online threshold on)."""
+        return {a: s.peak_score for a, s in self._acc.items()}
+
     def flagged_accounts(self) -> dict[str, _Account]:
         return {a: s for a, s in self._acc.items() if s.flagged_at is not None}

@@ -12,6 +12,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -25,15 +26,18 @@ from distillguard.features.derive import DERIVED_FLAGS, SCAN_CHARS, WORD_PATTERN
 from distillguard.features.stats import WORDS_FIRST_N
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.prefetch import prefetched
+from distillguard.progress import count_progress
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
 _BATCH = 50_000
+#: Per-request derived values passed to ``process_derived`` besides the flags (``DERIVED_FLAGS``).
+DERIVED_VALUES = ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")
 
 
 def _replay_sql() -> str:
     return f"""
 SELECT account_id, ts, client_ip, user_agent, model,
-       {', '.join(DERIVED_FLAGS)}, out_tok, in_tok, psig, fsig, sph, temp, ph, pre, suf,
+       {', '.join(DERIVED_FLAGS + DERIVED_VALUES)},
        CASE WHEN rk <= {WORDS_FIRST_N} THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
 FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql('events')}) x)
 WHERE account_id <> '{UNAUTHENTICATED_ACCOUNT}'  -- refused by the gateway for a missing or unknown key
@@ -51,7 +55,7 @@ def replay_store(con, det: OnlineDetector, *, on_batch: Callable[[int], None] | 
     The derived values come from the batch SQL; the query computes and converts the next batch on a
     thread while this one is replayed."""
     reader = con.sql(_replay_sql()).to_arrow_reader(_BATCH)
-    flag_names = list(DERIVED_FLAGS)
+    names = DERIVED_FLAGS + DERIVED_VALUES
     process = det.process_derived
     done = 0
     for batch in prefetched(lambda: iter(reader), name="distillguard-replay"):
@@ -59,12 +63,9 @@ def replay_store(con, det: OnlineDetector, *, on_batch: Callable[[int], None] | 
         n = batch.num_rows
         aids, tss, ips, uas, words = cols["account_id"], cols["ts"], cols["client_ip"], cols["user_agent"], cols["words"]
         models = cols["model"]
-        flag_cols = [cols[c] for c in flag_names]
-        other = [cols[c] for c in ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")]
+        value_cols = [cols[c] for c in names]
         for i in range(n):
-            d = dict(zip(flag_names, [c[i] for c in flag_cols]))
-            (d["out_tok"], d["in_tok"], d["psig"], d["fsig"], d["sph"], d["temp"], d["ph"], d["pre"],
-             d["suf"]) = (c[i] for c in other)
+            d = dict(zip(names, [c[i] for c in value_cols]))
             process(aids[i], tss[i], d, words[i], client_ip=ips[i], user_agent=uas[i], model=models[i])
         done += n
         if on_batch:
@@ -107,13 +108,8 @@ def run_replay(
         t_read = time.perf_counter() - t_start
         det = OnlineDetector(accounts=acct, model=model)
         t0 = time.perf_counter()
-        prog_ctx = _progress(total) if progress else None
-        advance = prog_ctx.__enter__() if prog_ctx else None
-        try:
+        with count_progress(total, "replay") if progress else nullcontext(None) as advance:
             replay_store(store.con, det, on_batch=advance)
-        finally:
-            if prog_ctx:
-                prog_ctx.__exit__(None, None, None)
         t_online = time.perf_counter() - t0
         store.close()
     finally:
@@ -133,7 +129,7 @@ def run_replay(
         "inputs": [str(p) for p in paths],
         "requests": total,
         "rejected": n_rejected,
-        "accounts": len(det._acc),
+        "accounts": len(det.peak_scores()),
         "flagged_accounts": len(flagged),
         "threshold": det.threshold,
         "read_s": t_read,
@@ -143,21 +139,3 @@ def run_replay(
     }
     (out / "replay_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-class _progress:
-    def __init__(self, total: int):
-        self.total = total
-
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-        self.p.__enter__()
-        self.task = self.p.add_task("replay", total=self.total)
-        return lambda n: self.p.update(self.task, advance=n)
-
-    def __exit__(self, *a):
-        self.p.__exit__(*a)
-
-

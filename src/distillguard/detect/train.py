@@ -96,8 +96,8 @@ def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None 
             store.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        for aid in sorted(det._acc):
-            peaks.append(det._acc[aid].peak_score)
+        for aid, peak in sorted(det.peak_scores().items()):
+            peaks.append(peak)
             ys.append(lab.get(aid, 0))
         if on_source:
             on_source(k)
@@ -109,13 +109,13 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
                 progress: bool = False) -> tuple[ScoreModel, str]:
     from contextlib import nullcontext
 
-    from distillguard.progress import step_progress
+    from distillguard.progress import count_progress
 
     n_sources = len(_sources(traffic, labels, accounts))
     steps = n_sources * (2 if online else 1)
-    with step_progress(steps, "train") if progress else nullcontext(lambda _d: None) as advance:
+    with count_progress(steps, "train") if progress else nullcontext(lambda *a, **k: None) as advance:
         return _train(traffic, labels=labels, accounts=accounts, target_fpr=target_fpr, online=online, exclude=exclude,
-                      advance=advance)
+                      advance=lambda step: advance(1, step))
 
 
 def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, target_fpr: float, online: bool,
