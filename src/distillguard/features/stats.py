@@ -18,6 +18,7 @@ the features the signals read, with numpy, for one account or a whole table.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -35,10 +36,20 @@ FLAG_COLUMNS = DERIVED_FLAGS + ("post", "newm", "rpt")
 KMV_K = {"kmv_ph": 128, "kmv_pre": 128, "kmv_suf": 128}
 #: Small exact sets (the lexicographically smallest distinct values, capped): parameter signatures, temperatures.
 SET_K = {"set_psig": 32, "set_temp": 16}
+_K_PH, _K_PRE, _K_SUF = KMV_K["kmv_ph"], KMV_K["kmv_pre"], KMV_K["kmv_suf"]
+_K_PSIG, _K_TEMP = SET_K["set_psig"], SET_K["set_temp"]
 WORDS_FIRST_N = 64  # vocabulary breadth looks at an account's first 64 prompts
 FAST_IAT_S = 2.0  # inter-arrival below this counts as machine-speed
 MAX_DAYS = 4096
 _TWO64 = float(2**64)
+
+
+_XLOGX_N = 4096
+_XLOGX = [0.0] + [i * math.log(i) for i in range(1, _XLOGX_N)]
+
+
+def _sum_xlogx(counts: Iterable[int]) -> float:
+    return sum(c * math.log(c) for c in counts if c > 0)
 
 
 def kmv_insert(kmv: list[int], k: int, h: int) -> None:
@@ -109,6 +120,12 @@ class AccountStats:
     set_psig: list[str] = field(default_factory=list)
     set_temp: list[str] = field(default_factory=list)
     _words: set[str] | None = field(default_factory=set, repr=False)
+    #: sum of h*ln(h) over the hour bins, kept up to date by :meth:`apply` so that the hour entropy
+    #: costs O(1) per score instead of a pass over the 24 bins (the online hot path)
+    _hxlogx: float = field(default=0.0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._hxlogx = _sum_xlogx(self.hours)
 
     def update(self, ts: float, d: dict[str, Any], words: list[str] | None = None) -> tuple[float | None, int, int]:
         """Add one request (``d`` from :func:`~distillguard.features.derive.derive_one`) at time ``ts``.
@@ -143,17 +160,27 @@ class AccountStats:
             self.t1 = ts
         self.out_tok += d["out_tok"]
         self.in_tok += d["in_tok"]
+        counts = self.__dict__  # the flag counters, without getattr/setattr per flag (the online hot path)
         for c in FLAG_COLUMNS:
             if d[c]:
-                setattr(self, c, getattr(self, c) + 1)
-        self.hours[int(ts // 3600) % 24] += 1
+                counts[c] += 1
+        hours, hb = self.hours, int(ts // 3600) % 24
+        c = hours[hb]
+        hours[hb] = c + 1
+        self._hxlogx += (_XLOGX[c + 1] - _XLOGX[c]) if c + 1 < _XLOGX_N else (c + 1) * math.log(c + 1) - c * math.log(c)
         if len(self.days) < MAX_DAYS:
             self.days.add(int(ts // 86400))
-        kmv_insert(self.kmv_ph, KMV_K["kmv_ph"], d["ph"])
-        kmv_insert(self.kmv_pre, KMV_K["kmv_pre"], d["pre"])
-        kmv_insert(self.kmv_suf, KMV_K["kmv_suf"], d["suf"])
-        kmv_insert(self.set_psig, SET_K["set_psig"], d["psig"])
-        kmv_insert(self.set_temp, SET_K["set_temp"], temp_key(d["temp"]))
+        # each sketch takes the value only when it is short or the value is below its largest (inlined
+        # test: most requests of a busy account change no sketch)
+        for kmv, k, h in ((self.kmv_ph, _K_PH, d["ph"]), (self.kmv_pre, _K_PRE, d["pre"]), (self.kmv_suf, _K_SUF, d["suf"]),
+                          (self.set_psig, _K_PSIG, d["psig"]), (self.set_temp, _K_TEMP, temp_key(d["temp"]))):
+            m = len(kmv)
+            if m < k or h < kmv[-1]:  # kmv_insert, inlined
+                i = bisect.bisect_left(kmv, h)
+                if i == m or kmv[i] != h:
+                    kmv.insert(i, h)
+                    if m >= k:
+                        kmv.pop()
         self.words_total += words_added
         self.words_distinct += distinct_added
 
@@ -164,6 +191,7 @@ class AccountStats:
             setattr(m, name, getattr(self, name) + getattr(o, name))
         m.t0, m.t1 = min(self.t0, o.t0), max(self.t1, o.t1)
         m.hours = [a + b for a, b in zip(self.hours, o.hours)]
+        m._hxlogx = _sum_xlogx(m.hours)
         m.days = set(list(self.days | o.days)[:MAX_DAYS])
         for name, k in {**KMV_K, **SET_K}.items():
             setattr(m, name, kmv_merge(getattr(self, name), getattr(o, name), k))
@@ -192,6 +220,7 @@ class AccountStats:
             elif name.startswith(("kmv_", "set_")) or name == "hours":
                 v = list(v)
             setattr(s, name, v)
+        s._hxlogx = _sum_xlogx(s.hours)
         return s
 
 
@@ -228,6 +257,7 @@ def account_facts(info: dict[str, Any] | None, first_ts: float) -> tuple[int, in
     return int(known), int(bool(young)), int(unver)
 
 
+@functools.lru_cache(maxsize=4096)
 def temp_key(temp: float | None) -> str:
     """Temperature as the text both paths compare (DuckDB's CAST of a DOUBLE rounded to 3 places)."""
     return "-" if temp is None else repr(round(float(temp), 3))
@@ -439,43 +469,48 @@ def _iat_cv(s: AccountStats) -> float:
 
 
 def _hour_entropy(s: AccountStats) -> float:
-    total = float(sum(s.hours)) or 1.0
-    ent = 0.0
-    for h in s.hours:
-        if h:
-            p = h / total
-            ent -= p * math.log(p)
-    return ent / math.log(24)
+    """Entropy of the 24-bin hour histogram over ln 24: (ln T - sum(h ln h) / T) / ln 24, T the total."""
+    total = sum(s.hours)
+    if total <= 0:
+        return 0.0
+    return max(0.0, math.log(total) - s._hxlogx / total) / _LN24
 
 
-def _flag_share(c: str) -> Callable[[AccountStats], float]:
-    return lambda s: getattr(s, c) / max(float(s.n), 1.0)
+_LN24 = math.log(24)
 
 
-#: Each feature of one stats object, in plain Python: the online hot path computes only the features
-#: that the score model weighs (:meth:`~distillguard.detect.scoring.ScoreModel.stats_scorer`).
+#: Each feature of one stats object ``s`` as a Python expression. :data:`SCALAR_FEATURES` compiles each
+#: into a function, and :meth:`~distillguard.detect.scoring.ScoreModel.stats_scorer` inlines the ones a
+#: model weighs into one generated function (the online hot path: one call per request, not one per feature).
+SCALAR_FEATURE_EXPRS: dict[str, str] = {
+    "requests": "float(s.n)",
+    "active_days": "float(len(s.days))",
+    "req_per_day": "s.n / max(float(len(s.days)), 1.0)",
+    "span_hours": "(s.t1 - s.t0) / 3600.0",
+    "tokens_out": "float(s.out_tok)",
+    "tokens_per_day": "(s.out_tok + s.in_tok) / max(float(len(s.days)), 1.0)",
+    "out_share": "(s.out_tok / max(s.out_tok + s.in_tok, 1.0) if s.out_tok + s.in_tok > 0 else nan)",
+    "iat_cv": "_iat_cv(s)",
+    "fast_share": "(s.fast_n / s.iat_n if s.iat_n > 0 else nan)",
+    "hour_entropy": "_hour_entropy(s)",
+    "param_variety": "float(len(s.set_psig))",
+    "temp_variety": "float(len(s.set_temp))",
+    "prompt_distinct_ratio": f"min(1.0, kmv_estimate(s.kmv_ph, {KMV_K['kmv_ph']}) / max(float(s.n), 1.0))",
+    "prefix_distinct_ratio": f"min(1.0, kmv_estimate(s.kmv_pre, {KMV_K['kmv_pre']}) / max(float(s.n), 1.0))",
+    "suffix_distinct_ratio": f"min(1.0, kmv_estimate(s.kmv_suf, {KMV_K['kmv_suf']}) / max(float(s.n), 1.0))",
+    "vocab_breadth": "(s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else nan)",
+    "young_share": "s.young_n / max(s.acct_n, 1.0)",
+    "unverified_share": "s.unver_n / max(s.acct_n, 1.0)",
+    "pivot_share": f"(s.newm / s.post if s.post >= {PIVOT_MIN_POST} else nan)",
+    "repeat_share": f"(s.rpt / s.rpt_n if s.rpt_n >= {REPEAT_MIN_SAMPLED} else nan)",
+    **{f"{c}_share": f"s.{c} / max(float(s.n), 1.0)" for c in FLAG_COLUMNS},
+}
+#: What the expressions may refer to besides ``s``.
+SCALAR_NAMESPACE: dict[str, Any] = {"nan": math.nan, "_iat_cv": _iat_cv, "_hour_entropy": _hour_entropy, "kmv_estimate": kmv_estimate}
+
+#: Each feature of one stats object, in plain Python.
 SCALAR_FEATURES: dict[str, Callable[[AccountStats], float]] = {
-    "requests": lambda s: float(s.n),
-    "active_days": lambda s: float(len(s.days)),
-    "req_per_day": lambda s: s.n / max(float(len(s.days)), 1.0),
-    "span_hours": lambda s: (s.t1 - s.t0) / 3600.0,
-    "tokens_out": lambda s: float(s.out_tok),
-    "tokens_per_day": lambda s: (s.out_tok + s.in_tok) / max(float(len(s.days)), 1.0),
-    "out_share": lambda s: s.out_tok / max(s.out_tok + s.in_tok, 1.0) if s.out_tok + s.in_tok > 0 else math.nan,
-    "iat_cv": _iat_cv,
-    "fast_share": lambda s: s.fast_n / s.iat_n if s.iat_n > 0 else math.nan,
-    "hour_entropy": _hour_entropy,
-    "param_variety": lambda s: float(len(s.set_psig)),
-    "temp_variety": lambda s: float(len(s.set_temp)),
-    "prompt_distinct_ratio": lambda s: min(1.0, kmv_estimate(s.kmv_ph, KMV_K["kmv_ph"]) / max(float(s.n), 1.0)),
-    "prefix_distinct_ratio": lambda s: min(1.0, kmv_estimate(s.kmv_pre, KMV_K["kmv_pre"]) / max(float(s.n), 1.0)),
-    "suffix_distinct_ratio": lambda s: min(1.0, kmv_estimate(s.kmv_suf, KMV_K["kmv_suf"]) / max(float(s.n), 1.0)),
-    "vocab_breadth": lambda s: s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else math.nan,
-    "young_share": lambda s: s.young_n / max(s.acct_n, 1.0),
-    "unverified_share": lambda s: s.unver_n / max(s.acct_n, 1.0),
-    "pivot_share": lambda s: s.newm / s.post if s.post >= PIVOT_MIN_POST else math.nan,
-    "repeat_share": lambda s: s.rpt / s.rpt_n if s.rpt_n >= REPEAT_MIN_SAMPLED else math.nan,
-    **{f"{c}_share": _flag_share(c) for c in FLAG_COLUMNS},
+    name: eval(f"lambda s: {expr}", dict(SCALAR_NAMESPACE)) for name, expr in SCALAR_FEATURE_EXPRS.items()  # noqa: S307 (our own source)
 }
 assert tuple(SCALAR_FEATURES) == FEATURE_COLUMNS
 

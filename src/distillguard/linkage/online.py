@@ -26,9 +26,14 @@ ASSUME_SHARED_BY = 8
 
 def _total(typed: dict[str, float]) -> float:
     """A pair's weight as in batch: script-similarity types count as their strongest one."""
-    return sum(w for t, w in typed.items() if t not in SCRIPT_KEYS) + max(
-        (w for t, w in typed.items() if t in SCRIPT_KEYS), default=0.0
-    )
+    total = strongest = 0.0
+    for t, w in typed.items():  # a plain loop: this runs for every pair a new key touches
+        if t in SCRIPT_KEYS:
+            if w > strongest:
+                strongest = w
+        else:
+            total += w
+    return total + strongest
 
 
 def _kinds(typed: dict[str, float]) -> int:
