@@ -195,12 +195,15 @@ class OnlineDetector:
     def process(self, event: dict[str, Any]) -> Verdict:
         """Update the state with one event and return the account's verdict after it."""
         aid = event["account_id"]
-        st = self._acc.get(aid)
-        need_words = st is None or st.stats.n < WORDS_FIRST_N
         return self.process_derived(
-            aid, event["ts"], derive_one(event), words_of(event.get("prompt")) if need_words else None,
+            aid, event["ts"], derive_one(event), words_of(event.get("prompt")) if self.needs_words(aid) else None,
             client_ip=event.get("client_ip"), user_agent=event.get("user_agent"), model=event.get("model"),
         )
+
+    def needs_words(self, account_id: str) -> bool:
+        """Whether the account's next request counts towards its vocabulary (its first WORDS_FIRST_N do)."""
+        st = self._acc.get(account_id)
+        return st is None or st.stats.n < WORDS_FIRST_N
 
     def process_derived(self, aid: str, ts: float, d: dict[str, Any], words: list[str] | None, *,
                         client_ip: str | None = None, user_agent: str | None = None, model: str | None = None) -> Verdict:

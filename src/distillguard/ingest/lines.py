@@ -112,17 +112,20 @@ def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray
     return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(data))
 
 
-def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, prefetch: bool = True) -> Iterator[LineChunk]:
+def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, prefetch: bool = True,
+                     first_chunk_bytes: int | None = None) -> Iterator[LineChunk]:
     """Yield :class:`LineChunk` s covering every line of ``path`` in order.
 
     A line longer than ``chunk_bytes`` is kept whole (the chunk grows to hold it). With ``prefetch``
     the next chunk is read and split on a thread while the caller works on the current one; an
     error on that thread (a truncated gzip) reaches the caller after every chunk before it.
+    ``first_chunk_bytes``: start with chunks this small and double them up to ``chunk_bytes`` (a
+    consumer that starts work on the first lines, like a streaming replay, waits less).
     """
     if not prefetch:
-        yield from _line_chunks(path, chunk_bytes)
+        yield from _line_chunks(path, chunk_bytes, first_chunk_bytes)
         return
-    yield from prefetched(lambda: _line_chunks(path, chunk_bytes), name="distillguard-read")
+    yield from prefetched(lambda: _line_chunks(path, chunk_bytes, first_chunk_bytes), name="distillguard-read")
 
 
 #: Bytes asked of the decompressor at a time: small enough that its output is still in the CPU cache
@@ -138,16 +141,17 @@ def _corrupt(path: str | Path, line_no: int, e: BaseException) -> InputError:
     )
 
 
-def _line_chunks(path: str | Path, chunk_bytes: int) -> Iterator[LineChunk]:
+def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | None = None) -> Iterator[LineChunk]:
     """Each chunk's bytes are read into a buffer of its own (the Arrow array of its lines keeps it),
     a few MB at a time, and its newlines found as they arrive; the partial line after the last
     newline starts the next buffer."""
     line_no = 1
     carry = b""
+    size = min(first_chunk_bytes or chunk_bytes, chunk_bytes)
     with open_binary(path) as f:
         eof = False
         while not eof:
-            buf = np.empty(max(chunk_bytes, 2 * len(carry)), dtype=np.uint8)  # not zeroed: every byte used is read into
+            buf = np.empty(max(size, 2 * len(carry)), dtype=np.uint8)  # not zeroed: every byte used is read into
             buf[: len(carry)] = np.frombuffer(carry, dtype=np.uint8)
             filled, nls = len(carry), []  # carry has no newline
             while True:
@@ -179,6 +183,7 @@ def _line_chunks(path: str | Path, chunk_bytes: int) -> Iterator[LineChunk]:
             nl = np.concatenate(nls) if nls else np.empty(0, dtype=np.int64)
             chunk = _split(buf[:end], line_no, nl)
             line_no += len(chunk.lines)
+            size = min(2 * size, chunk_bytes)
             yield chunk
 
 

@@ -115,6 +115,7 @@ class EventReader:
         con: duckdb.DuckDBPyConnection | None = None,
         fmt: str = "auto",
         chunk_bytes: int = 64 * 1024 * 1024,
+        first_chunk_bytes: int | None = None,
         prompt_max_chars: int | None = None,
         keep_response_text: bool = True,
         on_progress: Callable[[int], None] | None = None,
@@ -127,6 +128,7 @@ class EventReader:
         self.con = con or connect()
         self.fmt = fmt
         self.chunk_bytes = chunk_bytes
+        self.first_chunk_bytes = first_chunk_bytes  # log files start with smaller chunks (see iter_line_chunks)
         self.prompt_max_chars = prompt_max_chars
         self.keep_response_text = keep_response_text
         self.on_progress = on_progress
@@ -140,7 +142,7 @@ class EventReader:
     # -- line sources -----------------------------------------------------------------------
     def _chunks(self, path: Path, fmt: str) -> Iterator[LineChunk]:
         if fmt == "traffic":
-            yield from iter_line_chunks(path, chunk_bytes=self.chunk_bytes)
+            yield from iter_line_chunks(path, chunk_bytes=self.chunk_bytes, first_chunk_bytes=self.first_chunk_bytes)
         elif fmt == "parquet":
             from distillguard.ingest.formats import parquet_line_chunks
 
