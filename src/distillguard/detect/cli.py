@@ -62,6 +62,8 @@ def replay_command(
         s = run_replay(list(logs), out, accounts=accounts, model=model, progress=not quiet)
     except DistillguardError as e:
         _fail("replay", e)
+    if s.get("sorted_because"):
+        print(f"the log is not in time order ({s['sorted_because']}): it was loaded and sorted first", file=sys.stderr)
     print(
         f"replayed {s['requests']:,} requests ({s['online_requests_per_s']:,.0f} req/s online); "
         f"flagged {s['flagged_accounts']:,} of {s['accounts']:,} accounts; first flags: {Path(out) / 'first_flags.jsonl'}"
