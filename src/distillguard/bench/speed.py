@@ -131,6 +131,9 @@ def _relabel(buf: bytes, i: int) -> bytes:
             .replace(b'"payment_fingerprint":"', b'"payment_fingerprint":"c%d-' % i))
 
 
+_REPEAT_BLOCK_LINES = 200
+
+
 def repeat_log(log: Path, accounts: Path | None, copies: int, out: Path) -> tuple[Path, Path | None]:
     """Write ``copies`` copies of a log (and its account file), each with its own request and account ids.
 
@@ -140,6 +143,10 @@ def repeat_log(log: Path, accounts: Path | None, copies: int, out: Path) -> tupl
     and request settings stay as they were, so every campaign's fingerprint is shared by ``copies``
     times as many accounts. Works on compact JSON (no space after the colon), as the simulator and the
     gateway write it. Output is gzip level 1.
+
+    The copies are interleaved in blocks of :data:`_REPEAT_BLOCK_LINES` lines (block 1 of every copy,
+    then block 2 of every copy, ...), so a log in time order stays in time order to within a block's
+    span: one provider's log, which ``replay`` can stream.
     """
     from isal import igzip
 
@@ -147,18 +154,24 @@ def repeat_log(log: Path, accounts: Path | None, copies: int, out: Path) -> tupl
 
     out.mkdir(parents=True, exist_ok=True)
 
-    def copy(src: Path, dst: Path) -> None:
-        with igzip.open(dst, "wb", compresslevel=1) as w:
+    def write_blocks(w, lines: list[bytes], *, last: bool) -> list[bytes]:
+        """Write every full block of ``lines`` (and the rest too when ``last``); return what is left."""
+        full = len(lines) if last else len(lines) - len(lines) % _REPEAT_BLOCK_LINES
+        for j in range(0, full, _REPEAT_BLOCK_LINES):
+            block = b"\n".join(lines[j : min(j + _REPEAT_BLOCK_LINES, full)]) + b"\n"
             for i in range(copies):
-                with open_binary(src) as f:
-                    carry = b""
-                    while block := f.read(1 << 24):
-                        buf = carry + block
-                        cut = buf.rfind(b"\n") + 1
-                        carry = buf[cut:]
-                        w.write(_relabel(buf[:cut], i))
-                    if carry:
-                        w.write(_relabel(carry, i) + b"\n")
+                w.write(_relabel(block, i))
+        return lines[full:]
+
+    def copy(src: Path, dst: Path) -> None:
+        with igzip.open(dst, "wb", compresslevel=1) as w, open_binary(src) as f:
+            carry, pending = b"", []
+            while block := f.read(1 << 24):
+                buf = carry + block
+                cut = buf.rfind(b"\n") + 1
+                carry = buf[cut:]
+                pending = write_blocks(w, pending + (buf[: cut - 1].split(b"\n") if cut else []), last=False)
+            write_blocks(w, pending + ([carry] if carry else []), last=True)
 
     big = out / f"traffic-x{copies}.jsonl.gz"
     copy(log, big)
