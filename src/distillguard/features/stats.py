@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -138,7 +139,7 @@ class AccountStats:
         dw = dd = 0
         if self.n < WORDS_FIRST_N and words is not None and self._words is not None:
             before = len(self._words)
-            self._words.update(words)
+            self._words.update(map(sys.intern, words))  # one copy of a word for all accounts
             dw, dd = len(words), len(self._words) - before
             if self.n + 1 == WORDS_FIRST_N:
                 self._words = None  # the count is final; free the set
