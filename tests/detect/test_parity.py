@@ -182,3 +182,29 @@ def test_features_from_arrow_lists_equal_features_from_python_lists(events):
     a, b = features(arrow), features(listy)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_sketches_keep_the_smallest_distinct_values_in_order():
+    """AccountStats.apply's sketch insert (inlined for speed) against the definition: sorted(set)[:k]."""
+    import random
+
+    from distillguard.features.derive import derive_one
+    from distillguard.features.stats import KMV_K, SET_K
+
+    rnd = random.Random(5)
+    s = AccountStats()
+    seen = {"ph": [], "psig": [], "temp": []}
+    base = derive_one({"ts": 0.0, "prompt": "x", "completion_tokens": 1, "n_assistant_msgs": 0})
+    for i in range(3000):
+        d = dict(base)
+        d["ph"] = rnd.randrange(2**64) if i % 3 else seen["ph"][-1] if seen["ph"] else 7  # repeats too
+        d["psig"] = f"sig{rnd.randrange(60)}"
+        d["temp"] = rnd.choice([None, 0.0, 0.25, 0.7, 1.0]) if i % 2 else rnd.random()
+        for key in seen:
+            seen[key].append(d[key])
+        s.apply(float(i), d, None, 0, 0)
+    assert s.kmv_ph == sorted(set(seen["ph"]))[: KMV_K["kmv_ph"]] and len(s.kmv_ph) == KMV_K["kmv_ph"]
+    assert s.set_psig == sorted(set(seen["psig"]))[: SET_K["set_psig"]]
+    from distillguard.features.stats import temp_key
+
+    assert s.set_temp == sorted({temp_key(t) for t in seen["temp"]})[: SET_K["set_temp"]]

@@ -53,18 +53,6 @@ def _sum_xlogx(counts: Iterable[int]) -> float:
     return sum(c * math.log(c) for c in counts if c > 0)
 
 
-def kmv_insert(kmv: list[int], k: int, h: int) -> None:
-    """Insert hash ``h`` into a sorted KMV list of at most ``k`` distinct values."""
-    if len(kmv) >= k and h >= kmv[-1]:
-        return
-    i = bisect.bisect_left(kmv, h)
-    if i < len(kmv) and kmv[i] == h:
-        return
-    kmv.insert(i, h)
-    if len(kmv) > k:
-        kmv.pop()
-
-
 def kmv_merge(a: Iterable[int], b: Iterable[int], k: int) -> list[int]:
     return sorted(set(a) | set(b))[:k]
 
@@ -176,7 +164,7 @@ class AccountStats:
         for kmv, k, h in ((self.kmv_ph, _K_PH, d["ph"]), (self.kmv_pre, _K_PRE, d["pre"]), (self.kmv_suf, _K_SUF, d["suf"]),
                           (self.set_psig, _K_PSIG, d["psig"]), (self.set_temp, _K_TEMP, temp_key(d["temp"]))):
             m = len(kmv)
-            if m < k or h < kmv[-1]:  # kmv_insert, inlined
+            if m < k or h < kmv[-1]:  # keep the k smallest distinct values, sorted
                 i = bisect.bisect_left(kmv, h)
                 if i == m or kmv[i] != h:
                     kmv.insert(i, h)
