@@ -6,8 +6,8 @@ links, scores, the threshold — is :class:`~distillguard.detect.online.OnlineDe
 own code.
 
 A log in time order (as gateways write them) is *streamed*: each chunk is read, checked, derived and
-sorted on a thread while the detector replays the chunk before, so reading costs no time of its own
-and memory stays bounded. Rows within :data:`STREAM_LATENESS_S` of the newest timestamp are held back
+sorted on a thread while the detector replays the chunk before, and the log is never held whole
+(the detector's own state still grows with the accounts it sees). Rows within :data:`STREAM_LATENESS_S` of the newest timestamp are held back
 until later ones arrive, so lines written in completion order (a little out of arrival order) still
 stream. At the first row older than what was already replayed, or the first repeated request id,
 replay starts over on the exact path: load the whole log, drop duplicates (reported in
