@@ -137,3 +137,14 @@ def test_replay_summary_says_how_the_log_was_ordered(small_traffic, tmp_path, st
     s = run_replay([small_traffic / "traffic.jsonl.gz"], tmp_path, progress=False, stream=stream)
     saved = orjson.loads((tmp_path / "replay_summary.json").read_bytes())
     assert saved["order"] == ("streamed" if stream else "sorted") == s["order"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_replay_of_a_log_without_readable_requests_is_an_error(tmp_path, stream):
+    from distillguard.errors import InputError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n{}\n")
+    with pytest.raises(InputError, match="no readable requests"):
+        run_replay([bad], tmp_path / "out", progress=False, stream=stream)
+    assert len(_jsonl(tmp_path / "out" / "rejected.jsonl")) == 2

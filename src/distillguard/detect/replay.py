@@ -37,7 +37,7 @@ from distillguard.detect.scoring import ScoreModel
 from distillguard.errors import InputError
 from distillguard.features.derive import DERIVED_FLAGS, SCAN_CHARS, WORD_PATTERN, WORDS_PROMPT_CHARS, derive_sql
 from distillguard.features.stats import WORDS_FIRST_N
-from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
+from distillguard.ingest import EventReader, EventStore, RejectWriter, accounts_by_id
 from distillguard.ingest.reader import connect
 from distillguard.prefetch import prefetched
 from distillguard.progress import byte_progress, count_progress
@@ -51,12 +51,18 @@ STREAM_FIRST_CHUNK_BYTES = 2 * 1024 * 1024
 DERIVED_VALUES = ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")
 
 
-def _replay_sql() -> str:
+def _replay_sql(source: str = "events", *, counted: str | None = None) -> str:
+    """``source``'s derived requests in replay order, with the words of each account's first
+    WORDS_FIRST_N requests. ``counted``: a table of requests already replayed per account (``account_id,
+    n``; the streaming path's earlier chunks), which count towards those first requests."""
+    seen = "coalesce(c.n, 0)" if counted else "0"
+    join = f"LEFT JOIN {counted} c USING (account_id)" if counted else ""
     return f"""
 SELECT account_id, ts, client_ip, user_agent, model,
        {', '.join(DERIVED_FLAGS + DERIVED_VALUES)},
-       CASE WHEN rk <= {WORDS_FIRST_N} THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
-FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql('events')}) x)
+       CASE WHEN rk + {seen} <= {WORDS_FIRST_N} THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
+FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql(source)}) x) x
+{join}
 WHERE account_id <> '{UNAUTHENTICATED_ACCOUNT}'  -- refused by the gateway for a missing or unknown key
 ORDER BY ts, request_id
 """
@@ -121,20 +127,6 @@ class _SeenIds:
         return True
 
 
-def _stream_sql(source: str) -> str:
-    """A chunk's derived requests in replay order; ``words`` for each account's first WORDS_FIRST_N requests
-    (counting those of earlier chunks, kept in ``_dg_seen_n``), as :func:`_replay_sql` gives them."""
-    return f"""
-SELECT account_id, ts, client_ip, user_agent, model, {', '.join(DERIVED_FLAGS + DERIVED_VALUES)},
-       CASE WHEN rk + coalesce(c.n, 0) <= {WORDS_FIRST_N}
-            THEN regexp_extract_all(lower(left(coalesce(prompt, ''), {WORDS_PROMPT_CHARS})), '{WORD_PATTERN}') END AS words
-FROM (SELECT *, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS rk FROM ({derive_sql(source)}) x) x
-LEFT JOIN _dg_seen_n c USING (account_id)
-WHERE account_id <> '{UNAUTHENTICATED_ACCOUNT}'
-ORDER BY ts, request_id
-"""
-
-
 def _count_sql(source: str) -> str:
     """Requests per account so far (capped at WORDS_FIRST_N: only the first ones carry words)."""
     return f"""
@@ -147,8 +139,10 @@ GROUP BY account_id
 
 def stream_derived(reader: EventReader, paths: list[str | Path], con, *, lateness_s: float = STREAM_LATENESS_S,
                    counts: list[int] | None = None) -> Iterator[pa.Table]:
-    """Derived requests of a log in time order, one batch per chunk read, for :func:`_feed`. Raises :class:`NotInTimeOrder` as soon as the log turns out not to be in time
-    order (within ``lateness_s``) or repeats a request id. ``counts[0]`` accumulates the requests read."""
+    """Derived requests of a log in time order, one batch per chunk read, for :func:`_feed`.
+
+    Raises :class:`NotInTimeOrder` as soon as the log turns out not to be in time order (within
+    ``lateness_s``) or repeats a request id. ``counts[0]`` accumulates the requests read."""
     seen = _SeenIds()
     held: pa.Table | None = None
     replayed_to = -math.inf  # the newest timestamp already handed out
@@ -158,7 +152,7 @@ def stream_derived(reader: EventReader, paths: list[str | Path], con, *, latenes
     def derive(rows: pa.Table) -> pa.Table:
         con.register("_dg_stream", rows)
         try:
-            out = con.sql(_stream_sql("_dg_stream")).to_arrow_table()
+            out = con.sql(_replay_sql("_dg_stream", counted="_dg_seen_n")).to_arrow_table()
             con.execute(_count_sql("_dg_stream"))
             return out
         finally:
@@ -226,6 +220,8 @@ def run_replay(
         det, total, n_rejected, t_read, t_online = run
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if total == 0:
+        raise InputError(f"no readable requests in {len(paths)} input file(s); see {out / 'rejected.jsonl'}")
     flagged = sorted(det.flagged_accounts().items(), key=lambda kv: (kv[1].flagged_at, kv[0]))
     with open(out / "first_flags.jsonl", "wb") as f:
         for aid, st in flagged:
@@ -263,12 +259,6 @@ def _start_rejects(out: Path) -> RejectWriter:
     return RejectWriter(out / "rejected.jsonl")
 
 
-def _accounts(accounts: str | Path | None, rej: RejectWriter) -> dict[str, dict]:
-    if accounts is None:
-        return {}
-    return {r["account_id"]: r for r in load_accounts(accounts, rejects=rej).to_pylist()}
-
-
 def _replay_streamed(paths, out: Path, work: Path, *, accounts, model, progress: bool, lateness_s: float):
     """Read, derive and replay chunk by chunk (raises :class:`NotInTimeOrder`, see the module docstring)."""
     t_start = time.perf_counter()
@@ -277,7 +267,7 @@ def _replay_streamed(paths, out: Path, work: Path, *, accounts, model, progress:
     con.execute("SET threads = 1")
     try:
         with _start_rejects(out) as rej:
-            det = OnlineDetector(accounts=_accounts(accounts, rej), model=model)
+            det = OnlineDetector(accounts=accounts_by_id(accounts, rejects=rej), model=model)
             t_read = time.perf_counter() - t_start
             counts = [0]
             t0 = time.perf_counter()
@@ -293,8 +283,6 @@ def _replay_streamed(paths, out: Path, work: Path, *, accounts, model, progress:
             n_rejected = rej.total
     finally:
         con.close()
-    if counts[0] == 0:
-        raise InputError(f"no readable requests in {len(paths)} input file(s); see {out / 'rejected.jsonl'}")
     return det, counts[0], n_rejected, t_read, t_online
 
 
@@ -307,11 +295,9 @@ def _replay_sorted(paths, out: Path, work: Path, *, accounts, model, progress: b
             reader = EventReader(rejects=rej, con=store.cursor(), prompt_max_chars=SCAN_CHARS, keep_response_text=False)
             store.append_all(reader, paths)
             store.finish_run(rej)
-            acct = _accounts(accounts, rej)
+            acct = accounts_by_id(accounts, rejects=rej)
             n_rejected = rej.total
         total = store.count()
-        if total == 0:
-            raise InputError(f"no readable requests in {len(paths)} input file(s); see {out / 'rejected.jsonl'}")
         t_read = time.perf_counter() - t_start
         det = OnlineDetector(accounts=acct, model=model)
         t0 = time.perf_counter()

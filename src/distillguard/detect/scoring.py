@@ -109,7 +109,7 @@ class ScoreModel:
         ns: dict[str, Any] = {**SCALAR_NAMESPACE, "exp": math.exp, "bias": self.bias}
         # subexpressions that many features share, computed once
         shared = {"max(float(s.n), 1.0)": "n1", "max(float(len(s.days)), 1.0)": "days1"}
-        lines = ["def score(s):", "    n = float(s.n)", "    n1 = max(n, 1.0)", "    days1 = max(float(len(s.days)), 1.0)", "    z = bias"]
+        lines = ["def score(s):", "    n = float(s.n)", *(f"    {var} = {sub}" for sub, var in shared.items()), "    z = bias"]
         for i, (name, w) in enumerate(self.weights.items()):
             if w == 0.0:
                 continue

@@ -78,7 +78,7 @@ def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None 
     :class:`~distillguard.detect.online.OnlineDetector` with ``model`` (nothing is flagged meanwhile)."""
     from distillguard.detect.online import OnlineDetector
     from distillguard.detect.replay import replay_store
-    from distillguard.ingest import load_accounts
+    from distillguard.ingest import accounts_by_id
 
     peaks: list[float] = []
     ys: list[int] = []
@@ -89,7 +89,7 @@ def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None 
             store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
             with RejectWriter(work / "rejected.jsonl") as rej:
                 load_into(store, logs, rej)
-                info = {r["account_id"]: r for r in load_accounts(acc, rejects=rej).to_pylist()} if acc is not None else {}
+                info = accounts_by_id(acc, rejects=rej)
             det = OnlineDetector(accounts=info, model=model)
             det.threshold = math.inf  # record peaks only: no flags, no member propagation
             replay_store(store.con, det)

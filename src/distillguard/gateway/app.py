@@ -105,15 +105,15 @@ def load_accounts(path: str | Path | None) -> dict[str, dict]:
     stops the start with a :class:`ConfigError` naming it, rather than being skipped silently."""
     if not path:
         return {}
-    from distillguard.ingest.accounts import load_accounts as _ingest_accounts
+    from distillguard.ingest.accounts import accounts_by_id
 
     rej = _FirstReject()
-    table = _ingest_accounts(path, rejects=rej)
+    rows = accounts_by_id(path, rejects=rej)
     if rej.first is not None:
         line, reason = rej.first
         raise ConfigError(f"{path}:{line}: {reason} ({rej.total} bad line(s) in all); fix the account file "
                           "(JSON Lines with account_id, contracts §1) or leave out --accounts")
-    return {r["account_id"]: r for r in table.to_pylist()}
+    return rows
 
 
 def payment_clusters(accounts: dict[str, dict]) -> dict[str, str]:

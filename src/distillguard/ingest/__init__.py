@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from distillguard.ingest.accounts import load_accounts
+from distillguard.ingest.accounts import accounts_by_id, load_accounts
 from distillguard.ingest.reader import EventReader, IngestStats, connect, sniff_format
 from distillguard.ingest.rejects import RejectWriter
 from distillguard.ingest.store import EventStore
 from distillguard.schema import EVENT_SCHEMA
 
-__all__ = ["EventReader", "EventStore", "IngestStats", "RejectWriter", "connect", "load_accounts", "load_events", "sniff_format"]
+__all__ = ["EventReader", "EventStore", "IngestStats", "RejectWriter", "accounts_by_id", "connect", "load_accounts", "load_events", "sniff_format"]
 
 
 def load_events(paths: list[str | Path], *, rejects_path: str | Path | None = None, fmt: str = "auto") -> pa.Table:

@@ -57,3 +57,10 @@ def load_accounts(path: str | Path, *, rejects: RejectWriter | None = None) -> p
             if rejects is not None:
                 rejects.write(str(path), i, e.reason, raw)
     return pa.Table.from_pylist(list(rows.values()), schema=ACCOUNT_SCHEMA)
+
+
+def accounts_by_id(path: str | Path | None, *, rejects: RejectWriter | None = None) -> dict[str, dict]:
+    """:func:`load_accounts` as ``{account_id: row}`` (what the online detector takes); no path: empty."""
+    if path is None:
+        return {}
+    return {r["account_id"]: r for r in load_accounts(path, rejects=rejects).to_pylist()}

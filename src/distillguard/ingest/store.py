@@ -14,9 +14,9 @@ import duckdb
 import pyarrow as pa
 
 from distillguard.errors import InputError
-from distillguard.prefetch import prefetched
 from distillguard.ingest.reader import EventReader, connect
 from distillguard.ingest.rejects import RejectWriter
+from distillguard.prefetch import prefetched
 from distillguard.schema import EVENT_SCHEMA
 
 _DDL_TYPES = {
