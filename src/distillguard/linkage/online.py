@@ -7,6 +7,15 @@ weight for that key type grows (rarity is taken at that moment), and a pair whos
 batch graph, by design: weights are never taken back when a value later becomes common, and clusters
 are connected components rather than Louvain communities.
 
+Memory grows with the sharers of a value, not its square, as in batch (:data:`~distillguard.linkage.graph.DENSE_MAX`):
+an account that joins a value already held by more than ``DENSE_MAX`` accounts is paired with
+:data:`SPARSE_LINKS` of them (the latest few and a spread of earlier ones, chosen by position, so
+the same log gives the same pairs), plus every account it is already paired with through a smaller
+group that holds the value too. A pair created later through another key starts with the weight of
+every large group the two accounts share. Unions are transitive, so a value that links on its own (a
+payment card, a request fingerprint far above chance) joins the same accounts as the full set of
+pairs would; a 5,000-account fingerprint costs 60,000 pairs instead of 12.5 million.
+
 >>> lk = OnlineLinker()
 >>> lk.add_key("a", "payment_fingerprint", "pf1"); lk.add_key("b", "payment_fingerprint", "pf1")
 >>> lk.cluster_of("a") == lk.cluster_of("b") != None
@@ -18,10 +27,38 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from distillguard.linkage.graph import EDGE_MIN_WEIGHT, KEY_TYPES, SCRIPT_KEYS, key_weight
+from distillguard.linkage.graph import DENSE_MAX, EDGE_MIN_WEIGHT, KEY_TYPES, SCRIPT_KEYS, SPARSE_CYCLES, key_weight
 
 
 ASSUME_SHARED_BY = 8
+#: Earlier holders a new sharer of a large value is paired with (as many neighbours as a member of a
+#: large group gets in batch, two per cycle): half the latest ones, half spread over the rest.
+SPARSE_LINKS = 2 * SPARSE_CYCLES
+
+
+def sparse_partners(m: int, links: int = SPARSE_LINKS) -> list[int]:
+    """Positions (in join order) of the earlier holders that holder number ``m`` (0-based) is paired
+    with when the group is large: the ``links // 2`` latest, then positions spread evenly over the
+    rest with an offset that moves with ``m`` (so that early holders do not collect every link).
+
+    >>> sparse_partners(200, 4)
+    [199, 198, 97, 196]
+    >>> len(set(sparse_partners(5000))) == SPARSE_LINKS and max(sparse_partners(5000)) < 5000
+    True
+    """
+    recent = links // 2
+    out = list(range(m - 1, m - 1 - recent, -1))
+    rest = m - recent  # positions 0 .. rest-1 are not among the latest
+    spread = links - recent
+    step = rest / spread
+    seen = set(out)
+    for i in range(spread):
+        p = int((i * step + (m * 7919) % max(1, int(step))) % rest)
+        while p in seen:
+            p = (p + 1) % rest
+        seen.add(p)
+        out.append(p)
+    return out
 
 
 def _total(typed: dict[str, float]) -> float:
@@ -49,6 +86,8 @@ class OnlineLinker:
         self._members: dict[str, list[str]] = {}
         self._keys: dict[str, set[tuple[str, str]]] = {}
         self._cid: dict[str, str] = {}
+        self._lift: dict[tuple[str, str], float] = {}  # latest weight of each value weighed by weight_of
+        self._in_large: dict[str, set[tuple[str, str]]] = {}  # the large values each account holds
         self.on_union = on_union
 
     # -- union-find -------------------------------------------------------------------------
@@ -114,23 +153,33 @@ class OnlineLinker:
             return  # too common to link anything
         holders.append(account)
         m = len(holders)
-        # Online links cannot be taken back when a value later turns out to be common (an office
-        # range, a cloud region), so rarity-weighted keys are weighed as if at least
-        # ASSUME_SHARED_BY accounts held them: IP evidence alone then never joins two accounts.
         if weight_of is not None:
             w = min(kt.type_cap, weight_of(m)) if kt.min_share <= m <= kt.cap else 0.0
+            self._lift[kv] = w
         else:
-            w = key_weight(key_type, max(m, ASSUME_SHARED_BY) if kt.rarity else m)
+            w = self._weight(kt, m)
+        if m > DENSE_MAX:
+            if m == DENSE_MAX + 1:  # the group turns large: its holders learn it (see _shared_large)
+                for x in holders:
+                    self._in_large.setdefault(x, set()).add(kv)
+            else:
+                self._in_large.setdefault(account, set()).add(kv)
         if w <= 0:
             return
-        if m == kt.min_share:
+        if m > DENSE_MAX:
+            others = self._sparse_others(account, kv, holders)
+            pairs = [(x, account) for x in others]
+        elif m == kt.min_share:
             pairs = [(x, y) for i, x in enumerate(holders) for y in holders[i + 1 :]]
         else:
             pairs = [(x, account) for x in holders[:-1]]
+        lifted = weight_of is not None
         for x, y in pairs:
             key = (x, y) if x < y else (y, x)
-            typed = self._pairs.setdefault(key, {})
-            if weight_of is not None:
+            typed = self._pairs.get(key)
+            if typed is None:
+                typed = self._pairs[key] = self._shared_large(x, y, kv)
+            if lifted:
                 typed[key_type] = max(typed.get(key_type, 0.0), w)  # the latest lift, not a sum
             else:
                 typed[key_type] = min(kt.type_cap, typed.get(key_type, 0.0) + w)
@@ -143,6 +192,50 @@ class OnlineLinker:
                 # of evidence (a template plus a user agent alone would chain unrelated companies'
                 # batch jobs together).
                 self._union(x, y)
+
+    @staticmethod
+    def _weight(kt, m: int) -> float:
+        # Online links cannot be taken back when a value later turns out to be common (an office
+        # range, a cloud region), so rarity-weighted keys are weighed as if at least
+        # ASSUME_SHARED_BY accounts held them: IP evidence alone then never joins two accounts.
+        return key_weight(kt.name, max(m, ASSUME_SHARED_BY) if kt.rarity else m)
+
+    def _sparse_others(self, account: str, kv: tuple[str, str], holders: list[str]) -> list[str]:
+        """The earlier holders of a large value that a new holder is paired with: SPARSE_LINKS of them
+        by position, then those it already shares a small group with (which the full set of pairs
+        would have strengthened), in a fixed order."""
+        m = len(holders) - 1  # earlier holders
+        out = [holders[p] for p in sparse_partners(m)]
+        extra = set()
+        for kv2 in self._keys[account]:
+            h2 = self._holders.get(kv2)
+            if kv2 == kv or h2 is None or len(h2) > DENSE_MAX:
+                continue
+            for x in h2:
+                if x != account and kv in self._keys[x]:
+                    extra.add(x)
+        extra.difference_update(out)
+        return out + sorted(extra)
+
+    def _shared_large(self, x: str, y: str, kv: tuple[str, str]) -> dict[str, float]:
+        """A new pair's typed weights from the large values both accounts hold besides ``kv``: the full
+        set of pairs would have carried them, the sparse one may not have."""
+        lx, ly = self._in_large.get(x), self._in_large.get(y)
+        typed: dict[str, float] = {}
+        if not lx or not ly:
+            return typed
+        for kv2 in sorted(lx & ly):
+            if kv2 == kv:
+                continue
+            t = kv2[0]
+            kt = KEY_TYPES[t]
+            if kv2 in self._lift:
+                typed[t] = max(typed.get(t, 0.0), self._lift[kv2])
+            else:
+                w = self._weight(kt, len(self._holders[kv2]))
+                if w > 0:
+                    typed[t] = min(kt.type_cap, typed.get(t, 0.0) + w)
+        return typed
 
     def links_of(self, account: str) -> list[dict]:
         """The typed links of ``account`` to the other members of its cluster."""
