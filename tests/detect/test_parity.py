@@ -203,7 +203,7 @@ def test_sketches_keep_the_smallest_distinct_values_in_order():
         for key in seen:
             seen[key].append(d[key])
         s.apply(float(i), d, None, 0, 0)
-    assert s.kmv_ph == sorted(set(seen["ph"]))[: KMV_K["kmv_ph"]] and len(s.kmv_ph) == KMV_K["kmv_ph"]
+    assert s.kmv_ph.tolist() == sorted(set(seen["ph"]))[: KMV_K["kmv_ph"]] and len(s.kmv_ph) == KMV_K["kmv_ph"]
     assert s.set_psig == sorted(set(seen["psig"]))[: SET_K["set_psig"]]
     from distillguard.features.stats import temp_key
 

@@ -18,6 +18,7 @@ the features the signals read, with numpy, for one account or a whole table.
 from __future__ import annotations
 
 import bisect
+from array import array
 import functools
 import math
 import sys
@@ -103,9 +104,11 @@ class AccountStats:
     rpt: int = 0  # ... whose prompt another account sent before
     hours: list[int] = field(default_factory=lambda: [0] * 24)
     days: set[int] = field(default_factory=set)
-    kmv_ph: list[int] = field(default_factory=list)
-    kmv_pre: list[int] = field(default_factory=list)
-    kmv_suf: list[int] = field(default_factory=list)
+    # sketches as arrays of unsigned 64-bit ints: 8 bytes a hash instead of a 36-byte Python int and its
+    # 8-byte slot (the online detector keeps three per account and per cluster)
+    kmv_ph: array = field(default_factory=lambda: array("Q"))
+    kmv_pre: array = field(default_factory=lambda: array("Q"))
+    kmv_suf: array = field(default_factory=lambda: array("Q"))
     set_psig: list[str] = field(default_factory=list)
     set_temp: list[str] = field(default_factory=list)
     _words: set[str] | None = field(default_factory=set, repr=False)
@@ -182,7 +185,9 @@ class AccountStats:
         m.hours = [a + b for a, b in zip(self.hours, o.hours)]
         m._hxlogx = _sum_xlogx(m.hours)
         m.days = set(list(self.days | o.days)[:MAX_DAYS])
-        for name, k in {**KMV_K, **SET_K}.items():
+        for name, k in KMV_K.items():
+            setattr(m, name, array("Q", kmv_merge(getattr(self, name), getattr(o, name), k)))
+        for name, k in SET_K.items():
             setattr(m, name, kmv_merge(getattr(self, name), getattr(o, name), k))
         m._words = None  # merged vocabulary breadth is the request-weighted mix of the members'
         return m
@@ -195,6 +200,8 @@ class AccountStats:
         row = {name: getattr(self, name) for name in STAT_COLUMNS + ACCOUNT_COLUMNS if name not in ("hours", "days")}
         row["hours"] = list(self.hours)
         row["days"] = sorted(self.days)
+        for name in KMV_K:
+            row[name] = getattr(self, name).tolist()
         return row
 
     @classmethod
@@ -206,7 +213,9 @@ class AccountStats:
             v = row[name]
             if name == "days":
                 v = set(v)
-            elif name.startswith(("kmv_", "set_")) or name == "hours":
+            elif name in KMV_K:
+                v = array("Q", v)
+            elif name.startswith("set_") or name == "hours":
                 v = list(v)
             setattr(s, name, v)
         s._hxlogx = _sum_xlogx(s.hours)
