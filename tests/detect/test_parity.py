@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +68,36 @@ def test_account_stats_batch_equal_online(events):
         fo, fb = features_scalar(s), features_of(AccountStats.from_row(batch[aid]))
         for k in fo:
             assert _same(fo[k], fb[k]), (aid, k)
+
+
+def test_idle_accounts_compact_their_words_and_counts_stay_exact(events, monkeypatch):
+    """The online detector compacts the vocabulary of accounts idle for an hour (every few requests
+    here) and revives it when they return: word counts still equal the batch ones."""
+    import distillguard.detect.online as online_mod
+
+    monkeypatch.setattr(online_mod, "WORDS_SWEEP_EVERY", 40)
+    con = connect()
+    con.register("events", events)
+    batch = {r["account_id"]: r for r in account_stats(con, "events").to_pylist()}
+    det = OnlineDetector(linkage=False)
+    compacted, revived = set(), set()
+    sweep = det.compact_idle
+
+    def counting_sweep(now):
+        saved = sweep(now)
+        compacted.update(a for a, st in det._acc.items() if st.stats._words.__class__ is array)
+        return saved
+
+    monkeypatch.setattr(det, "compact_idle", counting_sweep)
+    for ev in sorted(events.to_pylist(), key=lambda e: (e["ts"], e["request_id"])):
+        det.process(ev)
+        st = det.account_state(ev["account_id"])
+        if ev["account_id"] in compacted and st.stats._words_hashed:
+            revived.add(ev["account_id"])
+    assert len(compacted) > 10 and len(revived) > 3  # not vacuous: accounts went idle and came back
+    for aid, row in batch.items():
+        s = det.account_state(aid).stats
+        assert (s.words_total, s.words_distinct) == (row["words_total"], row["words_distinct"]), aid
 
 
 def test_scalar_and_vector_strengths_agree(events):

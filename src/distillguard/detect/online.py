@@ -48,6 +48,12 @@ from distillguard.linkage.graph import (
 from distillguard.linkage.online import OnlineLinker
 
 TEMPLATE_MAX_PREFIX_RATIO = 0.5
+#: An account with no request for this long keeps its vocabulary (the words of its first prompts, until
+#: its WORDS_FIRST_N-th) compacted: most accounts never reach that many requests, and their word sets
+#: were the largest part of a small account's state.
+WORDS_IDLE_S = 3600.0
+#: ... checked every this many requests (a pass over the accounts: milliseconds for 100,000).
+WORDS_SWEEP_EVERY = 1 << 16
 TEMPLATE_MIN_REQUESTS = 30
 
 
@@ -113,6 +119,7 @@ class OnlineDetector:
         self._current: str | None = None
         self._current_included = False
         self.releases = ReleaseTracker()  # model releases seen so far (the model-pivot flags)
+        self._until_sweep = WORDS_SWEEP_EVERY
         self.repeats = RepeatTracker()  # sampled prompts and who sent them (the shared-prompt flags)
 
     # -- state ------------------------------------------------------------------------------
@@ -210,6 +217,9 @@ class OnlineDetector:
     def process_derived(self, aid: str, ts: float, d: dict[str, Any], words: list[str] | None, *,
                         client_ip: str | None = None, user_agent: str | None = None, model: str | None = None) -> Verdict:
         """:meth:`process` with the per-request derived values already computed (``replay`` does it in bulk)."""
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self.compact_idle(ts)
         d["post"], d["newm"] = self.releases.observe(ts, model)
         d["rpt"] = self.repeats.observe(d["ph"], aid) if d["rpt_n"] else False
         st = self._acc.get(aid)
@@ -301,6 +311,18 @@ class OnlineDetector:
             st.flag_reasons = reasons
         return Verdict(account_id=aid, score=score, flagged=st.flagged_at is not None, cluster_id=cid,
                        reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
+
+    def compact_idle(self, now: float) -> int:
+        """Compact the vocabulary of every account idle for WORDS_IDLE_S at time ``now`` (see
+        :meth:`AccountStats.compact_words`); returns the bytes saved."""
+        self._until_sweep = WORDS_SWEEP_EVERY
+        before = now - WORDS_IDLE_S
+        saved = 0
+        for st in self._acc.values():
+            s = st.stats
+            if s._words.__class__ is set and s.last_ts is not None and s.last_ts <= before:
+                saved += s.compact_words()
+        return saved
 
     def peak_scores(self) -> dict[str, float]:
         """Every account's highest score so far (what ``train`` chooses the online threshold on)."""
