@@ -33,6 +33,7 @@ def test_scan_writes_contract_files(scanned, small_traffic):
     labels = {r["account_id"] for r in _jsonl(small_traffic / "labels.jsonl")}
     seen = {v["account_id"] for v in verdicts}
     assert seen <= labels and len(seen) == summary["accounts"]
+    assert [v["account_id"] for v in verdicts] == sorted(seen)  # in account order: runs diff clean
     for v in verdicts:
         assert set(v) == {"account_id", "score", "flagged", "cluster_id", "reasons"}
         assert 0.0 <= v["score"] <= 1.0

@@ -365,7 +365,8 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             "cluster_id": cid,
             "reasons": reasons,
         })
-    _write_jsonl(out / "verdicts.jsonl", verdict_lines)
+    # in account order: DuckDB returns accounts in any order, and two scans of one log should diff clean
+    _write_jsonl(out / "verdicts.jsonl", sorted(verdict_lines, key=lambda v: v["account_id"]))
     cluster_lines = [
         {
             "cluster_id": cid,
