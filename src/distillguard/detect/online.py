@@ -72,6 +72,7 @@ class Verdict:
 
 @dataclass
 class _Account:
+    aid: str = ""
     stats: AccountStats = field(default_factory=AccountStats)
     score: float = 0.0
     peak_score: float = 0.0  # the highest score (own or cluster) seen at any of its requests
@@ -220,13 +221,17 @@ class OnlineDetector:
         self._until_sweep -= 1
         if self._until_sweep <= 0:
             self.compact_idle(ts)
-        d["post"], d["newm"] = self.releases.observe(ts, model)
-        d["rpt"] = self.repeats.observe(d["ph"], aid) if d["rpt_n"] else False
         st = self._acc.get(aid)
         new = st is None
         if new:
-            st = self._acc[aid] = _Account(first_pre=d["pre"])
+            st = self._acc[aid] = _Account(aid=aid, first_pre=d["pre"])
             st.stats.set_account(self.accounts.get(aid), ts)
+        else:
+            # the id as first seen: each request brings its own copy of the string, and the tables that
+            # keep ids (linker holders and pairs, the shared-prompt tracker) would otherwise pin one each
+            aid = st.aid
+        d["post"], d["newm"] = self.releases.observe(ts, model)
+        d["rpt"] = self.repeats.observe(d["ph"], aid) if d["rpt_n"] else False
         gap, dw, dd = st.stats.update(ts, d, words)
         self._current, self._current_included = aid, False
         if self.linkage:
