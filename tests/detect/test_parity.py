@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from array import array
 
 import numpy as np
 import pyarrow as pa
@@ -76,6 +75,7 @@ def test_idle_accounts_compact_their_words_and_counts_stay_exact(events, monkeyp
     import distillguard.detect.online as online_mod
 
     monkeypatch.setattr(online_mod, "WORDS_SWEEP_EVERY", 40)
+    monkeypatch.setattr(online_mod, "WORDS_SWEEP_PER_ACCOUNT", 0)
     con = connect()
     con.register("events", events)
     batch = {r["account_id"]: r for r in account_stats(con, "events").to_pylist()}
@@ -85,14 +85,14 @@ def test_idle_accounts_compact_their_words_and_counts_stay_exact(events, monkeyp
 
     def counting_sweep(now):
         saved = sweep(now)
-        compacted.update(a for a, st in det._acc.items() if st.stats._words.__class__ is array)
+        compacted.update(a for a, st in det._acc.items() if st.stats._words.__class__ is tuple)
         return saved
 
     monkeypatch.setattr(det, "compact_idle", counting_sweep)
     for ev in sorted(events.to_pylist(), key=lambda e: (e["ts"], e["request_id"])):
         det.process(ev)
         st = det.account_state(ev["account_id"])
-        if ev["account_id"] in compacted and st.stats._words_hashed:
+        if ev["account_id"] in compacted and st.stats._words.__class__ is set:
             revived.add(ev["account_id"])
     assert len(compacted) > 10 and len(revived) > 3  # not vacuous: accounts went idle and came back
     for aid, row in batch.items():

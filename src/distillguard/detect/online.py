@@ -52,8 +52,10 @@ TEMPLATE_MAX_PREFIX_RATIO = 0.5
 #: its WORDS_FIRST_N-th) compacted: most accounts never reach that many requests, and their word sets
 #: were the largest part of a small account's state.
 WORDS_IDLE_S = 3600.0
-#: ... checked every this many requests (a pass over the accounts: milliseconds for 100,000).
+#: ... checked every this many requests, or every WORDS_SWEEP_PER_ACCOUNT requests per account known
+#: if more (each check is a pass over the accounts: its cost per request stays bounded).
 WORDS_SWEEP_EVERY = 1 << 16
+WORDS_SWEEP_PER_ACCOUNT = 8
 TEMPLATE_MIN_REQUESTS = 30
 
 
@@ -320,7 +322,7 @@ class OnlineDetector:
     def compact_idle(self, now: float) -> int:
         """Compact the vocabulary of every account idle for WORDS_IDLE_S at time ``now`` (see
         :meth:`AccountStats.compact_words`); returns the bytes saved."""
-        self._until_sweep = WORDS_SWEEP_EVERY
+        self._until_sweep = max(WORDS_SWEEP_EVERY, WORDS_SWEEP_PER_ACCOUNT * len(self._acc))
         before = now - WORDS_IDLE_S
         saved = 0
         for st in self._acc.values():
