@@ -319,17 +319,15 @@ class OnlineDetector:
         return Verdict(account_id=aid, score=score, flagged=st.flagged_at is not None, cluster_id=cid,
                        reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
 
-    def compact_idle(self, now: float) -> int:
+    def compact_idle(self, now: float) -> None:
         """Compact the vocabulary of every account idle for WORDS_IDLE_S at time ``now`` (see
-        :meth:`AccountStats.compact_words`); returns the bytes saved."""
+        :meth:`AccountStats.compact_words`)."""
         self._until_sweep = max(WORDS_SWEEP_EVERY, WORDS_SWEEP_PER_ACCOUNT * len(self._acc))
-        before = now - WORDS_IDLE_S
-        saved = 0
+        idle_since = now - WORDS_IDLE_S
         for st in self._acc.values():
             s = st.stats
-            if s._words.__class__ is set and s.last_ts is not None and s.last_ts <= before:
-                saved += s.compact_words()
-        return saved
+            if s.last_ts is not None and s.last_ts <= idle_since:
+                s.compact_words()  # only a live set of words is compacted
 
     def peak_scores(self) -> dict[str, float]:
         """Every account's highest score so far (what ``train`` chooses the online threshold on)."""

@@ -18,12 +18,12 @@ the features the signals read, with numpy, for one account or a whole table.
 from __future__ import annotations
 
 import bisect
-from array import array
 import functools
 import math
 import sys
+from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def kmv_merge(a: Iterable[int], b: Iterable[int], k: int) -> list[int]:
     return sorted(set(a) | set(b))[:k]
 
 
-def kmv_estimate(kmv: list[int] | np.ndarray, k: int) -> float:
+def kmv_estimate(kmv: Sequence[int] | np.ndarray, k: int) -> float:
     """Distinct-count estimate: exact below ``k`` values, else (k-1)/(k-th smallest hash / 2^64)."""
     m = len(kmv)
     if m < k:
@@ -181,17 +181,12 @@ class AccountStats:
         self.words_total += words_added
         self.words_distinct += distinct_added
 
-    def compact_words(self) -> int:
+    def compact_words(self) -> None:
         """Keep the vocabulary of an idle account as a tuple (8 bytes a word instead of a set's 16-32;
         the words themselves are interned, shared by all accounts); :meth:`update` turns it back into
-        a set if the account returns. Both ways are copies in C (microseconds for hundreds of words).
-        Returns the bytes saved."""
-        ws = self._words
-        if ws.__class__ is not set or not ws:
-            return 0
-        before = sys.getsizeof(ws)
-        self._words = tuple(ws)
-        return before - sys.getsizeof(self._words)
+        a set if the account returns. Both ways are copies in C (microseconds for hundreds of words)."""
+        if self._words.__class__ is set and self._words:
+            self._words = tuple(self._words)
 
     def merge(self, o: "AccountStats") -> "AccountStats":
         """A new stats object for the union of two disjoint sets of requests (for clusters)."""

@@ -73,6 +73,15 @@ def _total(typed: dict[str, float]) -> float:
     return total + strongest
 
 
+def _add_weight(typed: dict[str, float], kt, w: float, lifted: bool) -> None:
+    """Add one shared value's weight ``w`` to a pair's typed weights: a lift-weighted type keeps its
+    latest lift, any other type sums, up to its cap."""
+    if lifted:
+        typed[kt.name] = max(typed.get(kt.name, 0.0), w)
+    else:
+        typed[kt.name] = min(kt.type_cap, typed.get(kt.name, 0.0) + w)
+
+
 def _kinds(typed: dict[str, float]) -> int:
     """Independent kinds of evidence in a pair's typed weights (script similarity counts once)."""
     return len(typed.keys() - SCRIPT_KEYS) + (1 if typed.keys() & SCRIPT_KEYS else 0)
@@ -179,10 +188,7 @@ class OnlineLinker:
             typed = self._pairs.get(key)
             if typed is None:
                 typed = self._pairs[key] = self._shared_large(x, y, kv)
-            if lifted:
-                typed[key_type] = max(typed.get(key_type, 0.0), w)  # the latest lift, not a sum
-            else:
-                typed[key_type] = min(kt.type_cap, typed.get(key_type, 0.0) + w)
+            _add_weight(typed, kt, w, lifted)
             if _total(typed) >= EDGE_MIN_WEIGHT and (
                 "payment_fingerprint" in typed or typed.get("request_fingerprint", 0.0) >= EDGE_MIN_WEIGHT
                 or _kinds(typed) >= 3
@@ -227,14 +233,11 @@ class OnlineLinker:
         for kv2 in sorted(lx & ly):
             if kv2 == kv:
                 continue
-            t = kv2[0]
-            kt = KEY_TYPES[t]
-            if kv2 in self._lift:
-                typed[t] = max(typed.get(t, 0.0), self._lift[kv2])
-            else:
-                w = self._weight(kt, len(self._holders[kv2]))
-                if w > 0:
-                    typed[t] = min(kt.type_cap, typed.get(t, 0.0) + w)
+            kt = KEY_TYPES[kv2[0]]
+            lifted = kv2 in self._lift
+            w = self._lift[kv2] if lifted else self._weight(kt, len(self._holders[kv2]))
+            if w > 0:
+                _add_weight(typed, kt, w, lifted)
         return typed
 
     def links_of(self, account: str) -> list[dict]:
