@@ -10,6 +10,7 @@ import pytest
 
 from distillguard.detect.replay import run_replay
 from distillguard.detect.scan import run_scan
+from distillguard.detect.signals import NEEDS_DAYS
 from distillguard.errors import InputError
 
 
@@ -151,6 +152,11 @@ def test_train_then_scan_with_model(small_traffic, tmp_path):
     assert all(w >= 0 for w in m["weights"].values()) and 0 <= m["threshold"] <= 1
     assert m["weights"]["model_pivot"] == 0.0 and m["meta"]["excluded_signals"] == ["model_pivot"]
     assert 0 <= m["online_threshold"] <= 1 and "online threshold" in p.stdout
+    # young clusters get their own weights, without the signals that need days, and a bias no more
+    # lenient than their own fit's 0.5
+    assert m["meta"]["young_cluster_rows"] > 0 and "young clusters" in p.stdout
+    assert all(m["early"]["weights"][name] == 0.0 for name in NEEDS_DAYS | {"model_pivot"})
+    assert m["early"]["weights"]["account_farm"] > 0 and 0.5 <= m["meta"]["early_raw_threshold"] < 1
     s = run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path / "s", accounts=small_traffic / "accounts.jsonl",
                  model=model, progress=False, write_html=False)
     assert s["threshold"] == pytest.approx(m["threshold"])

@@ -27,10 +27,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from distillguard.detect.scoring import ScoreModel
-from distillguard.detect.signals import strengths_scalar
+from distillguard.detect.signals import NEEDS_DAYS, strengths_scalar
 from distillguard.features.derive import derive_one, words_of
 from distillguard.features.pivot import ReleaseTracker
 from distillguard.features.repeats import RepeatTracker
@@ -57,6 +55,12 @@ WORDS_IDLE_S = 3600.0
 WORDS_SWEEP_EVERY = 1 << 16
 WORDS_SWEEP_PER_ACCOUNT = 8
 TEMPLATE_MIN_REQUESTS = 30
+#: A linked cluster in its first day is judged (by the early weights) only with at least this many
+#: accounts: a farm of fresh accounts, not a team's first hours (small clusters wait for their day).
+EARLY_MIN_ACCOUNTS = 8
+#: Spans (hours) of a young cluster's traffic at which ``train`` takes a snapshot of its strengths
+#: (the rows it fits :attr:`ScoreModel.early <distillguard.detect.scoring.ScoreModel.early>` on).
+EARLY_SNAPSHOT_HOURS = (1.0, 3.0, 6.0, 12.0)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, and one is made per request
@@ -77,7 +81,8 @@ class _Account:
     aid: str = ""
     stats: AccountStats = field(default_factory=AccountStats)
     score: float = 0.0
-    peak_score: float = 0.0  # the highest score (own or cluster) seen at any of its requests
+    peak_score: float = 0.0  # the highest score (own, or its cluster's after its first day) at any of its requests
+    peak_early: float = 0.0  # the highest score of its cluster in the cluster's first day
     next_score_at: int = 0
     first_pre: int | None = None
     templated: bool = False
@@ -100,11 +105,20 @@ class OnlineDetector:
         """``rescore_every``: once an account (or cluster) has more than ``1 / rescore_every`` requests, its
         score is recomputed every ``rescore_every * n`` requests instead of every request (stats are
         always updated); a flag can then come at most that fraction of its requests late. 0 rescores always.
-        ``cluster_min_span_hours``: a linked cluster is judged only once its traffic spans this long, so
-        that the first hours of a busy team's shared traffic are not mistaken for bulk volume."""
+        ``cluster_min_span_hours``: a linked cluster is judged on every signal only once its traffic spans
+        this long, so that the first hours of a busy team's shared traffic are not mistaken for bulk
+        volume; until then it is judged by the model's early weights (:meth:`ScoreModel.early_model`), which
+        leave out the signals that need days (:data:`~distillguard.detect.signals.NEEDS_DAYS`) and were
+        fitted on clusters in their first hours: a farm of fresh accounts shows in its first requests."""
         self.model = model or ScoreModel.default()
         self.threshold = self.model.online.value
         self._scorer = self.model.stats_scorer()
+        self._early_model = self.model.early_model()
+        self._early_scorer = self._early_model.stats_scorer()
+        #: ``train`` sets a list: (members, strengths) of young clusters at EARLY_SNAPSHOT_HOURS
+        self.early_snapshots: list[tuple[list[str], dict[str, float]]] | None = None
+        self._next_snapshot: dict[str, int] = {}
+        self._scored_young: set[str] = set()  # clusters whose cached score is the early one
         self.accounts = accounts or {}
         self.linkage = linkage
         self._acc: dict[str, _Account] = {}
@@ -139,6 +153,7 @@ class OnlineDetector:
         self._cluster_stats[root] = a.merge(b)
         self._cluster_score.pop(other, None)
         self._cluster_score.pop(root, None)  # membership changed: rescore now
+        self._scored_young.discard(other)
         self._next_cluster_score.pop(other, None)
 
     def _acc_stats(self, account: str) -> AccountStats:
@@ -147,6 +162,12 @@ class OnlineDetector:
 
     def account_state(self, account_id: str) -> _Account | None:
         return self._acc.get(account_id)
+
+    def cluster_stats(self, account_id: str) -> AccountStats | None:
+        """The merged stats of the account's linked cluster (None when it is in none)."""
+        if not self.linkage or account_id not in self._acc:
+            return None
+        return self._cluster_stats.get(self.linker.root(account_id))
 
     def is_flagged(self, account_id: str) -> bool:
         st = self._acc.get(account_id)
@@ -264,29 +285,43 @@ class OnlineDetector:
         # cluster score
         cid = None
         cscore = 0.0
-        cstrs = cfeats = None
+        young = False
         if self.linkage:
             root = self.linker.root(aid)
             if root in self._cluster_stats:
                 cs = self._cluster_stats[root]
                 if not self._current_included:
                     cs.apply(ts, d, gap, dw, dd)
+                # a young cluster (see __init__) is scored by the early weights
+                young = (cs.t1 - cs.t0) < self.cluster_min_span_s
                 due = self._next_cluster_score.get(root, 0)
-                if cs.n >= due or root not in self._cluster_score:
-                    self._cluster_score[root] = self._scorer(cs)
+                if cs.n >= due or root not in self._cluster_score or (root in self._scored_young) != young:
+                    if young:
+                        self._cluster_score[root] = self._early_scorer(cs)
+                        self._scored_young.add(root)
+                    else:
+                        self._cluster_score[root] = self._scorer(cs)
+                        self._scored_young.discard(root)
                     self._next_cluster_score[root] = cs.n + max(1, int(cs.n * self.rescore_every))
                 cscore = self._cluster_score[root]
                 cid = self.linker.cluster_of(aid)
-        judged = 0.0  # the cluster's score, once its traffic spans long enough to be judged
+                if young:
+                    if self.early_snapshots is not None:
+                        self._snapshot(aid, root, cs)
+                    if cscore > st.peak_early:
+                        st.peak_early = cscore  # any size: train sets the early bias above benign teams too
+                    if len(self.linker.members(aid)) < EARLY_MIN_ACCOUNTS:
+                        cscore = 0.0  # a small group in its first day (a team's first hours): not judged yet
+        # the peak is what would flag it at any threshold, of its own and its grown cluster's scores (the
+        # online threshold; young clusters' peak is apart: train sets the early weights' bias on it)
+        main = score = st.score
         if cid is not None:
-            if (cs.t1 - cs.t0) >= self.cluster_min_span_s:
-                judged = cscore
-            elif cscore >= self.threshold:
-                cscore = min(cscore, np.nextafter(self.threshold, 0.0))  # not judged yet
-        score = max(st.score, cscore if cid is not None else 0.0)
-        peak = max(st.score, judged)  # what would flag it at any threshold
-        if peak > st.peak_score:
-            st.peak_score = peak
+            if cscore > score:
+                score = cscore
+            if not young:
+                main = score
+        if main > st.peak_score:
+            st.peak_score = main
         flagged = score >= self.threshold
         newly = False
         if flagged and st.flagged_at is None:
@@ -298,13 +333,18 @@ class OnlineDetector:
             reasons = [r.as_dict() for r in self.model.reasons(strengths_scalar(feats), feats)] if st.score >= self.threshold else []
             if cid is not None and cscore >= self.threshold:
                 members = self.linker.members(aid)
-                if cstrs is None:
-                    cfeats = features_scalar(self._cluster_stats[self.linker.root(aid)])
-                    cstrs = strengths_scalar(cfeats)
-                creasons = self.model.reasons(cstrs, cfeats, top=3)
+                croot = self.linker.root(aid)
+                cfeats = features_scalar(self._cluster_stats[croot])
+                cstrs = strengths_scalar(cfeats)
+                if young:
+                    for name in NEEDS_DAYS:
+                        cstrs[name] = 0.0  # not scored yet
+                creasons = (self._early_model if young else self.model).reasons(cstrs, cfeats, top=3)
                 reasons.insert(0 if st.score < self.threshold else len(reasons), {
                     "signal": "linked_cluster", "value": round(cscore, 6),
-                    "detail": f"member of cluster {cid} ({len(members)} accounts); combined traffic scores {cscore:.3f}: "
+                    "detail": f"member of cluster {cid} ({len(members)} accounts); combined traffic"
+                              + (f" of its first {(self._cluster_stats[croot].t1 - self._cluster_stats[croot].t0) / 3600:.1f} h" if young else "")
+                              + f" scores {cscore:.3f}: "
                               + "; ".join(r.detail for r in creasons),
                 })
                 # every member of a flagged cluster is flagged at this moment too
@@ -319,6 +359,19 @@ class OnlineDetector:
         return Verdict(account_id=aid, score=score, flagged=st.flagged_at is not None, cluster_id=cid,
                        reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
 
+    def _snapshot(self, aid: str, root: str, cs: AccountStats) -> None:
+        k = self._next_snapshot.get(root, 0)
+        span = cs.t1 - cs.t0
+        if k < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[k] * 3600.0:
+            while k < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[k] * 3600.0:
+                k += 1
+            self._next_snapshot[root] = k
+            strs = strengths_scalar(features_scalar(cs))
+            for name in NEEDS_DAYS:
+                strs[name] = 0.0
+            assert self.early_snapshots is not None
+            self.early_snapshots.append((list(self.linker.members(aid)), strs))
+
     def compact_idle(self, now: float) -> None:
         """Compact the vocabulary of every account idle for WORDS_IDLE_S at time ``now`` (see
         :meth:`AccountStats.compact_words`)."""
@@ -330,8 +383,14 @@ class OnlineDetector:
                 s.compact_words()  # only a live set of words is compacted
 
     def peak_scores(self) -> dict[str, float]:
-        """Every account's highest score so far (what ``train`` chooses the online threshold on)."""
+        """Every account's highest score so far, own or of its cluster after the cluster's first day
+        (what ``train`` chooses the online threshold on)."""
         return {a: s.peak_score for a, s in self._acc.items()}
+
+    def early_peak_scores(self) -> dict[str, float]:
+        """Every account's highest score of a cluster it was in during the cluster's first day (what
+        ``train`` sets the early weights' bias on)."""
+        return {a: s.peak_early for a, s in self._acc.items()}
 
     def flagged_accounts(self) -> dict[str, _Account]:
         return {a: s for a, s in self._acc.items() if s.flagged_at is not None}

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distillguard.detect.signals import SIGNALS, SIGNALS_BY_NAME, Reason
+from distillguard.detect.signals import NEEDS_DAYS, SIGNALS, SIGNALS_BY_NAME, Reason
 from distillguard.errors import ConfigError
 
 
@@ -68,6 +68,11 @@ class ScoreModel:
     #: push above its final score, so ``train`` chooses this one on the benign accounts' peak online
     #: scores for the same false-positive rate. ``None``: the batch threshold.
     online_threshold: Threshold | None = None
+    #: Weights and bias for linked clusters in their first day (online only), fitted by ``train`` on
+    #: snapshots of young clusters without the signals of :data:`~distillguard.detect.signals.NEEDS_DAYS`,
+    #: its bias set so that the online threshold flags at the rate chosen for it. ``None``: these
+    #: weights without those signals.
+    early: ScoreModel | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(SIGNALS_BY_NAME)
@@ -130,6 +135,12 @@ class ScoreModel:
         exec(compile("\n".join(lines), "<distillguard stats_scorer>", "exec"), ns)  # noqa: S102 (our own source)
         return ns["score"]
 
+    def early_model(self) -> "ScoreModel":
+        """The model that judges a linked cluster in its first day (see :attr:`early`)."""
+        if self.early is not None:
+            return self.early
+        return ScoreModel(weights={k: (0.0 if k in NEEDS_DAYS else v) for k, v in self.weights.items()}, bias=self.bias)
+
     @property
     def online(self) -> Threshold:
         """The threshold the online detector flags at."""
@@ -157,6 +168,7 @@ class ScoreModel:
             "threshold": self.threshold.value,
             "target_fpr": self.threshold.target_fpr,
             **({"online_threshold": self.online_threshold.value} if self.online_threshold is not None else {}),
+            **({"early": {"weights": self.early.weights, "bias": self.early.bias}} if self.early is not None else {}),
             "meta": self.meta,
         }
 
@@ -170,6 +182,8 @@ class ScoreModel:
                 meta=d.get("meta", {}),
                 online_threshold=(Threshold(value=float(d["online_threshold"]), target_fpr=float(d.get("target_fpr", 1e-3)))
                                   if d.get("online_threshold") is not None else None),
+                early=(ScoreModel(weights={k: float(v) for k, v in d["early"]["weights"].items()}, bias=float(d["early"]["bias"]))
+                       if d.get("early") is not None else None),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"invalid score model: {e}. Re-create it with `distillguard train`.") from e

@@ -21,6 +21,7 @@ import numpy as np
 
 EXTRACT = "AML.T0024.002"  # Extract AI Model via AI inference API
 REPLICATE = "AML.T0005.001"  # Train Proxy via Replication
+ACCOUNTS = "AML.T0021"  # Establish Accounts
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,19 @@ SIGNALS = SIGNALS + (
            atlas=(EXTRACT, REPLICATE), level="medium",
            falsepositives=("evaluation harnesses running public benchmarks", "apps forwarding popular canned prompts"),
            min_requests=50, unit="share"),
+    Signal("DG-0023", "account_farm", "Many new accounts operated together", "young_accounts", 5.0, 40.0,
+           "Number of linked accounts (a cluster's members) created less than 30 days before their first request; "
+           "0 or 1 for a single account.",
+           "Dozens of fresh accounts tied together by payment, creation time or client fingerprint are one operator "
+           "spreading a harvest below per-account limits; it shows from the first requests of each new wave, days "
+           "before the group's volume or schedule does.",
+           atlas=(ACCOUNTS, EXTRACT), level="high",
+           falsepositives=("a large team onboarded at once on one payment method",), min_requests=20, unit="accounts"),
 )
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
+#: Signals that need days of traffic (volume per active day, the 24-hour profile, active days): a linked
+#: cluster younger than a day is judged without them (see :mod:`distillguard.detect.online`).
+NEEDS_DAYS = frozenset({"high_volume", "high_token_volume", "flat_daily_profile", "sustained_activity"})
 
 
 def strengths(feats: dict[str, Any]) -> dict[str, np.ndarray]:

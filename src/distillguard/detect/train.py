@@ -6,8 +6,14 @@ then chosen on the *final* account scores (an account's score is the larger of i
 cluster's) so that at most ``target_fpr`` of benign accounts are flagged. The online threshold is
 chosen the same way on each benign account's *peak* score while the training traffic is replayed
 through the online detector (an account flagged online stays flagged, so what counts is the highest
-score it ever reaches, not its last). The shipped default model (``detect/default_model.json``) was
-made this way on simulated development seeds only.
+score it ever reaches, not its last).
+
+With the online threshold comes the *early* model (:attr:`ScoreModel.early
+<distillguard.detect.scoring.ScoreModel.early>`) that judges a linked cluster in its first day: weights
+fitted on snapshots of every young cluster (:data:`~distillguard.detect.online.EARLY_SNAPSHOT_HOURS`)
+without the signals that need days, and a bias set so that at the online threshold they flag only
+benign accounts that the target rate still leaves room for (none, when the threshold uses it all).
+The shipped default model (``detect/default_model.json``) was made this way on simulated development seeds only.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import orjson
 
 from distillguard.detect.scan import analyse, final_scores, load_into
 from distillguard.detect.scoring import ScoreModel, Threshold, fit, prior_weights
-from distillguard.detect.signals import SIGNALS
+from distillguard.detect.signals import NEEDS_DAYS, SIGNALS
 from distillguard.errors import InputError
 from distillguard.ingest import EventStore, RejectWriter
 
@@ -72,18 +78,16 @@ def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path |
         yield (an, *_labels(lab))
 
 
-def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None = None, accounts: Path | None = None,
-                 on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(peak online score, label) of every account with traffic, replaying each source through
-    :class:`~distillguard.detect.online.OnlineDetector` with ``model`` (nothing is flagged meanwhile)."""
+def _replayed(traffic: list[Path], model: ScoreModel, *, labels: Path | None, accounts: Path | None,
+              early_snapshots: bool = False):
+    """Per source: the online detector after replaying it with ``model`` (nothing is flagged meanwhile),
+    the labels and the campaigns."""
     from distillguard.detect.online import OnlineDetector
     from distillguard.detect.replay import replay_store
     from distillguard.ingest import accounts_by_id
 
-    peaks: list[float] = []
-    ys: list[int] = []
-    for k, (logs, acc, lab_path) in enumerate(_sources(traffic, labels, accounts)):
-        lab, _ = _labels(lab_path)
+    for logs, acc, lab_path in _sources(traffic, labels, accounts):
+        lab, camp = _labels(lab_path)
         work = Path(tempfile.mkdtemp(prefix="distillguard-train-online-"))
         try:
             store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
@@ -92,16 +96,69 @@ def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None 
                 info = accounts_by_id(acc, rejects=rej)
             det = OnlineDetector(accounts=info, model=model)
             det.threshold = math.inf  # record peaks only: no flags, no member propagation
+            if early_snapshots:
+                det.early_snapshots = []
             replay_store(store.con, det)
             store.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        yield det, lab, camp
+
+
+def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None = None, accounts: Path | None = None,
+                 on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(peak online score, peak score of its clusters in their first day, label) of every account with
+    traffic, replaying each source through :class:`~distillguard.detect.online.OnlineDetector` with ``model``."""
+    peaks: list[float] = []
+    early: list[float] = []
+    ys: list[int] = []
+    for k, (det, lab, _) in enumerate(_replayed(traffic, model, labels=labels, accounts=accounts)):
+        early_of = det.early_peak_scores()
         for aid, peak in sorted(det.peak_scores().items()):
             peaks.append(peak)
+            early.append(early_of[aid])
             ys.append(lab.get(aid, 0))
         if on_source:
             on_source(k)
-    return np.asarray(peaks, dtype=np.float64), np.asarray(ys, dtype=np.int8)
+    return np.asarray(peaks, dtype=np.float64), np.asarray(early, dtype=np.float64), np.asarray(ys, dtype=np.int8)
+
+
+def young_cluster_rows(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
+                       on_source: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Training rows of linked clusters in their first hours (strengths as the online detector judges a
+    young cluster, at :data:`~distillguard.detect.online.EARLY_SNAPSHOT_HOURS` of its traffic): the
+    strengths, the labels (extraction when most members are) and the group each row counts for (its
+    campaign, or "benign"). The snapshots do not depend on the weights."""
+    names = [s.name for s in SIGNALS]
+    rows: dict[str, list[float]] = {n: [] for n in names}
+    ys: list[float] = []
+    groups: list[str] = []
+    for k, (det, lab, camp) in enumerate(_replayed(traffic, ScoreModel.default(), labels=labels, accounts=accounts,
+                                                   early_snapshots=True)):
+        for members, strs in det.early_snapshots or ():
+            ext = [a for a in members if lab.get(a, 0)]
+            y = len(ext) >= 0.5 * len(members)
+            for n in names:
+                rows[n].append(strs[n])
+            ys.append(1.0 if y else 0.0)
+            groups.append(f"{k}:{camp[ext[0]]}:young" if y else "benign")
+        if on_source:
+            on_source(k)
+    return {n: np.asarray(v, dtype=np.float64) for n, v in rows.items()}, np.asarray(ys), groups
+
+
+def _campaign_weights(groups: list[str]) -> np.ndarray:
+    """Row weights: every campaign weighs the same, however many accounts (or snapshots) it spread over
+    (else hydra clusters of hundreds of accounts would decide every weight); benign rows weigh 1 each
+    (fit() then balances the two classes)."""
+    counts: dict[str, int] = {}
+    for x in groups:
+        counts[x] = counts.get(x, 0) + 1
+    return np.asarray([1.0 if x == "benign" else 1.0 / counts[x] for x in groups])
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
 
 
 def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
@@ -112,7 +169,7 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
     from distillguard.progress import count_progress
 
     n_sources = len(_sources(traffic, labels, accounts))
-    steps = n_sources * (2 if online else 1)
+    steps = n_sources * (3 if online else 1)
     with count_progress(steps, "train") if progress else nullcontext(lambda *a, **k: None) as advance:
         return _train(traffic, labels=labels, accounts=accounts, target_fpr=target_fpr, online=online, exclude=exclude,
                       advance=lambda step: advance(1, step))
@@ -149,15 +206,8 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
     y = np.concatenate(ys)
     if y.sum() == 0 or y.sum() == len(y):
         raise InputError("training needs both benign and extraction accounts")
-    # every campaign weighs the same, however many accounts it spread over (else hydra clusters of
-    # hundreds of accounts would decide every weight); benign rows weigh 1 each (fit() then balances
-    # the two classes)
-    g = [x for grp in groups for x in grp]
-    counts: dict[str, int] = {}
-    for x in g:
-        counts[x] = counts.get(x, 0) + 1
-    sw = np.asarray([1.0 if x == "benign" else 1.0 / counts[x] for x in g])
-    model = fit(X, y, target_fpr=target_fpr, sample_weight=sw, prior=prior_weights(), exclude=exclude)
+    model = fit(X, y, target_fpr=target_fpr, sample_weight=_campaign_weights([x for grp in groups for x in grp]),
+                prior=prior_weights(), exclude=exclude)
     # threshold on final account scores (own or cluster), benign accounts only
     benign_final = []
     for an, ya in analyses:
@@ -177,14 +227,44 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
                   **({"excluded_signals": sorted(exclude)} if exclude else {})}
     online_line = ""
     if online:
-        peaks, yp = online_peaks(traffic, model, labels=labels, accounts=accounts,
-                                 on_source=lambda k: advance(f"online replay of source {k + 1}"))
-        model.online_threshold = Threshold.for_fpr(peaks[yp == 0], target_fpr)
-        at_batch = float((peaks[yp == 0] >= model.threshold.value).mean()) if (yp == 0).any() else 0.0
-        online_recall = float((peaks[yp == 1] >= model.online_threshold.value).mean()) if (yp == 1).any() else 0.0
-        model.meta.update({"online_benign_fpr_at_batch_threshold": at_batch, "online_train_recall": online_recall})
-        online_line = (f"\nonline threshold {model.online_threshold.value:.4f} (at the batch threshold, {at_batch:.5f} of benign "
-                       f"accounts would be flagged at some moment of a replay); online recall on the training traffic {online_recall:.3f}")
+        # linked clusters in their first day get their own weights, fitted on snapshots of young clusters
+        # as the online detector sees them (a gateway must act in a campaign's first hours, when the
+        # signals that need days say nothing yet)
+        yrows, yy, ygroups = young_cluster_rows(traffic, labels=labels, accounts=accounts,
+                                                on_source=lambda k: advance(f"young clusters of source {k + 1}"))
+        early = None
+        if 0 < yy.sum() < len(yy):
+            early = fit(yrows, yy, target_fpr=target_fpr, sample_weight=_campaign_weights(ygroups),
+                        prior={k: (0.0 if k in NEEDS_DAYS else v) for k, v in prior_weights().items()},
+                        exclude=set(exclude) | NEEDS_DAYS)
+            model.early = early
+        peaks, early_peaks, yp = online_peaks(traffic, model, labels=labels, accounts=accounts,
+                                              on_source=lambda k: advance(f"online replay of source {k + 1}"))
+        ben = yp == 0
+        model.online_threshold = Threshold.for_fpr(peaks[ben], target_fpr)
+        t_main = model.online_threshold.value
+        early_line = ""
+        if early is not None:
+            # the early weights may flag only benign accounts that the threshold leaves within the target
+            # rate: their bias moves so that the online threshold is that point on their scale
+            room = max(int(np.floor(target_fpr * ben.sum())) - int((peaks[ben] >= t_main).sum()), 0)
+            rest = np.sort(early_peaks[ben & (peaks < t_main)])[::-1]
+            t_early = float(np.nextafter(rest[room], np.inf)) if room < len(rest) else 0.0
+            # never below 0.5: the early weights flag no cluster that their own fit calls more likely benign
+            t_early = min(max(t_early, 0.5), 1.0 - 1e-12)
+            early.bias += _logit(t_main) - _logit(t_early)
+            model.meta.update({"young_cluster_rows": len(yy), "early_raw_threshold": t_early})
+            early_line = (f"; young clusters ({len(yy):,} snapshots): early weights "
+                          + ", ".join(f"{k}={v:.2f}" for k, v in sorted(early.weights.items(), key=lambda kv: -kv[1]) if v > 0.01)
+                          + f"; bias {early.bias:.2f}")
+        at_batch = float((peaks[ben] >= model.threshold.value).mean()) if ben.any() else 0.0
+        online_recall = float((peaks[yp == 1] >= t_main).mean()) if (yp == 1).any() else 0.0
+        online_fpr = float((peaks[ben] >= t_main).mean()) if ben.any() else 0.0
+        model.meta.update({"online_benign_fpr_at_batch_threshold": at_batch, "online_train_recall": online_recall,
+                           "online_train_fpr": online_fpr})
+        online_line = (f"\nonline threshold {t_main:.4f} (at the batch threshold, {at_batch:.5f} of benign "
+                       f"accounts would be flagged at some moment of a replay); online recall on the training traffic "
+                       f"{online_recall:.3f}, benign FPR {online_fpr:.5f} (own and grown clusters' scores)" + early_line)
     weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(model.weights.items(), key=lambda kv: -kv[1]) if v > 0.01)
     report = (f"trained on {pos + neg:,} accounts ({pos:,} extraction); threshold {model.threshold.value:.4f} for benign FPR <= {target_fpr:g}\n"
               f"on the training traffic: recall {tp / max(pos, 1):.3f}, FPR {fp / max(neg, 1):.5f} (evaluate on other seeds with `distillguard bench detect`)\n"

@@ -374,7 +374,7 @@ FEATURE_COLUMNS = (
     "requests", "active_days", "req_per_day", "span_hours", "tokens_out", "tokens_per_day", "out_share",
     "iat_cv", "fast_share", "hour_entropy", "param_variety", "temp_variety",
     "prompt_distinct_ratio", "prefix_distinct_ratio", "suffix_distinct_ratio", "vocab_breadth",
-    "young_share", "unverified_share", "pivot_share", "repeat_share",
+    "young_share", "young_accounts", "unverified_share", "pivot_share", "repeat_share",
 ) + tuple(f"{c}_share" for c in FLAG_COLUMNS)  # fmt: skip
 
 
@@ -450,7 +450,9 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
         }
         m = len(n)
         acct = np.asarray(cols.get("acct_n", np.zeros(m)), dtype=np.float64)
-        out["young_share"] = np.asarray(cols.get("young_n", np.zeros(m)), dtype=np.float64) / np.maximum(acct, 1.0)
+        young = np.asarray(cols.get("young_n", np.zeros(m)), dtype=np.float64)
+        out["young_share"] = young / np.maximum(acct, 1.0)
+        out["young_accounts"] = young
         out["unverified_share"] = np.asarray(cols.get("unver_n", np.zeros(m)), dtype=np.float64) / np.maximum(acct, 1.0)
         post = np.asarray(cols["post"], dtype=np.float64)
         out["pivot_share"] = np.where(post >= PIVOT_MIN_POST, np.asarray(cols["newm"], dtype=np.float64) / np.maximum(post, 1.0), np.nan)
@@ -510,6 +512,7 @@ SCALAR_FEATURE_EXPRS: dict[str, str] = {
     "suffix_distinct_ratio": f"min(1.0, kmv_estimate(s.kmv_suf, {KMV_K['kmv_suf']}) / max(float(s.n), 1.0))",
     "vocab_breadth": "(s.words_distinct / max(s.words_total, 1.0) if s.words_total >= 20 else nan)",
     "young_share": "s.young_n / max(s.acct_n, 1.0)",
+    "young_accounts": "float(s.young_n)",
     "unverified_share": "s.unver_n / max(s.acct_n, 1.0)",
     "pivot_share": f"(s.newm / s.post if s.post >= {PIVOT_MIN_POST} else nan)",
     "repeat_share": f"(s.rpt / s.rpt_n if s.rpt_n >= {REPEAT_MIN_SAMPLED} else nan)",

@@ -70,6 +70,14 @@ ATLAS = {
         ),
         "phase": "ai-attack-staging",
     },
+    "AML.T0021": {
+        "name": "Establish Accounts",
+        "description": (
+            "The adversary creates accounts with services (here, many API accounts created in waves and linked by "
+            "payment or client) to spread its use of the victim's API below per-account limits."
+        ),
+        "phase": "resource-development",
+    },
 }
 ALWAYS = ("AML.T0024.002", "AML.T0005.001")
 TLP = {"white": "TLP_WHITE", "clear": "TLP_WHITE", "green": "TLP_GREEN", "amber": "TLP_AMBER", "red": "TLP_RED"}
