@@ -77,7 +77,7 @@ def train_command(
     out: Path = typer.Option(Path("model.json"), "--out", help="Where to write the model."),
     target_fpr: float = typer.Option(1e-3, "--target-fpr", help="Benign false-positive rate the threshold is chosen for."),
     exclude: list[str] = typer.Option([], "--exclude", help="A signal to hold at weight 0 (repeatable); it is still computed and shown."),
-    online: bool = typer.Option(True, "--online/--no-online", help="Also choose the online detector's threshold, on peak scores while the traffic is replayed (about doubles the time)."),
+    online: bool = typer.Option(True, "--online/--no-online", help="Also fit the early weights for young linked clusters and choose the online detector's threshold on peak scores, replaying the traffic twice (about triples the time)."),
 ) -> None:
     """Fit the signal weights and the operating threshold on labelled traffic (use with `scan --model`).
 
