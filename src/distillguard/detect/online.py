@@ -154,6 +154,7 @@ class OnlineDetector:
         self._cluster_score.pop(other, None)
         self._cluster_score.pop(root, None)  # membership changed: rescore now
         self._scored_young.discard(other)
+        self._next_snapshot.pop(other, None)
         self._next_cluster_score.pop(other, None)
 
     def _acc_stats(self, account: str) -> AccountStats:
