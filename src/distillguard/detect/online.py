@@ -334,17 +334,13 @@ class OnlineDetector:
             reasons = [r.as_dict() for r in self.model.reasons(strengths_scalar(feats), feats)] if st.score >= self.threshold else []
             if cid is not None and cscore >= self.threshold:
                 members = self.linker.members(aid)
-                croot = self.linker.root(aid)
-                cfeats = features_scalar(self._cluster_stats[croot])
-                cstrs = strengths_scalar(cfeats)
-                if young:
-                    for name in NEEDS_DAYS:
-                        cstrs[name] = 0.0  # not scored yet
-                creasons = (self._early_model if young else self.model).reasons(cstrs, cfeats, top=3)
+                cfeats = features_scalar(cs)
+                # the reasons of the weights that scored it (the early ones give the day-long signals none)
+                creasons = (self._early_model if young else self.model).reasons(strengths_scalar(cfeats), cfeats, top=3)
                 reasons.insert(0 if st.score < self.threshold else len(reasons), {
                     "signal": "linked_cluster", "value": round(cscore, 6),
                     "detail": f"member of cluster {cid} ({len(members)} accounts); combined traffic"
-                              + (f" of its first {(self._cluster_stats[croot].t1 - self._cluster_stats[croot].t0) / 3600:.1f} h" if young else "")
+                              + (f" of its first {(cs.t1 - cs.t0) / 3600:.1f} h" if young else "")
                               + f" scores {cscore:.3f}: "
                               + "; ".join(r.detail for r in creasons),
                 })
@@ -361,17 +357,18 @@ class OnlineDetector:
                        reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
 
     def _snapshot(self, aid: str, root: str, cs: AccountStats) -> None:
-        k = self._next_snapshot.get(root, 0)
+        k0 = k = self._next_snapshot.get(root, 0)
         span = cs.t1 - cs.t0
-        if k < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[k] * 3600.0:
-            while k < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[k] * 3600.0:
-                k += 1
-            self._next_snapshot[root] = k
-            strs = strengths_scalar(features_scalar(cs))
-            for name in NEEDS_DAYS:
-                strs[name] = 0.0
-            assert self.early_snapshots is not None
-            self.early_snapshots.append((list(self.linker.members(aid)), strs))
+        while k < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[k] * 3600.0:
+            k += 1
+        if k == k0:
+            return
+        self._next_snapshot[root] = k
+        strs = strengths_scalar(features_scalar(cs))
+        for name in NEEDS_DAYS:
+            strs[name] = 0.0
+        assert self.early_snapshots is not None
+        self.early_snapshots.append((list(self.linker.members(aid)), strs))
 
     def compact_idle(self, now: float) -> None:
         """Compact the vocabulary of every account idle for WORDS_IDLE_S at time ``now`` (see

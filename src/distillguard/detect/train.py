@@ -106,7 +106,7 @@ def _replayed(traffic: list[Path], model: ScoreModel, *, labels: Path | None, ac
 
 
 def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None = None, accounts: Path | None = None,
-                 on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(peak online score, peak score of its clusters in their first day, label) of every account with
     traffic, replaying each source through :class:`~distillguard.detect.online.OnlineDetector` with ``model``."""
     peaks: list[float] = []
