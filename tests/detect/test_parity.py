@@ -60,6 +60,7 @@ def test_account_stats_batch_equal_online(events):
         s.update(ev["ts"], d, words_of(ev["prompt"]) if s.n < 64 else None)
     assert set(batch) == set(online)
     assert sum(s.rpt for s in online.values()) > 0  # repeats occur in this traffic (not vacuous)
+    assert max(s.eu_top for s in online.values()) > 1  # products pass end-user ids here (not vacuous)
     for aid, s in online.items():
         row = s.to_row()
         for c in STAT_COLUMNS:
@@ -122,7 +123,8 @@ def test_cluster_stats_online_equal_merge_of_members():
         det.process(event_from_record({
             "request_id": f"r{i}", "timestamp": t + i * 7.0, "account_id": aid, "endpoint": "/v1/chat/completions",
             "client_ip": f"198.51.100.{i % 5}",
-            "request": {"messages": [{"role": "user", "content": f"Explain step by step item {i}"}], "max_tokens": 100},
+            "request": {"messages": [{"role": "user", "content": f"Explain step by step item {i}"}], "max_tokens": 100,
+                        "user": f"{aid}-customer-{i % (4 if aid == 'b' else 7)}"},
             "response": {"choices": [{"message": {"content": "ok"}, "finish_reason": "length"}], "usage": {"prompt_tokens": 5, "completion_tokens": 100}},
         }))
     root = det.linker.root("a")
@@ -134,6 +136,7 @@ def test_cluster_stats_online_equal_merge_of_members():
     want = merged.to_row()
     for c in STAT_COLUMNS:
         assert _same(got[c], want[c]), c
+    assert got["eu_top"] == det.account_state("b").stats.eu_top == 8  # b's 30 requests over 4 end users
 
 
 def test_features_vectorised_on_many_accounts_equal_scalar(events):

@@ -71,6 +71,8 @@ def make_records(seed: int = 7, n: int = 900) -> list[dict]:
                 req[key] = v
         if rng.random() < 0.1:
             req["tools"] = [{"type": "function"}]
+        if i % 3:  # end-user ids (the busiest one per account: heavy_end_user), a third of requests without
+            req["user"] = f"eu-{i % 7}"
         resp = {"choices": [{"message": {"role": "assistant", "content": "ok"},
                              "finish_reason": rng.choice(["stop", "stop", "length", None])}],
                 "usage": {"prompt_tokens": rng.randint(1, 3000), "completion_tokens": rng.randint(0, 4000),
@@ -130,6 +132,7 @@ def test_account_stats_equal(spark, con):
     assert max(len(x) for x in duck.column("set_psig").to_pylist()) == 32
     for flag in ("cot", "ident", "selfi", "fmt", "transl", "post", "newm", "rpt_n", "rpt"):
         assert sum(duck.column(flag).to_pylist()) > 0, flag
+    assert max(duck.column("eu_top").to_pylist()) > 10
     for name in STAT_COLUMNS:
         a, b = duck.column(name).to_pylist(), sp.column(name).to_pylist()
         if name in FLOAT_STATS:

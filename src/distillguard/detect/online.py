@@ -293,6 +293,8 @@ class OnlineDetector:
                 cs = self._cluster_stats[root]
                 if not self._current_included:
                     cs.apply(ts, d, gap, dw, dd)
+                    if st.stats.eu_top > cs.eu_top:  # the cluster's busiest end user is its members' busiest
+                        cs.eu_top = st.stats.eu_top
                 # a young cluster (see __init__) is scored by the early weights
                 young = (cs.t1 - cs.t0) < self.cluster_min_span_s
                 due = self._next_cluster_score.get(root, 0)

@@ -48,7 +48,7 @@ _BATCH = 50_000
 STREAM_LATENESS_S = 900.0
 STREAM_FIRST_CHUNK_BYTES = 2 * 1024 * 1024
 #: Per-request derived values passed to ``process_derived`` besides the flags (``DERIVED_FLAGS``).
-DERIVED_VALUES = ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf")
+DERIVED_VALUES = ("out_tok", "in_tok", "psig", "fsig", "sph", "temp", "ph", "pre", "suf", "end_user")
 
 
 def _replay_sql(source: str = "events", *, counted: str | None = None) -> str:

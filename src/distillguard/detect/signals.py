@@ -56,7 +56,10 @@ class Signal:
 
 
 SIGNALS: tuple[Signal, ...] = (
-    Signal("DG-0001", "high_volume", "High daily request volume", "req_per_day", 400, 6000,
+    # full strength at 2,000 requests a day, the low end of a single-account bulk harvest; the heaviest
+    # benign accounts of the development seeds (resellers) reach about 1,400. Full strength at 6,000
+    # left a 2,565-a-day harvest of dev seed 1001 at score 0.14, and bulk was 4 of 6 dev campaigns.
+    Signal("DG-0001", "high_volume", "High daily request volume", "req_per_day", 400, 2000,
            "Requests per active day far above interactive use.",
            "Bulk harvesting needs volume; check whether a product with end users explains it.",
            level="medium", falsepositives=("API resellers and chat front-ends", "batch pipelines"), min_requests=50, unit="req/day"),
@@ -159,6 +162,14 @@ SIGNALS = SIGNALS + (
            "before the group's volume or schedule does.",
            atlas=(ACCOUNTS, EXTRACT), level="high",
            falsepositives=("a large team onboarded at once on one payment method",), min_requests=20, unit="accounts"),
+    Signal("DG-0024", "heavy_end_user", "One end user sending bulk traffic", "eu_top_per_day", 5.0, 25.0,
+           "Requests per active day of the account's busiest end-user id (the OpenAI `user` field a reseller or "
+           "product passes for its own customers); the largest member's for a linked group.",
+           "An extractor can hide behind a reseller or a chat product as one of its customers: the account's "
+           "traffic looks like a reseller's, but one of its end users sends as much as a harvesting script while "
+           "the product's other users send a few requests a day. Ask the customer who that end user is.",
+           level="medium", falsepositives=("a product's own test or monitoring user", "a power user of a chat front-end"),
+           min_requests=100, unit="req/day"),
 )
 SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 #: Signals that need days of traffic (volume per active day, the 24-hour profile, active days): a linked

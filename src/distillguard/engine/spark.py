@@ -71,7 +71,7 @@ STAGING_ENV = "DISTILLGUARD_SPARK_STAGING"
 EVENT_INPUT_COLUMNS = (
     "request_id", "ts", "account_id", "prompt", "completion_tokens", "prompt_tokens", "n_assistant_msgs", "logprobs",
     "n", "finish_reason", "stream", "system_prompt", "has_tools", "reasoning_effort", "reasoning_tokens",
-    "temperature", "top_p", "max_tokens", "model",
+    "temperature", "top_p", "max_tokens", "model", "end_user",
 )  # fmt: skip
 
 #: Spark's ``lower`` is Java's here (ICU case mappings switched off: twice as fast): it writes a final
@@ -310,6 +310,7 @@ def derived_frame(df: Any) -> Any:
     out = df.select(
         "account_id",
         "ts",
+        "end_user",
         *flags,
         F.coalesce(F.col("completion_tokens"), F.lit(0)).cast("bigint").alias("out_tok"),
         F.coalesce(F.col("prompt_tokens"), F.lit(0)).cast("bigint").alias("in_tok"),
@@ -380,7 +381,10 @@ def stats_frame(d: Any) -> Any:
     kmv = ranked.where(keep).groupBy("account_id").agg(
         *[F.sort_array(F.collect_list(F.when(F.col("which") == i, F.col("h")))).alias(name) for i, name in enumerate(names)]
     )
-    return base.join(kmv, "account_id", "left").select("account_id", *STAT_COLUMNS)
+    eu = (d.where(F.col("end_user").isNotNull()).groupBy("account_id", "end_user").count()
+          .groupBy("account_id").agg(F.max("count").cast("bigint").alias("eu_top")))
+    return (base.join(kmv, "account_id", "left").join(eu, "account_id", "left")
+            .withColumn("eu_top", F.coalesce(F.col("eu_top"), F.lit(0).cast("bigint"))).select("account_id", *STAT_COLUMNS))
 
 
 def _to_arrow(t: pa.Table) -> pa.Table:

@@ -142,6 +142,7 @@ def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
         post=False,
         newm=False,
         rpt=False,  # set by the repeat tracker (features.repeats)
+        end_user=ev.get("end_user"),
     )
     out["rpt_n"] = out["ph"] % REPEAT_SAMPLE == 0 and len(prompt) >= REPEAT_MIN_CHARS
     return out

@@ -41,6 +41,9 @@ SET_K = {"set_psig": 32, "set_temp": 16}
 _K_PH, _K_PRE, _K_SUF = KMV_K["kmv_ph"], KMV_K["kmv_pre"], KMV_K["kmv_suf"]
 _K_PSIG, _K_TEMP = SET_K["set_psig"], SET_K["set_temp"]
 WORDS_FIRST_N = 64  # vocabulary breadth looks at an account's first 64 prompts
+#: End-user ids counted per account online (a space-saving table: exact while an account has at most this
+#: many distinct end users, else each count is over by at most requests / EU_TRACK).
+EU_TRACK = 1024
 FAST_IAT_S = 2.0  # inter-arrival below this counts as machine-speed
 MAX_DAYS = 4096
 _TWO64 = float(2**64)
@@ -84,6 +87,7 @@ class AccountStats:
     acct_n: int = 0  # accounts with a known creation time (from the account file)
     young_n: int = 0  # ... created less than YOUNG_DAYS before their first request
     unver_n: int = 0  # accounts marked verified = false
+    eu_top: int = 0  # requests of the account's busiest end-user id (the request's ``user``); max over members
     last_ts: float | None = None
     cot: int = 0
     ident: int = 0
@@ -117,6 +121,8 @@ class AccountStats:
     #: sum of h*ln(h) over the hour bins, kept up to date by :meth:`apply` so that the hour entropy
     #: costs O(1) per score instead of a pass over the 24 bins (the online hot path)
     _hxlogx: float = field(default=0.0, repr=False, compare=False)
+    #: requests per end-user id (online; created at the first id, at most EU_TRACK entries)
+    _eu: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._hxlogx = _sum_xlogx(self.hours)
@@ -140,7 +146,25 @@ class AccountStats:
             if self.n + 1 == WORDS_FIRST_N:
                 self._words = None  # the count is final; free the set
         self.apply(ts, d, gap, dw, dd)
+        eu = d.get("end_user")
+        if eu is not None:
+            self._count_end_user(eu)
         return gap, dw, dd
+
+    def _count_end_user(self, eu: str) -> None:
+        """Count one request of end user ``eu``; a new id beyond EU_TRACK takes the place and the count of
+        the least counted one (Metwally et al.'s space-saving: a heavy id is never lost, and its count is
+        over by at most the evicted count)."""
+        c = self._eu
+        if c is None:
+            c = self._eu = {}
+        v = c.get(eu)
+        if v is None:
+            v = c.pop(min(c, key=c.__getitem__)) if len(c) >= EU_TRACK else 0
+        v += 1
+        c[eu] = v
+        if v > self.eu_top:
+            self.eu_top = v
 
     def apply(self, ts: float, d: dict[str, Any], gap: float | None, words_added: int, distinct_added: int) -> None:
         """Apply one request's change, with the gap and word counts measured on its own account."""
@@ -194,6 +218,7 @@ class AccountStats:
         for name in ("n", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct") + FLAG_COLUMNS + ACCOUNT_COLUMNS:
             setattr(m, name, getattr(self, name) + getattr(o, name))
         m.t0, m.t1 = min(self.t0, o.t0), max(self.t1, o.t1)
+        m.eu_top = max(self.eu_top, o.eu_top)  # an end-user id is one account's customer: no sum across accounts
         m.hours = [a + b for a, b in zip(self.hours, o.hours)]
         m._hxlogx = _sum_xlogx(m.hours)
         m.days = set(list(self.days | o.days)[:MAX_DAYS])
@@ -235,7 +260,7 @@ class AccountStats:
 
 
 STAT_COLUMNS = (
-    "n", "t0", "t1", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct",
+    "n", "t0", "t1", "out_tok", "in_tok", "iat_n", "iat_sum", "iat_sum2", "fast_n", "words_total", "words_distinct", "eu_top",
 ) + FLAG_COLUMNS + ("hours", "days") + tuple(KMV_K) + tuple(SET_K)  # fmt: skip
 
 
@@ -347,6 +372,7 @@ words AS (
 ),
 -- distinct words per account through a GROUP BY (spills to disk), not count(DISTINCT) (does not)
 wt AS (SELECT k, sum(c)::BIGINT AS words_total, count(*)::BIGINT AS words_distinct FROM (SELECT k, w, count(*) AS c FROM words GROUP BY k, w) GROUP BY k),
+eu AS (SELECT k, max(c)::BIGINT AS eu_top FROM (SELECT {key} AS k, end_user, count(*) AS c FROM d WHERE end_user IS NOT NULL GROUP BY ALL) GROUP BY k),
 set_psig AS (SELECT k, min(v, {SET_K['set_psig']}) AS set_psig FROM (SELECT DISTINCT {key} AS k, psig AS v FROM d) GROUP BY k),
 set_temp AS (SELECT k, min(v, {SET_K['set_temp']}) AS set_temp FROM (SELECT DISTINCT {key} AS k, {temp_str} AS v FROM d) GROUP BY k),
 {kmv('kmv_ph', 'ph')},
@@ -354,6 +380,7 @@ set_temp AS (SELECT k, min(v, {SET_K['set_temp']}) AS set_temp FROM (SELECT DIST
 {kmv('kmv_suf', 'suf')}
 SELECT base.k AS {key}, n, t0, t1, out_tok, in_tok, iat_n, iat_sum, iat_sum2, fast_n,
   coalesce(wt.words_total, 0)::BIGINT AS words_total, coalesce(wt.words_distinct, 0)::BIGINT AS words_distinct,
+  coalesce(eu.eu_top, 0)::BIGINT AS eu_top,
   {', '.join(FLAG_COLUMNS)}, hrs.hours, days.days,
   list_sort(kmv_ph) AS kmv_ph, list_sort(kmv_pre) AS kmv_pre, list_sort(kmv_suf) AS kmv_suf,
   list_sort(set_psig) AS set_psig, list_sort(set_temp) AS set_temp
@@ -361,6 +388,7 @@ FROM base
 LEFT JOIN hrs ON hrs.k = base.k
 LEFT JOIN days ON days.k = base.k
 LEFT JOIN wt ON wt.k = base.k
+LEFT JOIN eu ON eu.k = base.k
 LEFT JOIN set_psig ON set_psig.k = base.k
 LEFT JOIN set_temp ON set_temp.k = base.k
 LEFT JOIN kmv_ph ON kmv_ph.k = base.k
@@ -374,7 +402,7 @@ FEATURE_COLUMNS = (
     "requests", "active_days", "req_per_day", "span_hours", "tokens_out", "tokens_per_day", "out_share",
     "iat_cv", "fast_share", "hour_entropy", "param_variety", "temp_variety",
     "prompt_distinct_ratio", "prefix_distinct_ratio", "suffix_distinct_ratio", "vocab_breadth",
-    "young_share", "young_accounts", "unverified_share", "pivot_share", "repeat_share",
+    "young_share", "young_accounts", "unverified_share", "pivot_share", "repeat_share", "eu_top_per_day",
 ) + tuple(f"{c}_share" for c in FLAG_COLUMNS)  # fmt: skip
 
 
@@ -458,6 +486,7 @@ def features(cols: dict[str, Any]) -> dict[str, np.ndarray]:
         out["pivot_share"] = np.where(post >= PIVOT_MIN_POST, np.asarray(cols["newm"], dtype=np.float64) / np.maximum(post, 1.0), np.nan)
         rpt_n = np.asarray(cols["rpt_n"], dtype=np.float64)
         out["repeat_share"] = np.where(rpt_n >= REPEAT_MIN_SAMPLED, np.asarray(cols["rpt"], dtype=np.float64) / np.maximum(rpt_n, 1.0), np.nan)
+        out["eu_top_per_day"] = np.asarray(cols["eu_top"], dtype=np.float64) / np.maximum(days, 1.0)
         for c in FLAG_COLUMNS:
             out[f"{c}_share"] = np.asarray(cols[c], dtype=np.float64) / safe_n
     return out
@@ -516,6 +545,7 @@ SCALAR_FEATURE_EXPRS: dict[str, str] = {
     "unverified_share": "s.unver_n / max(s.acct_n, 1.0)",
     "pivot_share": f"(s.newm / s.post if s.post >= {PIVOT_MIN_POST} else nan)",
     "repeat_share": f"(s.rpt / s.rpt_n if s.rpt_n >= {REPEAT_MIN_SAMPLED} else nan)",
+    "eu_top_per_day": "s.eu_top / max(float(len(s.days)), 1.0)",
     **{f"{c}_share": f"s.{c} / max(float(s.n), 1.0)" for c in FLAG_COLUMNS},
 }
 #: What the expressions may refer to besides ``s``.
