@@ -119,6 +119,8 @@ class OnlineDetector:
         self.early_snapshots: list[tuple[list[str], dict[str, float]]] | None = None
         self._next_snapshot: dict[str, int] = {}
         self._scored_young: set[str] = set()  # clusters whose cached score is the early one
+        #: flagged clusters (they stay flagged): (members when they were last flagged, score when first flagged)
+        self._flagged_clusters: dict[str, tuple[int, float]] = {}
         self.accounts = accounts or {}
         self.linkage = linkage
         self._acc: dict[str, _Account] = {}
@@ -156,6 +158,9 @@ class OnlineDetector:
         self._scored_young.discard(other)
         self._next_snapshot.pop(other, None)
         self._next_cluster_score.pop(other, None)
+        flagged = self._flagged_clusters.pop(other, None) or self._flagged_clusters.get(root)
+        if flagged is not None:  # the union of a flagged cluster is flagged; 0 members: flag the newcomers
+            self._flagged_clusters[root] = (0, flagged[1])
 
     def _acc_stats(self, account: str) -> AccountStats:
         st = self._acc.get(account)
@@ -325,8 +330,14 @@ class OnlineDetector:
                 main = score
         if main > st.peak_score:
             st.peak_score = main
-        flagged = score >= self.threshold
+        # a flagged cluster stays flagged, and so flags every account that joins it later (a campaign's
+        # replacement accounts link to the old ones by payment, creation wave or script), whatever its
+        # score after the join
+        was_flagged = self._flagged_clusters.get(root) if cid is not None else None
+        cluster_flagged = cid is not None and (cscore >= self.threshold or was_flagged is not None)
+        flagged = score >= self.threshold or cluster_flagged
         newly = False
+        linked = None
         if flagged and st.flagged_at is None:
             newly = True
             st.flagged_at = ts
@@ -334,29 +345,46 @@ class OnlineDetector:
             st.flag_cluster = cid
             feats = features_scalar(st.stats)
             reasons = [r.as_dict() for r in self.model.reasons(strengths_scalar(feats), feats)] if st.score >= self.threshold else []
-            if cid is not None and cscore >= self.threshold:
-                members = self.linker.members(aid)
-                cfeats = features_scalar(cs)
-                # the reasons of the weights that scored it (the early ones give the day-long signals none)
-                creasons = (self._early_model if young else self.model).reasons(strengths_scalar(cfeats), cfeats, top=3)
-                reasons.insert(0 if st.score < self.threshold else len(reasons), {
-                    "signal": "linked_cluster", "value": round(cscore, 6),
-                    "detail": f"member of cluster {cid} ({len(members)} accounts); combined traffic"
-                              + (f" of its first {(cs.t1 - cs.t0) / 3600:.1f} h" if young else "")
-                              + f" scores {cscore:.3f}: "
-                              + "; ".join(r.detail for r in creasons),
-                })
-                # every member of a flagged cluster is flagged at this moment too
+            if cluster_flagged:
+                linked = self._linked_reason(aid, cid, cs, cscore, young, was_flagged)
+                reasons.insert(0 if st.score < self.threshold else len(reasons), linked)
+            st.flag_reasons = reasons
+        if cluster_flagged:
+            members = self.linker.members(aid)
+            if was_flagged is None or len(members) != was_flagged[0]:
+                # every member of a flagged cluster is flagged: those in it now, and again whenever it grows
+                # (a union can bring in accounts that send nothing more)
+                self._flagged_clusters[root] = (len(members), cscore if was_flagged is None else was_flagged[1])
                 for m in members:
                     ms = self._acc.get(m)
                     if ms is not None and ms.flagged_at is None and m != aid:
+                        if linked is None:
+                            linked = self._linked_reason(aid, cid, cs, cscore, young, was_flagged)
                         ms.flagged_at = ts
                         ms.requests_before_flag = ms.stats.n
                         ms.flag_cluster = cid
-                        ms.flag_reasons = [reasons[0]]
-            st.flag_reasons = reasons
+                        ms.flag_reasons = [linked]
         return Verdict(account_id=aid, score=score, flagged=st.flagged_at is not None, cluster_id=cid,
                        reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
+
+    def _linked_reason(self, aid: str, cid: str, cs: AccountStats, cscore: float, young: bool,
+                       was_flagged: tuple[int, float] | None) -> dict[str, Any]:
+        """The ``linked_cluster`` reason of a flagged cluster, with the reasons of the weights that scored it
+        (the early ones give the day-long signals none)."""
+        cfeats = features_scalar(cs)
+        creasons = (self._early_model if young else self.model).reasons(strengths_scalar(cfeats), cfeats, top=3)
+        value = cscore
+        when = ""
+        if was_flagged is not None and cscore < self.threshold:
+            value = was_flagged[1]
+            when = f" scored {value:.3f} when the cluster was flagged (now {cscore:.3f})"
+        return {
+            "signal": "linked_cluster", "value": round(value, 6),
+            "detail": f"member of cluster {cid} ({len(self.linker.members(aid))} accounts); combined traffic"
+                      + (f" of its first {(cs.t1 - cs.t0) / 3600:.1f} h" if young else "")
+                      + (when or f" scores {cscore:.3f}") + ": "
+                      + "; ".join(r.detail for r in creasons),
+        }
 
     def _snapshot(self, aid: str, root: str, cs: AccountStats) -> None:
         k0 = k = self._next_snapshot.get(root, 0)
