@@ -67,3 +67,48 @@ def test_a_flagged_cluster_stays_flagged_and_flags_whoever_joins_it():
     assert det.linker.root("f") == det.linker.root("a")
     det.process(_cot_event("r94", "a", t + 30.0 * 94))
     assert det.is_flagged("e") and det.is_flagged("f") and det.account_state("f").requests_before_flag == 1
+
+
+def test_idle_accounts_are_forgotten_unless_flagged_or_linked():
+    cards = {"p1": {"payment_fingerprint": "card-9"}, "p2": {"payment_fingerprint": "card-9"}}
+    det = OnlineDetector(accounts=cards)
+    t = 1_767_225_600.0
+    det.threshold = 0.0  # the first account is flagged at its first request
+    det.process(_event("f0", "flagged", t, "198.51.100.1"))
+    det.threshold = float("inf")
+    for i in range(25):  # enough requests for a request fingerprint
+        det.process(_event(f"l{i}", "lone", t + i, "198.51.100.2"))
+    det.process(_event("p1", "p1", t + 30, "198.51.100.3"))
+    det.process(_event("p2", "p2", t + 31, "198.51.100.4"))
+    det.process(_event("r0", "recent", t + 10_000, "198.51.100.5"))
+    assert det.is_flagged("flagged") and det.linker.root("p1") == det.linker.root("p2")
+    assert det.account_state("lone").fingerprint is not None and det._fp_n >= 1
+    fp_before = det._fp_n
+
+    assert det.forget_idle(t + 5_000) == 1  # only "lone": idle, unflagged, alone
+    assert det.account_state("lone") is None and det.forgotten == 1
+    assert {"flagged", "p1", "p2", "recent"} <= set(det._acc)
+    assert det._fp_n == fp_before - 1  # its fingerprint no longer counts in the population
+    v = det.process(_event("l25", "lone", t + 20_000, "198.51.100.2"))  # it comes back: a new account
+    assert v.account_id == "lone" and det.account_state("lone").stats.n == 1
+
+
+def test_a_gateway_detector_stays_bounded_by_its_active_accounts(monkeypatch):
+    import distillguard.detect.online as online_mod
+
+    monkeypatch.setattr(online_mod, "WORDS_SWEEP_EVERY", 100)
+    monkeypatch.setattr(online_mod, "WORDS_SWEEP_PER_ACCOUNT", 0)
+    det = OnlineDetector(forget_idle_s=3600.0)
+    t = 1_767_225_600.0
+    peak = 0
+    for i in range(3000):  # a new account every 10 s, each sending 2 requests a minute apart
+        det.process(_event(f"a{i}", f"acct-{i}", t + 10.0 * i, f"10.0.{i // 250}.{i % 250}"))
+        det.process(_event(f"b{i}", f"acct-{i}", t + 10.0 * i + 60.0, f"10.0.{i // 250}.{i % 250}"))
+        peak = max(peak, len(det._acc))
+    # an hour holds 360 accounts; a sweep every 100 requests forgets the older ones
+    assert det.forgotten > 2000 and peak < 500
+    # without forgetting, every account stays
+    keep = OnlineDetector()
+    for i in range(3000):
+        keep.process(_event(f"a{i}", f"acct-{i}", t + 10.0 * i, f"10.0.{i // 250}.{i % 250}"))
+    assert len(keep._acc) == 3000

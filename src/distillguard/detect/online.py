@@ -54,6 +54,8 @@ WORDS_IDLE_S = 3600.0
 #: if more (each check is a pass over the accounts: its cost per request stays bounded).
 WORDS_SWEEP_EVERY = 1 << 16
 WORDS_SWEEP_PER_ACCOUNT = 8
+#: What the gateway and the LiteLLM plugin pass as ``forget_idle_s``: a week without a request.
+FORGET_IDLE_S = 7 * 86400.0
 TEMPLATE_MIN_REQUESTS = 30
 #: A linked cluster in its first day is judged (by the early weights) only with at least this many
 #: accounts: a farm of fresh accounts, not a team's first hours (small clusters wait for their day).
@@ -101,7 +103,7 @@ class OnlineDetector:
     """Per-request detection with per-account and per-cluster state (see the module docstring)."""
 
     def __init__(self, *, accounts: dict[str, dict] | None = None, model: ScoreModel | None = None, linkage: bool = True,
-                 rescore_every: float = 0.002, cluster_min_span_hours: float = 24.0):
+                 rescore_every: float = 0.002, cluster_min_span_hours: float = 24.0, forget_idle_s: float | None = None):
         """``rescore_every``: once an account (or cluster) has more than ``1 / rescore_every`` requests, its
         score is recomputed every ``rescore_every * n`` requests instead of every request (stats are
         always updated); a flag can then come at most that fraction of its requests late. 0 rescores always.
@@ -109,7 +111,10 @@ class OnlineDetector:
         this long, so that the first hours of a busy team's shared traffic are not mistaken for bulk
         volume; until then it is judged by the model's early weights (:meth:`ScoreModel.early_model`), which
         leave out the signals that need days (:data:`~distillguard.detect.signals.NEEDS_DAYS`) and were
-        fitted on clusters in their first hours: a farm of fresh accounts shows in its first requests."""
+        fitted on clusters in their first hours: a farm of fresh accounts shows in its first requests.
+        ``forget_idle_s``: forget accounts idle this long that are neither flagged nor linked to another
+        (:meth:`forget_idle`), at each sweep; None (``replay``, ``train``) keeps every account, so that a
+        replay's result does not depend on when the sweeps fall."""
         self.model = model or ScoreModel.default()
         self.threshold = self.model.online.value
         self._scorer = self.model.stats_scorer()
@@ -140,6 +145,8 @@ class OnlineDetector:
         self.releases = ReleaseTracker()  # model releases seen so far (the model-pivot flags)
         self._until_sweep = WORDS_SWEEP_EVERY
         self.repeats = RepeatTracker()  # sampled prompts and who sent them (the shared-prompt flags)
+        self.forget_idle_s = forget_idle_s
+        self.forgotten = 0  # accounts forgotten so far
 
     # -- state ------------------------------------------------------------------------------
     def _side(self, root: str) -> AccountStats:
@@ -409,6 +416,27 @@ class OnlineDetector:
             s = st.stats
             if s.last_ts is not None and s.last_ts <= idle_since:
                 s.compact_words()  # only a live set of words is compacted
+        if self.forget_idle_s is not None:
+            self.forget_idle(now - self.forget_idle_s)
+
+    def forget_idle(self, since: float) -> int:
+        """Forget every account whose last request came before ``since`` and that is neither flagged nor
+        linked to another account; returns how many.
+
+        Per-account state grows with the accounts a gateway has ever seen (4-20 KiB each: counters,
+        sketches, small sets), and most of them go quiet for good. An account that comes back starts
+        afresh, as if new; the linker keeps its keys, so that it links again as before, and the
+        population counts behind request-fingerprint lifts drop its fingerprint. Flagged accounts and
+        members of clusters are kept: their history is evidence."""
+        members = self.linker.members
+        gone = [a for a, st in self._acc.items()
+                if st.flagged_at is None and st.stats.t1 < since and len(members(a)) < 2]
+        for a in gone:
+            st = self._acc.pop(a)
+            if st.fingerprint is not None:
+                self._count_fingerprint(st.fingerprint, -1)
+        self.forgotten += len(gone)
+        return len(gone)
 
     def peak_scores(self) -> dict[str, float]:
         """Every account's highest score so far, own or of its cluster after the cluster's first day

@@ -140,9 +140,9 @@ def payment_clusters(accounts: dict[str, dict]) -> dict[str, str]:
 def load_detector(spec: str | None, accounts: dict[str, dict]) -> Any:
     """``"package.module:Factory"`` → ``Factory(accounts=accounts)`` (default: the online detector)."""
     if not spec:
-        from distillguard.detect.online import OnlineDetector
+        from distillguard.detect.online import FORGET_IDLE_S, OnlineDetector
 
-        return OnlineDetector(accounts=accounts)
+        return OnlineDetector(accounts=accounts, forget_idle_s=FORGET_IDLE_S)  # a long-lived process
     mod, _, name = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(mod), name)
@@ -278,9 +278,7 @@ class Gateway:
         self.accounts = accounts or {}
         self.cluster_hints = payment_clusters(self.accounts)
         if detector is None:
-            from distillguard.detect.online import OnlineDetector
-
-            detector = OnlineDetector(accounts=self.accounts)
+            detector = load_detector(None, self.accounts)
         self.detector = detector
         self.admin_token = admin_token or None
         self.upstream_api_key = upstream_api_key

@@ -147,9 +147,7 @@ class DistillguardLiteLLM(_Base):  # type: ignore[misc,valid-type]
                 raise ConfigError("DistillguardLiteLLM needs log_dir (or DISTILLGUARD_LOG_DIR)")
             self.sink = LogSink(log_dir=self.log_dir, flush_interval_s=self.flush_interval_s).start()
         if self.detector is None:
-            from distillguard.detect.online import OnlineDetector
-
-            self.detector = OnlineDetector(accounts=self.accounts)
+            self.detector = load_detector(None, self.accounts)
 
     @staticmethod
     def account_of(user_api_key_dict: Any) -> str:
