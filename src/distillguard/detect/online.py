@@ -268,7 +268,7 @@ class OnlineDetector:
             aid = st.aid
         d["post"], d["newm"] = self.releases.observe(ts, model)
         d["rpt"] = self.repeats.observe(d["ph"], aid) if d["rpt_n"] else False
-        gap, dw, dd = st.stats.update(ts, d, words)
+        gap, dw, dd, eu_top = st.stats.update(ts, d, words)
         self._current, self._current_included = aid, False
         if self.linkage:
             lk = self.linker
@@ -304,9 +304,7 @@ class OnlineDetector:
             if root in self._cluster_stats:
                 cs = self._cluster_stats[root]
                 if not self._current_included:
-                    cs.apply(ts, d, gap, dw, dd)
-                    if st.stats.eu_top > cs.eu_top:  # the cluster's busiest end user is its members' busiest
-                        cs.eu_top = st.stats.eu_top
+                    cs.apply(ts, d, gap, dw, dd, eu_top)
                 # a young cluster (see __init__) is scored by the early weights
                 young = (cs.t1 - cs.t0) < self.cluster_min_span_s
                 due = self._next_cluster_score.get(root, 0)

@@ -127,11 +127,11 @@ class AccountStats:
     def __post_init__(self) -> None:
         self._hxlogx = _sum_xlogx(self.hours)
 
-    def update(self, ts: float, d: dict[str, Any], words: list[str] | None = None) -> tuple[float | None, int, int]:
+    def update(self, ts: float, d: dict[str, Any], words: list[str] | None = None) -> tuple[float | None, int, int, int]:
         """Add one request (``d`` from :func:`~distillguard.features.derive.derive_one`) at time ``ts``.
 
-        Returns ``(gap, words_added, distinct_words_added)`` so that a cluster holding this account
-        can apply the very same change with :meth:`apply` (cluster stats = merge of member stats).
+        Returns ``(gap, words_added, distinct_words_added, eu_top)`` so that a cluster holding this
+        account can apply the very same change with :meth:`apply` (cluster stats = merge of member stats).
         """
         gap = None if self.last_ts is None else ts - self.last_ts
         self.last_ts = ts
@@ -145,11 +145,11 @@ class AccountStats:
             dw, dd = len(words), len(ws) - before
             if self.n + 1 == WORDS_FIRST_N:
                 self._words = None  # the count is final; free the set
-        self.apply(ts, d, gap, dw, dd)
         eu = d.get("end_user")
         if eu is not None:
             self._count_end_user(eu)
-        return gap, dw, dd
+        self.apply(ts, d, gap, dw, dd, self.eu_top)
+        return gap, dw, dd, self.eu_top
 
     def _count_end_user(self, eu: str) -> None:
         """Count one request of end user ``eu``; a new id beyond EU_TRACK takes the place and the count of
@@ -166,9 +166,13 @@ class AccountStats:
         if v > self.eu_top:
             self.eu_top = v
 
-    def apply(self, ts: float, d: dict[str, Any], gap: float | None, words_added: int, distinct_added: int) -> None:
-        """Apply one request's change, with the gap and word counts measured on its own account."""
+    def apply(self, ts: float, d: dict[str, Any], gap: float | None, words_added: int, distinct_added: int,
+              eu_top: int = 0) -> None:
+        """Apply one request's change, with the gap, word counts and busiest end user's count measured on its
+        own account (a cluster's busiest end user is its members' busiest: :meth:`merge` takes the max)."""
         self.n += 1
+        if eu_top > self.eu_top:
+            self.eu_top = eu_top
         if gap is not None:
             self.iat_n += 1
             self.iat_sum += gap
