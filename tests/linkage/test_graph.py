@@ -80,6 +80,17 @@ def test_groups_joined_by_many_cross_edges_stay_one_cluster_and_separate_compone
     assert clusters["z0"] == clusters["z3"] != clusters["a0"]
 
 
+def test_a_campaigns_payment_card_cliques_joined_by_weaker_links_are_one_cluster():
+    # a hydra campaign: three cards of 50 accounts each (card + more: 1.7 a pair), and between the
+    # cards 30 pairs each sharing a residential proxy IP or a creation wave plus settings (1.2)
+    rng = random.Random(0)
+    edges = _clique("a", 50, 1.7) + _clique("b", 50, 1.7) + _clique("c", 50, 1.7)
+    for x, y in (("a", "b"), ("b", "c"), ("a", "c")):
+        edges += [{"src": f"{x}{rng.randrange(50)}", "dst": f"{y}{rng.randrange(50)}", "total": 1.2} for _ in range(30)]
+    clusters = clusters_from_edges(pa.Table.from_pylist(edges))
+    assert len({clusters[f"{g}{i}"] for g in "abc" for i in range(50)}) == 1
+
+
 def test_two_groups_with_a_single_bridge_stay_two_clusters():
     edges = _clique("a", 10, 2.0) + _clique("b", 10, 2.0) + [{"src": "a0", "dst": "b0", "total": 1.0}]
     clusters = clusters_from_edges(pa.Table.from_pylist(edges))
