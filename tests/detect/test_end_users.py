@@ -97,3 +97,28 @@ def test_online_end_user_table_is_bounded_and_keeps_the_heavy_id(monkeypatch):
     for i in range(30):
         exact.update(float(i), {**d, "end_user": f"u{i % 5}"})
     assert exact.eu_top == 6 and sorted(exact._eu.values()) == [6] * 5
+
+
+def test_space_saving_invariants_hold_on_a_skewed_stream(monkeypatch):
+    """The lazy-heap eviction keeps the space-saving guarantees: counts sum to the requests seen, and
+    every tracked id's count is at least its true count and over by at most requests / table size."""
+    import collections
+    import random
+
+    monkeypatch.setattr(stats_mod, "EU_TRACK", 16)
+    rng = random.Random(7)
+    s = AccountStats()
+    d = derive_one({"prompt": "x", "completion_tokens": 1, "n_assistant_msgs": 0})
+    true = collections.Counter()
+    for n in range(3000):
+        user = f"u{int(rng.paretovariate(1.1))}"  # a few heavy ids, a long tail of light ones
+        true[user] += 1
+        s.update(float(n), {**d, "end_user": user})
+        if n % 97 == 0 or n == 2999:
+            assert len(s._eu) <= 16 and sum(s._eu.values()) == n + 1
+            assert sorted(i for _, i in s._eu_heap) == sorted(s._eu)  # one heap entry per tracked id
+            for uid, est in s._eu.items():
+                assert true[uid] <= est <= true[uid] + (n + 1) // 16
+            assert s.eu_top == max(s._eu.values())
+    heaviest, count = true.most_common(1)[0]
+    assert heaviest in s._eu and s._eu[heaviest] >= count

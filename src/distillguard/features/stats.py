@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import math
 import sys
 from array import array
@@ -123,6 +124,9 @@ class AccountStats:
     _hxlogx: float = field(default=0.0, repr=False, compare=False)
     #: requests per end-user id (online; created at the first id, at most EU_TRACK entries)
     _eu: dict[str, int] | None = field(default=None, repr=False, compare=False)
+    #: one (count, id) entry per id of ``_eu``, its count possibly behind (a lazy min-heap: see
+    #: :meth:`_count_end_user`)
+    _eu_heap: list[tuple[int, str]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._hxlogx = _sum_xlogx(self.hours)
@@ -158,11 +162,29 @@ class AccountStats:
         c = self._eu
         if c is None:
             c = self._eu = {}
+            self._eu_heap = []
         v = c.get(eu)
         if v is None:
-            v = c.pop(min(c, key=c.__getitem__)) if len(c) >= EU_TRACK else 0
-        v += 1
-        c[eu] = v
+            h = self._eu_heap
+            v = 0
+            if len(c) >= EU_TRACK:
+                # the least counted id, from a heap whose counts may lag (an increment does not touch
+                # it): an entry whose count is current is the true minimum, a stale one goes back with
+                # its current count. O(log k) amortised instead of a scan of the k entries
+                while True:
+                    cnt, old = heapq.heappop(h)
+                    cur = c[old]
+                    if cur == cnt:
+                        break
+                    heapq.heappush(h, (cur, old))
+                del c[old]
+                v = cnt
+            c[eu] = v + 1
+            heapq.heappush(h, (v + 1, eu))
+            v += 1
+        else:
+            v += 1
+            c[eu] = v
         if v > self.eu_top:
             self.eu_top = v
 
