@@ -44,6 +44,7 @@ from distillguard.linkage.graph import (
     ua_params_key,
 )
 from distillguard.linkage.online import OnlineLinker
+from distillguard.linkage.sync import ActivitySignature
 
 TEMPLATE_MAX_PREFIX_RATIO = 0.5
 #: An account with no request for this long keeps its vocabulary (the words of its first prompts, until
@@ -97,6 +98,8 @@ class _Account:
     sph_counts: dict[int, int] = field(default_factory=dict)
     fingerprint: tuple[int, tuple[str, ...]] | None = None
     next_fingerprint_at: int = FINGERPRINT_MIN_REQUESTS
+    # activity windows for the synchronised-activity link (see linkage.sync)
+    sync: ActivitySignature = field(default_factory=ActivitySignature)
 
 
 class OnlineDetector:
@@ -284,6 +287,8 @@ class OnlineDetector:
                     lk.add_key(aid, "client_ip", client_ip)
                     lk.add_key(aid, "ip_prefix", ip_prefix(client_ip))
             self._track_fingerprint(aid, st, d)
+            for v in st.sync.add(ts):
+                lk.add_key(aid, "sync_timing", v)
             if not st.templated and st.stats.n >= TEMPLATE_MIN_REQUESTS:
                 ratio = min(1.0, kmv_estimate(st.stats.kmv_pre, KMV_K["kmv_pre"]) / st.stats.n)
                 if ratio <= TEMPLATE_MAX_PREFIX_RATIO:

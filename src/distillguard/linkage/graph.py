@@ -1,8 +1,9 @@
 """The account graph: typed, weighted links between accounts that share infrastructure or content.
 
 Accounts get *keys* (``type``, ``value``): payment fingerprint, client IP, IP prefix (/24, /48), user
-agent plus first parameter signature, creation wave (hour), rare email domain, and the
-template signature of an account dominated by one prompt template. Two accounts sharing a key value
+agent plus first parameter signature, creation wave (hour), rare email domain, the
+template signature of an account dominated by one prompt template, and the MinHash bands of its
+five-minute activity windows (synchronised activity: :mod:`distillguard.linkage.sync`). Two accounts sharing a key value
 get a link whose weight falls with the number of accounts sharing it (a campus NAT or a cloud range
 links little; a value shared by more than ``cap`` accounts links nothing). A pair's weight is the sum
 over key types, each type capped; pairs at or above :data:`EDGE_MIN_WEIGHT` are edges, and clusters
@@ -54,6 +55,9 @@ KEY_TYPES = {
         KeyType("email_domain", 0.3, 30, 0.3),
         # weight from the fingerprint's lift, not from how many share it (see request_fingerprint_sql)
         KeyType("request_fingerprint", 0.25, 5000, 1.2, rarity=False, min_share=5),
+        # accounts active in the same five-minute windows (linkage/sync.py): strong, but it takes one
+        # more shared trait (a creation wave, a user agent, an IP) to make an edge
+        KeyType("sync_timing", 0.6, 200, 0.6, rarity=False),
     )
 }
 #: Accounts need this many requests before their request fingerprint is stable enough to compare.
@@ -187,6 +191,7 @@ def account_keys_sql(events: str, accounts: str | None, template_accounts: str) 
     """SQL of (account_id, type, value, log2_expected) keys. ``template_accounts`` has (account_id, pre) of
     templated accounts. ``log2_expected`` is only set for request fingerprints."""
     from distillguard.features.derive import psig_sql
+    from distillguard.linkage.sync import sync_keys_sql
 
     parts = [
         f"SELECT DISTINCT account_id, 'client_ip' AS type, client_ip AS value, NULL::DOUBLE AS log2_expected FROM {events} WHERE client_ip IS NOT NULL",
@@ -195,6 +200,7 @@ def account_keys_sql(events: str, accounts: str | None, template_accounts: str) 
                arg_min({psig_sql()}, (ts, request_id)), NULL::DOUBLE FROM {events} GROUP BY account_id""",
         f"SELECT account_id, 'template', printf('%016x', pre), NULL::DOUBLE FROM {template_accounts}",
         request_fingerprint_sql(events),
+        sync_keys_sql(events),
     ]
     if accounts:
         # only accounts that appear in the traffic (the account file may list many more)
