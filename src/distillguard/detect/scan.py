@@ -478,7 +478,7 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
     names = {"client_ip": "client_ips", "ip_prefix": "ip_prefixes", "user_agent_params": "user_agent_params",
              "payment_fingerprint": "payment_fingerprints", "template": "template_signatures",
              "email_domain": "email_domains", "created_wave": "created_waves",
-             "request_fingerprint": "request_fingerprints"}
+             "request_fingerprint": "request_fingerprints", "sync_timing": "activity_window_bands"}
     for r in ind:
         indicators.setdefault(r["account_id"], {})[names.get(r["type"], r["type"])] = r["vals"]
     ua = con.sql(
