@@ -193,3 +193,20 @@ def test_shrink_duckdb_halves_the_memory_limit():
     con = duckdb.connect(config={"memory_limit": "2GiB"})
     _shrink_duckdb(con, 0.5)
     assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == "1.0 GiB"
+
+
+def test_scan_out_of_memory_is_one_clear_error_and_leaves_no_spill_folder(small_traffic, tmp_path, monkeypatch):
+    """A DuckDB memory limit too small for a step that cannot spill is the machine's limit, not a bug: the
+    scan says so in one line (the CLI prints it and exits 2) and removes its spill folder."""
+    import tempfile
+
+    import pytest
+
+    from distillguard.detect.scan import run_scan
+    from distillguard.errors import InputError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where run_scan makes its spill folder
+    with pytest.raises(InputError, match=r"^out of memory: DuckDB could not fit .* under its limit of 1MB"):
+        run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path / "out", progress=False, write_html=False, memory_limit="1MB")
+    assert not list(tmp_path.glob("distillguard-scan-*"))
+    assert (tmp_path / "out" / "rejected.jsonl").exists()

@@ -39,6 +39,7 @@ from distillguard.features.derive import DERIVED_FLAGS, SCAN_CHARS, WORD_PATTERN
 from distillguard.features.stats import WORDS_FIRST_N
 from distillguard.ingest import EventReader, EventStore, RejectWriter, accounts_by_id
 from distillguard.ingest.reader import connect
+from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
 from distillguard.prefetch import prefetched
 from distillguard.progress import byte_progress, count_progress
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
@@ -218,6 +219,8 @@ def run_replay(
         if run is None:
             run = _replay_sorted(paths, out, work, accounts=accounts, model=model, progress=progress)
         det, total, n_rejected, t_read, t_online = run
+    except RESOURCE_ERRORS as e:
+        raise resource_failure(e, work) from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if total == 0:

@@ -30,6 +30,7 @@ from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
+from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
 from distillguard.linkage.graph import clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -152,6 +153,8 @@ def run_scan(
             "timings": timings,
         }
         store.close()
+    except RESOURCE_ERRORS as e:
+        raise resource_failure(e, work, memory_limit) from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary["elapsed_s"] = time.perf_counter() - t_start

@@ -34,6 +34,26 @@ def events_ddl(table: str = "events") -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"
 
 
+def resource_failure(e: Exception, temp_directory: str | Path, memory_limit: str | None = None) -> InputError:
+    """The one-line error for a DuckDB failure that is the machine's, not the input's: the disk under
+    the spill folder full, or memory exhausted. (Everything else DuckDB raises is a bug to report.)
+
+    >>> str(resource_failure(duckdb.IOException('IO Error: Could not write file "x.tmp": No space left on device'), "/tmp/w"))[:58]
+    'out of disk space for the spill files in /tmp/w (DuckDB: I'
+    """
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, duckdb.OutOfMemoryException):
+        limit = f" under its limit of {memory_limit}" if memory_limit else ""
+        return InputError(f"out of memory: DuckDB could not fit a step that cannot spill to disk{limit} ({first}); "
+                          "scan the logs in smaller parts (fewer days at a time) or on a machine with more memory")
+    return InputError(f"out of disk space for the spill files in {temp_directory} (DuckDB: {first}); free space "
+                      "there or point TMPDIR at a larger disk")
+
+
+#: DuckDB failures that :func:`resource_failure` turns into a clear error.
+RESOURCE_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException)
+
+
 class EventStore:
     """Events in DuckDB (a file, or memory).
 
