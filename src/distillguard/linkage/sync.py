@@ -70,7 +70,7 @@ _sa AS (
 ),
 _sc(i, a, b) AS (VALUES {consts}),
 _sm AS (
-  SELECT account_id, i, min((bk * a + b) % {_P}) AS m
+  SELECT account_id, i, min((((bk * a + b) % {_P}) + {_P}) % {_P}) AS m  -- Python's modulo, also before 1970
   FROM (SELECT * FROM _sb SEMI JOIN _sa USING (account_id)), _sc GROUP BY account_id, i
 )
 SELECT account_id, 'sync_timing' AS type,
@@ -96,16 +96,17 @@ class ActivitySignature:
 
     def add(self, ts: float) -> tuple[str, ...]:
         bk = int(ts // SYNC_BUCKET_S)
-        if bk == self.last:
+        if self.n == 0:
+            self.first = self.last = bk
+        elif bk == self.last:
             return ()
-        if bk < self.last:  # out of order: a bucket seen before may come again; count it only if new
+        elif bk < self.last:  # out of order: a bucket seen before may come again; count it only if new
             if bk >= self.first and self._seen(bk):
                 return ()
-        self.n += 1
-        if self.first < 0 or bk < self.first:
-            self.first = bk
-        if bk > self.last:
+            self.first = min(self.first, bk)
+        else:
             self.last = bk
+        self.n += 1
         m = self.mins
         for i in range(len(m)):
             h = (bk * _A[i] + _B[i]) % _P
