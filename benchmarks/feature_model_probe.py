@@ -84,9 +84,9 @@ def main() -> None:
     print(f"trained on {len(y):,} accounts ({int(y.sum()):,} extraction) from {len(parts)} scans")
     print("largest standardised weights:", ", ".join(f"{names[i]} {coef[i]:+.2f}" for i in np.argsort(-np.abs(coef))[: a.top]))
     print()
-    print(f"| evaluation scan | accounts | extraction | raw-feature logistic | shipped own_score | shipped score |")
+    print("| evaluation scan | accounts | extraction | raw-feature logistic | shipped own_score | shipped score |")
     print("|---|---:|---:|---:|---:|---:|")
-    per_arch: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    per_arch: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for spec in a.eval:
         xe, ye, own, score, n2, arch = load(spec)
         if n2 != names:
@@ -104,7 +104,7 @@ def main() -> None:
     print()
     print("| archetype | extraction accounts | raw-feature logistic | shipped score |")
     print("|---|---:|---:|---:|")
-    for k, (raw, sc, n, _) in sorted(per_arch.items()):
+    for k, (raw, sc, n) in sorted(per_arch.items()):
         print(f"| {k} | {n} | {raw / n:.3f} | {sc / n:.3f} |")
 
 

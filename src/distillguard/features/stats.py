@@ -179,9 +179,9 @@ class AccountStats:
                     heapq.heappush(h, (cur, old))
                 del c[old]
                 v = cnt
-            c[eu] = v + 1
-            heapq.heappush(h, (v + 1, eu))
             v += 1
+            c[eu] = v
+            heapq.heappush(h, (v, eu))
         else:
             v += 1
             c[eu] = v

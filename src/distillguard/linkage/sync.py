@@ -49,6 +49,11 @@ _B = tuple(_rng.randrange(0, _P) for _ in range(SYNC_BANDS * SYNC_ROWS))
 del _rng
 
 
+def _bucket_hashes(bk: int) -> list[int]:
+    """The bucket's hash under every row (the SQL twin is in :func:`sync_keys_sql`)."""
+    return [(bk * a + b) % _P for a, b in zip(_A, _B)]
+
+
 def band_value(band: int, mins: list[int] | array) -> str:
     """The key value of one band: its index and an MD5 of its rows' minima (DuckDB's ``md5`` in SQL).
 
@@ -96,20 +101,22 @@ class ActivitySignature:
 
     def add(self, ts: float) -> tuple[str, ...]:
         bk = int(ts // SYNC_BUCKET_S)
+        if self.n and bk == self.last:
+            return ()
+        hs = _bucket_hashes(bk)
+        m = self.mins
         if self.n == 0:
             self.first = self.last = bk
-        elif bk == self.last:
-            return ()
-        elif bk < self.last:  # out of order: a bucket seen before may come again; count it only if new
-            if bk >= self.first and self._seen(bk):
+        elif bk > self.last:
+            self.last = bk
+        else:
+            # out of order, without the set of buckets: a late bucket that lowers no minimum counts as
+            # seen (one that does was never hashed before: the minimum would already be at most its hash)
+            if bk >= self.first and all(h >= x for h, x in zip(hs, m)):
                 return ()
             self.first = min(self.first, bk)
-        else:
-            self.last = bk
         self.n += 1
-        m = self.mins
-        for i in range(len(m)):
-            h = (bk * _A[i] + _B[i]) % _P
+        for i, h in enumerate(hs):
             if h < m[i]:
                 m[i] = h
         if self.n < self.next_at:
@@ -118,8 +125,3 @@ class ActivitySignature:
         if self.n > SYNC_MAX_DUTY * (self.last - self.first + 1):
             return ()
         return tuple(band_value(b, m[b * SYNC_ROWS:(b + 1) * SYNC_ROWS]) for b in range(SYNC_BANDS))
-
-    def _seen(self, bk: int) -> bool:
-        # without the set of buckets, a late bucket counts as seen when it cannot lower any minimum: a
-        # bucket that does was never hashed before (the minimum would already be at most its hash)
-        return all((bk * _A[i] + _B[i]) % _P >= self.mins[i] for i in range(len(self.mins)))
