@@ -7,7 +7,7 @@ import random
 import duckdb
 import pyarrow as pa
 
-from distillguard.linkage.graph import EDGE_MIN_WEIGHT, clusters_from_edges, compute_edges
+from distillguard.linkage.graph import EDGE_MIN_WEIGHT, KEY_TYPES, clusters_from_edges, compute_edges
 
 
 def _con(rows: list[dict]) -> duckdb.DuckDBPyConnection:
@@ -23,7 +23,8 @@ def _con(rows: list[dict]) -> duckdb.DuckDBPyConnection:
 
 def _population(seed: int = 1) -> list[dict]:
     """300 customers with one setting each (and random streaming), 12 accounts of one operator whose
-    script rotates four (temperature, max_tokens) settings under one system prompt."""
+    script rotates four (temperature, max_tokens) settings under one system prompt, through the same
+    eight proxy addresses."""
     rng = random.Random(seed)
     rows = []
     settings = [(t, m) for t in (None, 0.0, 0.2, 0.7, 1.0) for m in (None, 512, 1024, 2048, 4096)]
@@ -37,7 +38,7 @@ def _population(seed: int = 1) -> list[dict]:
     for i in range(12):
         for j in range(40):
             temp, maxt = [(0.7, 1024), (0.7, 2048), (None, 1024), (None, 2048)][j % 4]
-            rows.append({"request_id": f"x{i}-{j}", "ts": float(j), "account_id": f"op{i:02d}", "client_ip": f"172.16.{i}.{j}",
+            rows.append({"request_id": f"x{i}-{j}", "ts": float(j), "account_id": f"op{i:02d}", "client_ip": f"172.16.0.{j % 8}",
                          "system_prompt": "You are a world-class expert. Answer accurately.", "temperature": temp,
                          "max_tokens": maxt, "n": 1, "stream": rng.random() < 0.3, "logprobs": False, "prompt": f"item {i} {j}"})
     return rows
@@ -47,8 +48,10 @@ def test_request_fingerprint_links_one_operators_accounts_and_not_customers_with
     con = _con(_population())
     edges = compute_edges(con, events="events", accounts=None, template_accounts="ta").to_pylist()
     fp = [e for e in edges if e["type"] == "request_fingerprint"]
-    op_pairs = {(e["src"], e["dst"]) for e in fp if e["w"] >= EDGE_MIN_WEIGHT}
+    # the operator's fingerprint is far above chance (full weight), and with the shared proxies an edge
+    op_pairs = {(e["src"], e["dst"]) for e in fp if e["w"] >= KEY_TYPES["request_fingerprint"].type_cap - 1e-9}
     assert len(op_pairs) == 12 * 11 // 2
+    assert all(e["total"] >= EDGE_MIN_WEIGHT for e in fp if (e["src"], e["dst"]) in op_pairs)
     assert all(s.startswith("op") and d.startswith("op") for s, d in op_pairs)
     # customers sharing one common setting (12 each, streaming or not) get nothing near an edge
     cust = [e["w"] for e in fp if e["src"].startswith("cust")]
@@ -56,6 +59,28 @@ def test_request_fingerprint_links_one_operators_accounts_and_not_customers_with
     clusters = clusters_from_edges(pa.Table.from_pylist(edges))
     assert len({clusters.get(f"op{i:02d}") for i in range(12)}) == 1 and clusters.get("op00") is not None
     assert not any(a.startswith("cust") for a in clusters)
+
+
+def _tool_users(n: int = 15) -> list[dict]:
+    """``n`` unrelated teams running one public evaluation tool: its bundled system prompt and its
+    multiple-choice settings (temperature 0, one output token, logprobs), from their own addresses."""
+    return [{"request_id": f"e{i}-{j}", "ts": float(1000 * i + j), "account_id": f"eval{i:02d}", "client_ip": f"192.0.{i}.{j % 4}",
+             "system_prompt": "You are a helpful, respectful and honest assistant.", "temperature": 0.0, "max_tokens": 1,
+             "n": 1, "stream": False, "logprobs": True, "prompt": f"benchmark question {j}"} for i in range(n) for j in range(40)]
+
+
+def test_a_shared_request_fingerprint_alone_links_no_one():
+    """Independent users of one tool's defaults share a fingerprint far above chance, as one operator's
+    accounts do; without any other shared trait they stay unlinked (the operator's accounts, which also
+    share proxy addresses, are still one cluster)."""
+    con = _con(_population() + _tool_users())
+    edges = compute_edges(con, events="events", accounts=None, template_accounts="ta").to_pylist()
+    fp = [e for e in edges if e["type"] == "request_fingerprint" and e["src"].startswith("eval")]
+    assert len(fp) == 15 * 14 // 2 and min(e["w"] for e in fp) > 0.5  # a rare fingerprint, shared by all of them
+    assert all(e["total"] < EDGE_MIN_WEIGHT for e in edges if e["src"].startswith("eval"))
+    clusters = clusters_from_edges(pa.Table.from_pylist(edges))
+    assert not any(a.startswith("eval") for a in clusters)
+    assert len({clusters.get(f"op{i:02d}") for i in range(12)}) == 1 and clusters.get("op00") is not None
 
 
 def test_fingerprint_needs_enough_requests():

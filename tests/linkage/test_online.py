@@ -120,3 +120,18 @@ def test_sparse_partners_are_distinct_earlier_positions_and_reach_back():
         p = sparse_partners(m)
         assert len(p) == len(set(p)) == SPARSE_LINKS and all(0 <= x < m for x in p)
         assert m - 1 in p and min(p) < m // 4  # the latest holder, and one far back
+
+
+def test_a_request_fingerprint_unions_accounts_online_only_with_one_more_trait():
+    """As in batch: a fingerprint far above chance is shared by independent users of one tool's defaults
+    too, so it unions accounts only together with another kind of shared trait."""
+    lk = OnlineLinker()
+    tool_users = [f"eval{i}" for i in range(8)]
+    for a in tool_users:
+        lk.add_key(a, "request_fingerprint", "fp-tool", weight_of=lambda m: 5.0)  # lift far above the cap
+    assert _components(lk, tool_users) == set()
+    operator = [f"op{i}" for i in range(8)]
+    for a in operator:
+        lk.add_key(a, "request_fingerprint", "fp-op", weight_of=lambda m: 5.0)
+        lk.add_key(a, "created_wave", "wave-1")
+    assert _components(lk, tool_users + operator) == {frozenset(operator)}

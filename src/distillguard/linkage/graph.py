@@ -53,8 +53,11 @@ KEY_TYPES = {
         KeyType("template", 0.7, 300, 0.7, rarity=False),
         KeyType("created_wave", 0.35, 300, 0.35, rarity=False, min_share=5),
         KeyType("email_domain", 0.3, 30, 0.3),
-        # weight from the fingerprint's lift, not from how many share it (see request_fingerprint_sql)
-        KeyType("request_fingerprint", 0.25, 5000, 1.2, rarity=False, min_share=5),
+        # weight from the fingerprint's lift, not from how many share it (see request_fingerprint_sql);
+        # capped below an edge: independent users of one public tool (an evaluation harness with its
+        # bundled system prompt and settings) share a fingerprint far above chance too, so it takes one
+        # more shared trait (a user agent, a creation wave, an address) to link two accounts
+        KeyType("request_fingerprint", 0.25, 5000, 0.8, rarity=False, min_share=5),
         # accounts active in the same five-minute windows (linkage/sync.py): strong, but it takes one
         # more shared trait (a creation wave, a user agent, an IP) to make an edge
         KeyType("sync_timing", 0.6, 200, 0.6, rarity=False),

@@ -29,6 +29,8 @@ from collections.abc import Callable
 
 from distillguard.linkage.graph import DENSE_MAX, EDGE_MIN_WEIGHT, KEY_TYPES, SCRIPT_KEYS, SPARSE_CYCLES, key_weight
 
+_FINGERPRINT_CAP = KEY_TYPES["request_fingerprint"].type_cap
+
 
 ASSUME_SHARED_BY = 8
 #: Earlier holders a new sharer of a large value is paired with (as many neighbours as a member of a
@@ -190,13 +192,13 @@ class OnlineLinker:
                 typed = self._pairs[key] = self._shared_large(x, y, kv)
             _add_weight(typed, kt, w, lifted)
             if _total(typed) >= EDGE_MIN_WEIGHT and (
-                "payment_fingerprint" in typed or typed.get("request_fingerprint", 0.0) >= EDGE_MIN_WEIGHT
-                or _kinds(typed) >= 3
+                "payment_fingerprint" in typed or _kinds(typed) >= 3
+                or (typed.get("request_fingerprint", 0.0) >= _FINGERPRINT_CAP and _kinds(typed) >= 2)
             ):
                 # Without Louvain to split them later, online unions need corroboration: a shared
-                # payment method, a request fingerprint far above chance, or three independent kinds
-                # of evidence (a template plus a user agent alone would chain unrelated companies'
-                # batch jobs together).
+                # payment method, a request fingerprint far above chance plus one more trait, or three
+                # independent kinds of evidence (a template plus a user agent alone would chain
+                # unrelated companies' batch jobs together).
                 self._union(x, y)
 
     @staticmethod
