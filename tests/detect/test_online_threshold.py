@@ -43,7 +43,9 @@ def test_model_json_keeps_the_online_threshold(tmp_path):
 
 
 def test_peak_score_is_the_highest_score_seen_and_survives_a_drop():
-    det = OnlineDetector(linkage=False, rescore_every=0.0)
+    # a model of reasoning elicitation alone (the shipped one also weighs this script's all-day, single-turn
+    # timing, which does not drop)
+    det = OnlineDetector(linkage=False, rescore_every=0.0, model=ScoreModel(weights={"cot_elicitation": 8.0}, bias=-5.0))
     det.threshold = float("inf")
     scores = []
     # every request elicits reasoning at first, then none: the score rises, then falls back

@@ -177,12 +177,17 @@ def test_stats_scorer_equals_the_full_pipeline(events):
     rows = account_stats(con, "events").to_pylist()
     default = ScoreModel.default()
     assert 0.0 in default.weights.values() or len(default.weights) < len(prior_weights())  # some signals skipped
-    for model in (default, ScoreModel(weights=prior_weights(), bias=-6.0)):
+    from distillguard.detect.scoring import Shape
+
+    shaped = ScoreModel(weights=prior_weights(), bias=-6.0,
+                        shapes={"single_turn": Shape(xs=(0.3, 0.6, 0.95), ys=(0.0, 0.7, 1.0)),
+                                "regular_timing": Shape(xs=(0.2, 0.9, 2.0), ys=(1.0, 0.25, 0.0))})
+    for model in (default, ScoreModel(weights=prior_weights(), bias=-6.0), shaped):
         scorer = model.stats_scorer()
         scores = []
         for r in rows:
             s = AccountStats.from_row(r)
-            full = model.score_scalar(strengths_scalar(features_scalar(s)))
+            full = model.score_scalar(model.strengths_scalar(features_scalar(s)))
             assert scorer(s) == full, r["account_id"]
             scores.append(full)
         assert len(set(scores)) > 10  # not a constant

@@ -10,7 +10,7 @@ import pytest
 
 from distillguard.detect.replay import run_replay
 from distillguard.detect.scan import run_scan
-from distillguard.detect.signals import NEEDS_DAYS
+from distillguard.detect.signals import NEEDS_DAYS, SIGNALS_BY_NAME
 from distillguard.errors import InputError
 
 
@@ -157,6 +157,12 @@ def test_train_then_scan_with_model(small_traffic, tmp_path):
     assert m["meta"]["young_cluster_rows"] > 0 and "young clusters" in p.stdout
     assert all(m["early"]["weights"][name] == 0.0 for name in NEEDS_DAYS | {"model_pivot"})
     assert m["early"]["weights"]["account_farm"] > 0 and 0.5 <= m["meta"]["early_raw_threshold"] < 1
+    # learned shapes, listed in the meta, each monotone in its signal's catalogue direction
+    assert m["shapes"] and m["meta"]["shaped_signals"] == sorted(m["shapes"]) and "model_pivot" not in m["shapes"]
+    for name, sh in m["shapes"].items():
+        rises = SIGNALS_BY_NAME[name].hi > SIGNALS_BY_NAME[name].lo
+        steps = [b - a for a, b in zip(sh["y"], sh["y"][1:])]
+        assert all(d >= -1e-12 for d in steps) if rises else all(d <= 1e-12 for d in steps), name
     s = run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path / "s", accounts=small_traffic / "accounts.jsonl",
                  model=model, progress=False, write_html=False)
     assert s["threshold"] == pytest.approx(m["threshold"])

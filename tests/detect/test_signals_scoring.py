@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from distillguard.detect.scoring import ScoreModel, Threshold, fit
+from distillguard.detect.scoring import ScoreModel, Shape, Threshold, fit, shape_knots
 from distillguard.detect.signals import SIGNALS, SIGNALS_BY_NAME, catalogue, strengths, strengths_scalar
 from distillguard.errors import ConfigError
 from distillguard.features.stats import FEATURE_COLUMNS
@@ -72,7 +72,14 @@ def test_model_validation_and_roundtrip(tmp_path):
     m = ScoreModel.default()
     m.save(tmp_path / "m.json")
     m2 = ScoreModel.load(tmp_path / "m.json")
-    assert m2.weights == m.weights and m2.threshold.value == m.threshold.value
+    assert m2.weights == m.weights and m2.threshold.value == m.threshold.value and m2.shapes == m.shapes
+    shaped = ScoreModel(weights={"single_turn": 2.0}, bias=-1.0, shapes={"single_turn": Shape(xs=(0.5, 0.9), ys=(0.0, 1.0))})
+    shaped.save(tmp_path / "s.json")
+    assert ScoreModel.load(tmp_path / "s.json").shapes == shaped.shapes
+    with pytest.raises(ConfigError):
+        ScoreModel(weights={}, bias=0.0, shapes={"no_such_signal": Shape(xs=(0.0, 1.0), ys=(0.0, 1.0))})
+    with pytest.raises(ConfigError):
+        Shape(xs=(1.0, 0.0), ys=(0.0, 1.0))
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError):
         ScoreModel.load(tmp_path / "bad.json")
@@ -104,6 +111,72 @@ def test_fit_holds_excluded_signals_at_zero():
     assert max(m.weights, key=m.weights.get) == "logprob_harvest"  # the next best separator takes over
     with pytest.raises(ConfigError, match="unknown signals"):
         fit(X, y, exclude={"no_such_signal"})
+
+
+def _below_the_ramp(seed: int, n: int = 6000):
+    """Accounts whose single-turn share separates the classes *below* the catalogue ramp's start (0.8):
+    extraction at 0.70-0.78, benign at 0.2-0.6; every other signal is noise."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.1).astype(float)
+    feats = {f: np.full(n, np.nan) for f in FEATURE_COLUMNS}
+    feats["requests"] = np.full(n, 500.0)
+    feats["single_share"] = np.where(y == 1, 0.70 + 0.08 * rng.random(n), 0.2 + 0.4 * rng.random(n))
+    feats["iat_cv"] = rng.uniform(0.5, 4.0, n)  # noise on a signal where low values are suspicious
+    strs = strengths(feats)
+    for name in strs:
+        if name not in ("single_turn", "regular_timing"):
+            strs[name] = rng.random(n) * 0.2
+    return feats, strs, y
+
+
+def test_fit_with_knots_learns_a_monotone_shape_where_the_catalogue_ramp_sees_nothing():
+    feats, strs, y = _below_the_ramp(0)
+    assert strs["single_turn"].max() == 0.0  # the catalogue ramp starts at 0.8
+    plain = fit(strs, y, target_fpr=1e-3)
+    assert plain.threshold.flag(plain.score(strs))[y == 1].mean() < 0.2
+    knots = shape_knots(feats)
+    m = fit(strs, y, target_fpr=1e-3, feature_rows=feats, knots=knots)
+    assert "single_turn" in m.shapes and m.weights["single_turn"] > 0
+    shaped = m.strengths(feats)
+    flags = m.threshold.flag(m.score(shaped))
+    assert flags[y == 1].mean() > 0.95 and flags[y == 0].mean() <= 1e-3
+    sh = m.shapes["single_turn"]
+    assert np.all(np.diff(sh.ys) >= -1e-12) and sh.ys[-1] == pytest.approx(1.0)  # rises with the share, to 1
+    assert sh.scalar(0.3) < sh.scalar(0.75)
+    # scalar and vectorised strengths agree, and the model scores through them online too
+    for i in range(0, len(y), 997):
+        one = {k: float(v[i]) for k, v in feats.items()}
+        assert m.strengths_scalar(one)["single_turn"] == pytest.approx(float(shaped["single_turn"][i]))
+    # a reason names where the learned shape reaches full strength, not the catalogue's 99%
+    i = int(np.flatnonzero(y == 1)[0])
+    one = {k: float(v[i]) for k, v in feats.items()}
+    r = [x for x in m.reasons(m.strengths_scalar(one), one) if x.signal == "single_turn"]
+    assert r and f"{sh.full_at:.0%}" in r[0].detail
+
+
+def test_a_shape_keeps_the_catalogue_direction_for_signals_where_low_values_are_suspicious():
+    rng = np.random.default_rng(3)
+    n = 6000
+    y = (rng.random(n) < 0.1).astype(float)
+    feats = {f: np.full(n, np.nan) for f in FEATURE_COLUMNS}
+    feats["requests"] = np.full(n, 500.0)
+    # regular timing: extraction at cv 1.3-1.6 (above the catalogue's 1.2 start), benign at 2-5
+    feats["iat_cv"] = np.where(y == 1, rng.uniform(1.3, 1.6, n), rng.uniform(2.0, 5.0, n))
+    strs = {s.name: rng.random(n) * 0.2 for s in SIGNALS}
+    strs["regular_timing"] = strengths(feats)["regular_timing"]
+    m = fit(strs, y, target_fpr=1e-3, feature_rows=feats, knots=shape_knots(feats))
+    sh = m.shapes["regular_timing"]
+    assert np.all(np.diff(sh.ys) <= 1e-12)  # falls as the cv rises: only regularity raises a score
+    assert sh.scalar(1.4) > sh.scalar(3.0)
+    assert m.threshold.flag(m.score(m.strengths(feats)))[y == 1].mean() > 0.9
+
+
+def test_fit_with_knots_holds_excluded_signals_unshaped_at_zero():
+    feats, strs, y = _below_the_ramp(1)
+    m = fit(strs, y, target_fpr=1e-3, feature_rows=feats, knots=shape_knots(feats), exclude={"single_turn"})
+    assert m.weights["single_turn"] == 0.0 and "single_turn" not in m.shapes
+    with pytest.raises(ConfigError, match="feature rows"):
+        fit(strs, y, knots=shape_knots(feats))
 
 
 def test_reasons_strongest_first():

@@ -40,8 +40,8 @@ def _model() -> ScoreModel:
     return m
 
 
-def _strengths_without(s: AccountStats, names) -> dict[str, float]:
-    strs = strengths_scalar(features_scalar(s))
+def _strengths_without(m: ScoreModel, s: AccountStats, names) -> dict[str, float]:
+    strs = m.strengths_scalar(features_scalar(s))  # the model's strengths (its learned shapes, if any)
     return {k: (0.0 if k in names else v) for k, v in strs.items()}
 
 
@@ -53,8 +53,8 @@ def test_the_early_model_leaves_out_the_signals_that_need_days_exactly():
         det.process(ev)
     s = det.account_state("farm-0").stats
     early = m.early_model()
-    assert early.stats_scorer()(s) == m.score_scalar(_strengths_without(s, NEEDS_DAYS))
-    assert m.stats_scorer()(s) == m.score_scalar(_strengths_without(s, ()))
+    assert early.stats_scorer()(s) == m.score_scalar(_strengths_without(m, s, NEEDS_DAYS))
+    assert m.stats_scorer()(s) == m.score_scalar(_strengths_without(m, s, ()))
     assert m.stats_scorer()(s) != early.stats_scorer()(s)  # the day-long signals count here
     # fitted early weights, when the model has them, are used as they are
     m.early = type(m)(weights={"account_farm": 9.0}, bias=-3.0)
@@ -76,10 +76,10 @@ def test_a_young_cluster_is_judged_without_the_signals_that_need_days_then_on_al
             assert v.cluster_score == 0.0  # a small group's first day: not judged yet
             small += 1
         elif cs.t1 - cs.t0 < det.cluster_min_span_s:
-            assert v.cluster_score == m.early_model().score_scalar(_strengths_without(cs, NEEDS_DAYS))
+            assert v.cluster_score == m.early_model().score_scalar(_strengths_without(m, cs, NEEDS_DAYS))
             young += 1
         else:
-            assert v.cluster_score == m.score_scalar(_strengths_without(cs, ()))
+            assert v.cluster_score == m.score_scalar(_strengths_without(m, cs, ()))
             old += 1
     assert small > 3 and young > 100 and old > 100
 

@@ -78,6 +78,7 @@ def train_command(
     target_fpr: float = typer.Option(1e-3, "--target-fpr", help="Benign false-positive rate the threshold is chosen for."),
     exclude: list[str] = typer.Option([], "--exclude", help="A signal to hold at weight 0 (repeatable); it is still computed and shown."),
     online: bool = typer.Option(True, "--online/--no-online", help="Also fit the early weights for young linked clusters and choose the online detector's threshold on peak scores, replaying the traffic twice (about triples the time)."),
+    shapes: bool = typer.Option(True, "--shapes/--no-shapes", help="Let each signal learn a monotone shape (ramps at quantiles of its feature, in the catalogue's direction) instead of only the catalogue's one ramp."),
 ) -> None:
     """Fit the signal weights and the operating threshold on labelled traffic (use with `scan --model`).
 
@@ -87,7 +88,7 @@ def train_command(
 
     try:
         model, report = train_model(list(traffic), labels=labels, accounts=accounts, target_fpr=target_fpr, online=online,
-                                    exclude=frozenset(exclude), progress=True)
+                                    exclude=frozenset(exclude), shapes=shapes, progress=True)
     except DistillguardError as e:
         _fail("train", e)
     model.save(out)

@@ -354,7 +354,7 @@ class OnlineDetector:
             st.requests_before_flag = st.stats.n - 1
             st.flag_cluster = cid
             feats = features_scalar(st.stats)
-            reasons = [r.as_dict() for r in self.model.reasons(strengths_scalar(feats), feats)] if st.score >= self.threshold else []
+            reasons = [r.as_dict() for r in self.model.reasons(self.model.strengths_scalar(feats), feats)] if st.score >= self.threshold else []
             if cluster_flagged:
                 linked = self._linked_reason(aid, cid, cs, cscore, young, was_flagged)
                 reasons.insert(0 if st.score < self.threshold else len(reasons), linked)
@@ -382,7 +382,8 @@ class OnlineDetector:
         """The ``linked_cluster`` reason of a flagged cluster, with the reasons of the weights that scored it
         (the early ones give the day-long signals none)."""
         cfeats = features_scalar(cs)
-        creasons = (self._early_model if young else self.model).reasons(strengths_scalar(cfeats), cfeats, top=3)
+        judge = self._early_model if young else self.model
+        creasons = judge.reasons(judge.strengths_scalar(cfeats), cfeats, top=3)
         value = cscore
         when = ""
         if was_flagged is not None and cscore < self.threshold:

@@ -313,8 +313,8 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
 
 def final_scores(an: Analysis, model: ScoreModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(own account scores, cluster scores, final account scores, final flags) under ``model``."""
-    scores = model.score(an.strs)
-    cscores = model.score(an.cstrs) if an.cluster_ids else np.zeros(0)
+    scores = model.score(model.strengths(an.feats) if model.shapes else an.strs)
+    cscores = model.score(model.strengths(an.cfeats) if model.shapes else an.cstrs) if an.cluster_ids else np.zeros(0)
     cflag = model.threshold.flag(cscores)
     final = scores.copy()
     idx = an.index
@@ -333,6 +333,9 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     t = time.perf_counter()
     account_ids, cols, feats, strs, edges, clusters = an.account_ids, an.cols, an.feats, an.strs, an.edges, an.clusters
     members, cluster_ids, cfeats, cstrs = an.members, an.cluster_ids, an.cfeats, an.cstrs
+    if model.shapes:  # the strengths this model scores with (its learned shapes instead of catalogue ramps)
+        strs = model.strengths(feats)
+        cstrs = model.strengths(cfeats) if cluster_ids else cstrs
     idx = an.index
     scores, cscores, final_score, flagged = final_scores(an, model)
     cflag = model.threshold.flag(cscores)

@@ -2,7 +2,10 @@
 
 The score is a logistic combination of signal strengths, ``sigmoid(bias + sum(w_i * s_i))``, with
 non-negative weights so that every signal can only raise suspicion and each reason's contribution is
-``w_i * s_i``. The default weights and threshold ship in ``detect/default_model.json``; they were
+``w_i * s_i``. A model may replace a signal's catalogue ramp by a learned *shape* (:class:`Shape`): a
+monotone piecewise-linear strength in the catalogue's direction, so that ``train`` can learn, say, that
+a single-turn share of 0.7 already means something while the catalogue ramp starts at 0.8, without any
+signal ever lowering a score. The default weights and threshold ship in ``detect/default_model.json``; they were
 fitted by ``distillguard train`` on simulated development traffic (seeds that the benchmark does not
 report on) and the threshold chosen there for a benign false-positive rate of at most 1e-3.
 
@@ -14,6 +17,7 @@ True
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distillguard.detect.signals import NEEDS_DAYS, SIGNALS, SIGNALS_BY_NAME, Reason
+from distillguard.detect.signals import NEEDS_DAYS, SIGNALS, SIGNALS_BY_NAME, Reason, strengths, strengths_scalar
 from distillguard.errors import ConfigError
 
 
@@ -55,6 +59,58 @@ class Threshold:
         return Threshold(value=min(1.0, t), target_fpr=target_fpr)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A signal's learned strength: linear interpolation of ``ys`` at feature values ``xs`` (strictly ascending),
+    constant beyond the ends, monotone in the catalogue's direction and reaching 1; NaN gives 0.
+
+    ``train`` makes it from non-negative weights on the catalogue ramp plus ramps between quantiles of
+    the feature (:func:`shape_knots`): a sum of such ramps is monotone and piecewise linear.
+
+    >>> sh = Shape(xs=(0.5, 0.8, 0.99), ys=(0.0, 0.4, 1.0))
+    >>> sh(np.array([0.2, 0.65, 0.9, 1.0, np.nan])).round(3).tolist()
+    [0.0, 0.2, 0.716, 1.0, 0.0]
+    >>> sh.scalar(0.65), round(sh.full_at, 4)
+    (0.2, 0.9742)
+    """
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.xs) != len(self.ys) or len(self.xs) < 2:
+            raise ConfigError("a signal shape needs at least two (x, y) knots")
+        if any(b <= a for a, b in zip(self.xs, self.xs[1:])):
+            raise ConfigError("a signal shape's x knots must be strictly ascending")
+        if any(not 0.0 <= y <= 1.0 for y in self.ys):
+            raise ConfigError("a signal shape's strengths must be in [0, 1]")
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return np.where(np.isnan(v), 0.0, np.interp(np.nan_to_num(v, nan=0.0), self.xs, self.ys))
+
+    def scalar(self, v: float) -> float:
+        if v != v:
+            return 0.0
+        xs, ys = self.xs, self.ys
+        j = bisect_right(xs, v)
+        if j == 0:
+            return ys[0]
+        if j == len(xs):
+            return ys[-1]
+        return ys[j - 1] + (v - xs[j - 1]) * (ys[j] - ys[j - 1]) / (xs[j] - xs[j - 1])
+
+    @property
+    def full_at(self) -> float:
+        """The feature value, nearest the benign side, at which the strength reaches 0.95: what a reason
+        calls full strength (a fitted shape often creeps over its last stretch towards 1)."""
+        pts = list(zip(self.xs, self.ys)) if self.ys[-1] >= self.ys[0] else list(zip(self.xs, self.ys))[::-1]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if y1 >= 0.95:
+                return x1 if y0 >= 0.95 or y1 == y0 else x0 + (0.95 - y0) * (x1 - x0) / (y1 - y0)
+        return pts[0][0] if pts[0][1] >= 0.95 else pts[-1][0]
+
+
 @dataclass
 class ScoreModel:
     """Non-negative logistic weights over signal strengths, plus the threshold."""
@@ -73,13 +129,34 @@ class ScoreModel:
     #: its bias set so that the online threshold flags at the rate chosen for it. ``None``: these
     #: weights without those signals.
     early: ScoreModel | None = None
+    #: Learned strengths that replace the catalogue ramps of these signals (see :class:`Shape`).
+    shapes: dict[str, Shape] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.weights) - set(SIGNALS_BY_NAME)
+        unknown = (set(self.weights) | set(self.shapes)) - set(SIGNALS_BY_NAME)
         if unknown:
             raise ConfigError(f"model names unknown signals: {sorted(unknown)}")
         if any(w < 0 for w in self.weights.values()):
             raise ConfigError("signal weights must be non-negative")
+
+    def strengths(self, feats: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Signal strengths under this model: the catalogue's ramps, or the model's shapes where it has them."""
+        out = strengths(feats)
+        if self.shapes:
+            n = np.asarray(feats["requests"], dtype=np.float64)
+            for name, shape in self.shapes.items():
+                sig = SIGNALS_BY_NAME[name]
+                out[name] = shape(feats[sig.feature]) * np.clip(n / sig.min_requests, 0.0, 1.0)
+        return out
+
+    def strengths_scalar(self, feats: dict[str, float]) -> dict[str, float]:
+        """:meth:`strengths` for one account, in plain Python."""
+        out = strengths_scalar(feats)
+        for name, shape in self.shapes.items():
+            sig = SIGNALS_BY_NAME[name]
+            c = feats["requests"] / sig.min_requests
+            out[name] = shape.scalar(feats[sig.feature]) * (0.0 if c < 0.0 else (1.0 if c > 1.0 else c))
+        return out
 
     def logit(self, strengths: dict[str, Any]) -> np.ndarray:
         z = None
@@ -123,11 +200,18 @@ class ScoreModel:
             expr = SCALAR_FEATURE_EXPRS[sig.feature]
             for sub, var in shared.items():
                 expr = expr.replace(sub, var)
+            if name in self.shapes:  # Shape.scalar inlined, the same expression (so the same float)
+                sh = self.shapes[name]
+                ns[f"xs{i}"], ns[f"ys{i}"], ns["bisect_right"] = sh.xs, sh.ys, bisect_right
+                ramp = [f"        j = bisect_right(xs{i}, v)",
+                        f"        r = ys{i}[0] if j == 0 else (ys{i}[-1] if j == {len(sh.xs)} else ys{i}[j - 1] + (v - xs{i}[j - 1])"
+                        f" * (ys{i}[j] - ys{i}[j - 1]) / (xs{i}[j] - xs{i}[j - 1]))"]
+            else:
+                ramp = [f"        r = (v - lo{i}) / span{i}", "        r = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)"]
             lines += [
                 f"    v = {expr}  # {name}",
                 "    if v == v:",
-                f"        r = (v - lo{i}) / span{i}",
-                "        r = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)",
+                *ramp,
                 f"        c = n / mr{i}",
                 f"        z += w{i} * (r * (0.0 if c < 0.0 else (1.0 if c > 1.0 else c)))",
             ]
@@ -139,7 +223,8 @@ class ScoreModel:
         """The model that judges a linked cluster in its first day (see :attr:`early`)."""
         if self.early is not None:
             return self.early
-        return ScoreModel(weights={k: (0.0 if k in NEEDS_DAYS else v) for k, v in self.weights.items()}, bias=self.bias)
+        return ScoreModel(weights={k: (0.0 if k in NEEDS_DAYS else v) for k, v in self.weights.items()}, bias=self.bias,
+                          shapes=self.shapes)
 
     @property
     def online(self) -> Threshold:
@@ -156,7 +241,9 @@ class ScoreModel:
             c = self.weights.get(s.name, 0.0) * float(strengths[s.name])
             if c > 0.05:
                 v = float(feats[s.feature])
-                out.append(Reason(signal=s.name, value=v, detail=s.detail(v), contribution=c))
+                shape = self.shapes.get(s.name)
+                out.append(Reason(signal=s.name, value=v, detail=s.detail(v, full_at=shape.full_at if shape else None),
+                                  contribution=c))
         out.sort(key=lambda r: -r.contribution)
         return out[:top]
 
@@ -169,6 +256,7 @@ class ScoreModel:
             "target_fpr": self.threshold.target_fpr,
             **({"online_threshold": self.online_threshold.value} if self.online_threshold is not None else {}),
             **({"early": {"weights": self.early.weights, "bias": self.early.bias}} if self.early is not None else {}),
+            **({"shapes": {k: {"x": list(v.xs), "y": list(v.ys)} for k, v in self.shapes.items()}} if self.shapes else {}),
             "meta": self.meta,
         }
 
@@ -184,6 +272,8 @@ class ScoreModel:
                                   if d.get("online_threshold") is not None else None),
                 early=(ScoreModel(weights={k: float(v) for k, v in d["early"]["weights"].items()}, bias=float(d["early"]["bias"]))
                        if d.get("early") is not None else None),
+                shapes={k: Shape(xs=tuple(float(x) for x in v["x"]), ys=tuple(float(y) for y in v["y"]))
+                        for k, v in (d.get("shapes") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"invalid score model: {e}. Re-create it with `distillguard train`.") from e
@@ -215,19 +305,88 @@ def prior_weights() -> dict[str, float]:
     return {s.name: _PRIOR[s.level] for s in SIGNALS}
 
 
+#: ``train`` offers each signal ramps between this many quantiles of its feature (see :func:`shape_knots`).
+SHAPE_QUANTILES = 8
+
+
+def shape_knots(feats: dict[str, Any], *, k: int = SHAPE_QUANTILES,
+                exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, list[tuple[float, float]]]:
+    """Extra ramps per signal, between consecutive quantiles of its feature over ``feats`` (the training
+    accounts), on the suspicious half of the distribution: from the median up to the 99.9th percentile
+    where high values are suspicious, from the 0.1th percentile up to the median where low ones are. Each
+    ramp runs in the catalogue's direction (``lo`` is the benign end).
+
+    >>> kn = shape_knots({"requests": np.full(1000, 100.0), "single_share": np.linspace(0, 1, 1000)}, k=3)
+    >>> [(round(lo, 3), round(hi, 3)) for lo, hi in kn["single_turn"]]
+    [(0.5, 0.75), (0.75, 0.999)]
+    """
+    out: dict[str, list[tuple[float, float]]] = {}
+    for sig in SIGNALS:
+        if sig.name in exclude or sig.feature not in feats:
+            continue
+        v = np.asarray(feats[sig.feature], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        up = sig.hi > sig.lo
+        q = np.quantile(v, np.linspace(0.5, 0.999, k) if up else np.linspace(0.001, 0.5, k))
+        ramps = [(float(a), float(b)) if up else (float(b), float(a)) for a, b in zip(q[:-1], q[1:]) if b > a]
+        if ramps:
+            out[sig.name] = ramps
+    return out
+
+
+def _ramp(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip(np.nan_to_num((np.asarray(v, dtype=np.float64) - lo) / (hi - lo), nan=0.0), 0.0, 1.0)
+
+
+def _shape_of(ramps: list[tuple[float, float, float]]) -> tuple[float, Shape | None]:
+    """(weight, shape) of a sum of weighted ramps: the weight is the sum's maximum, the shape the sum over it."""
+    ramps = [(lo, hi, w) for lo, hi, w in ramps if w > 1e-9]
+    if not ramps:
+        return 0.0, None
+    xs = np.unique(np.asarray([x for lo, hi, _ in ramps for x in (lo, hi)], dtype=np.float64))
+    f = sum(w * _ramp(xs, lo, hi) for lo, hi, w in ramps)
+    top = float(f.max())
+    if top <= 0.0:
+        return 0.0, None
+    return top, Shape(xs=tuple(float(x) for x in xs), ys=tuple(float(y) for y in np.clip(f / top, 0.0, 1.0)))
+
+
 def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float = 1e-4, target_fpr: float = 1e-3,
         sample_weight: np.ndarray | None = None, prior: dict[str, float] | None = None,
-        exclude: frozenset[str] | set[str] = frozenset()) -> ScoreModel:
+        exclude: frozenset[str] | set[str] = frozenset(), feature_rows: dict[str, np.ndarray] | None = None,
+        knots: dict[str, list[tuple[float, float]]] | None = None) -> ScoreModel:
     """Fit non-negative logistic weights (L-BFGS-B with bounds) and choose the threshold for ``target_fpr``.
 
     The L2 penalty pulls the weights towards ``prior`` (default: zero), so that signals which the
     training traffic happens not to exercise keep the weight the catalogue gives them. Signals in
     ``exclude`` are held at weight 0 (still computed and reported, never scored).
+
+    With ``knots`` (from :func:`shape_knots`) and the ``feature_rows`` of the same rows, each signal
+    also gets its extra ramps as columns with non-negative weights (prior 0): the fitted sum of a signal's
+    ramps becomes its :class:`Shape` in the model, monotone in the catalogue's direction.
     """
     from scipy.optimize import minimize
 
     names = [s.name for s in SIGNALS]
-    X = np.column_stack([np.asarray(strength_rows[n], dtype=np.float64) for n in names])
+    cols = [np.asarray(strength_rows[n], dtype=np.float64) for n in names]
+    owner = list(range(len(names)))  # column -> signal index
+    extra: list[tuple[int, float, float]] = []  # (signal index, lo, hi) of the columns after the catalogue's
+    if knots:
+        if feature_rows is None:
+            raise ConfigError("fit with knots needs the feature rows")
+        n_req = np.asarray(feature_rows["requests"], dtype=np.float64)
+        for i, n in enumerate(names):
+            if n in exclude:
+                continue
+            sig = SIGNALS_BY_NAME[n]
+            c = np.clip(n_req / sig.min_requests, 0.0, 1.0)
+            for lo, hi in knots.get(n, ()):
+                cols.append(_ramp(feature_rows[sig.feature], lo, hi) * c)
+                owner.append(i)
+                extra.append((i, lo, hi))
+    X = np.column_stack(cols)
     y = np.asarray(labels, dtype=np.float64)
     sw = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     # balance the classes so that a few hundred extraction accounts are not drowned by benign ones
@@ -239,7 +398,8 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
     unknown = set(exclude) - set(names)
     if unknown:
         raise ConfigError(f"cannot exclude unknown signals {sorted(unknown)}; the catalogue has {', '.join(names)}")
-    w0 = np.asarray([0.0 if n in exclude else (prior or {}).get(n, 0.0) for n in names], dtype=np.float64)
+    w0 = np.asarray([0.0 if n in exclude else (prior or {}).get(n, 0.0) for n in names] + [0.0] * len(extra), dtype=np.float64)
+    held = [names[i] in exclude for i in owner]
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:-1], theta[-1]
@@ -252,11 +412,21 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
         grad = np.concatenate([X.T @ g + l2 * dw, [g.sum()]])
         return ll + 0.5 * l2 * (dw @ dw), grad
 
-    theta0 = np.concatenate([np.where([n in exclude for n in names], 0.0, np.maximum(w0, 1.0)), [-3.0]])
-    bounds = [(0.0, 0.0) if n in exclude else (0.0, None) for n in names] + [(None, None)]
+    start = [0.0 if h else (max(w0[j], 1.0) if j < len(names) else 1.0) for j, h in enumerate(held)]
+    theta0 = np.asarray(start + [-3.0], dtype=np.float64)
+    bounds = [(0.0, 0.0) if h else (0.0, None) for h in held] + [(None, None)]
     res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
     w, b = res.x[:-1], float(res.x[-1])
-    model = ScoreModel(weights={n: float(v) for n, v in zip(names, w)}, bias=b)
-    scores = model.score({n: X[:, i] for i, n in enumerate(names)})
+    weights = {n: float(v) for n, v in zip(names, w[: len(names)])}
+    shapes: dict[str, Shape] = {}
+    for i, n in enumerate(names):
+        mine = [(lo, hi, float(w[len(names) + j])) for j, (k, lo, hi) in enumerate(extra) if k == i]
+        if any(wk > 1e-9 for _, _, wk in mine):
+            sig = SIGNALS_BY_NAME[n]
+            weights[n], shape = _shape_of([(sig.lo, sig.hi, weights[n]), *mine])
+            if shape is not None:
+                shapes[n] = shape
+    model = ScoreModel(weights=weights, bias=b, shapes=shapes)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(X @ w + b, -50, 50)))
     model.threshold = Threshold.for_fpr(scores[y == 0], target_fpr)
     return model

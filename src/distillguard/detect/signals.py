@@ -46,10 +46,11 @@ class Signal:
         d["falsepositives"] = list(self.falsepositives)
         return d
 
-    def detail(self, value: float) -> str:
-        """One line for an analyst: what the value is and how it compares to the signal's range."""
+    def detail(self, value: float, *, full_at: float | None = None) -> str:
+        """One line for an analyst: what the value is and how it compares to the signal's range
+        (``full_at``: where a model's learned shape of the signal reaches full strength, if it has one)."""
         shown = f"{value:.0%}" if self.unit == "share" else (f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}")
-        bound = self.hi
+        bound = self.hi if full_at is None else full_at
         bshown = f"{bound:.0%}" if self.unit == "share" else (f"{bound:,.0f}" if abs(bound) >= 100 else f"{bound:.3g}")
         cmp = "<=" if self.hi < self.lo else ">="
         return f"{self.title}: {self.feature} = {shown} (full strength at {cmp} {bshown})"

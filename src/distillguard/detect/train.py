@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 
 from distillguard.detect.scan import analyse, final_scores, load_into
-from distillguard.detect.scoring import ScoreModel, Threshold, fit, prior_weights
+from distillguard.detect.scoring import ScoreModel, Threshold, fit, prior_weights, shape_knots
 from distillguard.detect.signals import NEEDS_DAYS, SIGNALS
 from distillguard.errors import InputError
 from distillguard.ingest import EventStore, RejectWriter
@@ -157,13 +157,26 @@ def _campaign_weights(groups: list[str]) -> np.ndarray:
     return np.asarray([1.0 if x == "benign" else 1.0 / counts[x] for x in groups])
 
 
+def training_row_weights(groups: list[str], benign_size: np.ndarray) -> np.ndarray:
+    """Row weights of the main fit: every campaign weighs the same (:func:`_campaign_weights`), and a
+    benign row weighs as many accounts as it stands for: a benign linked cluster (a company's accounts)
+    counts once per member, because flagging it flags every one of them, as the threshold on final
+    account scores counts them.
+
+    >>> training_row_weights(["benign", "0:c1", "0:c1", "benign"], np.array([1.0, 1.0, 1.0, 6.0])).tolist()
+    [1.0, 0.5, 0.5, 6.0]
+    """
+    base = _campaign_weights(groups)
+    return np.where(np.asarray(groups) == "benign", base * np.asarray(benign_size, dtype=np.float64), base)
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
 def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
                 target_fpr: float = 1e-3, online: bool = True, exclude: frozenset[str] | set[str] = frozenset(),
-                progress: bool = False) -> tuple[ScoreModel, str]:
+                shapes: bool = True, progress: bool = False) -> tuple[ScoreModel, str]:
     from contextlib import nullcontext
 
     from distillguard.progress import count_progress
@@ -172,22 +185,30 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
     steps = n_sources * (3 if online else 1)
     with count_progress(steps, "train") if progress else nullcontext(lambda *a, **k: None) as advance:
         return _train(traffic, labels=labels, accounts=accounts, target_fpr=target_fpr, online=online, exclude=exclude,
-                      advance=lambda step: advance(1, step))
+                      shapes=shapes, advance=lambda step: advance(1, step))
 
 
 def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, target_fpr: float, online: bool,
-           exclude: frozenset[str] | set[str], advance: Callable[[str], None]) -> tuple[ScoreModel, str]:
+           exclude: frozenset[str] | set[str], shapes: bool, advance: Callable[[str], None]) -> tuple[ScoreModel, str]:
     names = [s.name for s in SIGNALS]
+    feature_names = sorted({s.feature for s in SIGNALS} | {"requests"})
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    frows: dict[str, list[np.ndarray]] = {f: [] for f in feature_names}  # the same rows' features (for shapes)
+    account_feats: dict[str, list[np.ndarray]] = {f: [] for f in feature_names}  # accounts only (for the knots)
     ys: list[np.ndarray] = []
     groups: list[list[str]] = []  # what each row counts for: a campaign (extraction) or "benign"
+    benign_size: list[np.ndarray] = []  # accounts a benign row stands for (a benign cluster: its members)
     analyses = []
     for k, (an, lab, camp) in enumerate(collect(traffic, labels=labels, accounts=accounts)):
         y = np.asarray([lab.get(a, 0) for a in an.account_ids], dtype=np.float64)
         for n in names:
             rows[n].append(np.asarray(an.strs[n]))
+        for f in feature_names:
+            frows[f].append(np.asarray(an.feats[f], dtype=np.float64))
+            account_feats[f].append(frows[f][-1])
         ys.append(y)
         groups.append([f"{k}:{camp[a]}" if lab.get(a, 0) else "benign" for a in an.account_ids])
+        benign_size.append(np.ones(len(an.account_ids)))
         if an.cluster_ids:
             cy, cg = [], []
             for c in an.cluster_ids:
@@ -196,8 +217,11 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
                 cg.append(f"{k}:{camp[ext[0]]}" if cy[-1] else "benign")
             for n in names:
                 rows[n].append(np.asarray(an.cstrs[n]))
+            for f in feature_names:
+                frows[f].append(np.asarray(an.cfeats[f], dtype=np.float64))
             ys.append(np.asarray(cy))
             groups.append(cg)
+            benign_size.append(np.asarray([1.0 if yc else float(len(an.members[c])) for c, yc in zip(an.cluster_ids, cy)]))
         analyses.append((an, y))
         advance(f"features of source {k + 1}")
     if not ys:
@@ -206,8 +230,14 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
     y = np.concatenate(ys)
     if y.sum() == 0 or y.sum() == len(y):
         raise InputError("training needs both benign and extraction accounts")
-    model = fit(X, y, target_fpr=target_fpr, sample_weight=_campaign_weights([x for grp in groups for x in grp]),
-                prior=prior_weights(), exclude=exclude)
+    knots = None
+    if shapes:
+        # each signal may learn a monotone shape from ramps at quantiles of its feature over the training accounts
+        knots = shape_knots({f: np.concatenate(v) for f, v in account_feats.items()}, exclude=exclude)
+    row_weights = training_row_weights([x for grp in groups for x in grp], np.concatenate(benign_size))
+    model = fit(X, y, target_fpr=target_fpr, sample_weight=row_weights,
+                prior=prior_weights(), exclude=exclude, feature_rows={f: np.concatenate(v) for f, v in frows.items()},
+                knots=knots)
     # threshold on final account scores (own or cluster), benign accounts only
     benign_final = []
     for an, ya in analyses:
@@ -224,7 +254,8 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
         neg += int((ya == 0).sum())
     model.meta = {"trained_on": [str(t) for t in traffic], "accounts": pos + neg, "extraction_accounts": pos,
                   "train_recall": tp / max(pos, 1), "train_fpr": fp / max(neg, 1), "target_fpr": target_fpr,
-                  **({"excluded_signals": sorted(exclude)} if exclude else {})}
+                  **({"excluded_signals": sorted(exclude)} if exclude else {}),
+                  **({"shaped_signals": sorted(model.shapes)} if model.shapes else {})}
     online_line = ""
     if online:
         # linked clusters in their first day get their own weights, fitted on snapshots of young clusters
