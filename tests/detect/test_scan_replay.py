@@ -216,3 +216,12 @@ def test_scan_out_of_memory_is_one_clear_error_and_leaves_no_spill_folder(small_
         run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path / "out", progress=False, write_html=False, memory_limit="1MB")
     assert not list(tmp_path.glob("distillguard-scan-*"))
     assert (tmp_path / "out" / "rejected.jsonl").exists()
+
+
+def test_train_without_shapes_keeps_the_catalogue_ramps(small_traffic, tmp_path):
+    model = tmp_path / "m.json"
+    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "train", str(small_traffic), "--out", str(model),
+                        "--no-online", "--no-shapes"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    m = orjson.loads(model.read_bytes())
+    assert "shapes" not in m and "shaped_signals" not in m["meta"] and any(w > 0 for w in m["weights"].values())
