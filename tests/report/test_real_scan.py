@@ -26,6 +26,16 @@ def test_report_and_stix_on_a_real_scan(tmp_path):
     html = write_report(out).read_text(encoding="utf-8")
     assert html.count('<div class="acct"') == min(50, len(scan.flagged_verdicts))
     assert html.count('<svg class="hist"') >= 5  # signals.json features exist in accounts.parquet
+    # each plot draws the signal's strength under the scan's model: learned shapes included
+    from distillguard.detect.scoring import ScoreModel
+
+    model = ScoreModel.default()
+    curves = {sig["name"]: sig["model"] for sig in json.loads((out / "signals.json").read_text()) if "model" in sig}
+    assert set(model.shapes) <= set(curves) and all(curves[n]["learned"] for n in model.shapes)
+    for name, c in curves.items():
+        assert c["weight"] == pytest.approx(model.weights.get(name, 0.0)) and c["x"] == sorted(c["x"])
+        assert c["learned"] == (name in model.shapes) and all(0.0 <= y <= 1.0 for y in c["y"])
+    assert html.count('<polyline class="strength"') == html.count('<svg class="hist"') - html.count(">no values</text>")
     assert html.count("<script") == 1
 
     bundle_path = export_stix(out, tmp_path / "bundle.json")

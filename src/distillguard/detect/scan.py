@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from distillguard import __version__
 from distillguard.detect.scoring import ScoreModel
-from distillguard.detect.signals import SIGNALS, catalogue, strengths
+from distillguard.detect.signals import SIGNALS, SIGNALS_BY_NAME, catalogue, strengths
 from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
@@ -393,7 +393,9 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     acc_cols.update({k: v for k, v in feats.items()})
     acc_cols.update({f"s_{k}": v for k, v in strs.items()})
     pq.write_table(pa.table(acc_cols), out / "accounts.parquet")
-    (out / "signals.json").write_text(json.dumps(catalogue(), indent=2) + "\n")
+    # the catalogue, with how this scan's model weighs each signal and turns its feature into a strength
+    signals = [{**d, "model": model.strength_curve(d["name"])} if d["name"] in SIGNALS_BY_NAME else d for d in catalogue()]
+    (out / "signals.json").write_text(json.dumps(signals, indent=2) + "\n")
     flagged_ids = [a for a, f in zip(account_ids, flagged) if f]
     _write_evidence(con, out, flagged_ids, verdict_lines, idx, clusters, edges, redact=redact)
     flagged_clusters = {cid for cid in cluster_ids if cflag[cinfo[cid]]}

@@ -149,6 +149,17 @@ class ScoreModel:
                 out[name] = shape(feats[sig.feature]) * np.clip(n / sig.min_requests, 0.0, 1.0)
         return out
 
+    def strength_curve(self, name: str) -> dict[str, Any]:
+        """How this model turns the signal's feature into a strength, as knots for a plot: the learned
+        shape, or the catalogue ramp (``x`` ascending, ``y`` in [0, 1]), with the signal's weight."""
+        shape = self.shapes.get(name)
+        if shape is not None:
+            xs, ys, learned = list(shape.xs), list(shape.ys), True
+        else:
+            sig = SIGNALS_BY_NAME[name]
+            xs, ys, learned = ([sig.lo, sig.hi], [0.0, 1.0], False) if sig.hi > sig.lo else ([sig.hi, sig.lo], [1.0, 0.0], False)
+        return {"weight": float(self.weights.get(name, 0.0)), "x": xs, "y": ys, "learned": learned}
+
     def strengths_scalar(self, feats: dict[str, float]) -> dict[str, float]:
         """:meth:`strengths` for one account, in plain Python."""
         out = strengths_scalar(feats)

@@ -85,10 +85,17 @@ def timeline_svg(
     return "".join(parts)
 
 
+#: The line of a signal's strength over its feature in the distribution plots.
+STRENGTH_COLOR = "#222222"
+
+
 def histogram_svg(
-    benign: np.ndarray, flagged: np.ndarray, *, title: str, width: int = 300, height: int = 150, bins: int = 30
+    benign: np.ndarray, flagged: np.ndarray, *, title: str, width: int = 300, height: int = 150, bins: int = 30,
+    strength: tuple[list[float], list[float]] | None = None,
 ) -> str:
-    """Two overlaid histograms (share of accounts per bin) of one feature: benign vs flagged.
+    """Two overlaid histograms (share of accounts per bin) of one feature: benign vs flagged, and, given
+    ``strength`` knots (x ascending, y in [0, 1]), the signal's strength as a line from the bottom (0) to
+    the top (1) of the plot, so that an analyst sees where the signal starts to count.
 
     Heavy-tailed non-negative features (spanning over two decades) get a log10 x axis.
     """
@@ -128,6 +135,15 @@ def histogram_svg(
             x = pad_l + (float(tf(np.array([med]))[0]) - tlo) / (thi - tlo) * plot_w
             parts.append(f'<line x1="{x:.1f}" y1="{pad_t}" x2="{x:.1f}" y2="{pad_t + plot_h}" stroke="{color}" '
                          f'stroke-dasharray="3,2"><title>{label} median {_fmt(med)}</title></line>')
+    if strength is not None and len(strength[0]) >= 2:
+        kx, ky = np.asarray(strength[0], dtype=float), np.asarray(strength[1], dtype=float)
+        xs = np.unique(np.concatenate([[lo, hi], kx[(kx > lo) & (kx < hi)]]))
+        ys = np.interp(xs, kx, ky)
+        px = pad_l + (tf(xs) - tlo) / (thi - tlo) * plot_w
+        py = pad_t + plot_h - ys * plot_h
+        pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
+        parts.append(f'<polyline class="strength" points="{pts}" fill="none" stroke="{STRENGTH_COLOR}" stroke-width="1.5">'
+                     "<title>signal strength under the model (bottom 0, top 1)</title></polyline>")
     axis = "log scale" if log else ""
     parts.append(f'<text x="{pad_l}" y="{height - 4}" class="ax">{_fmt(lo)}</text>')
     parts.append(f'<text x="{width / 2}" y="{height - 4}" class="ax" text-anchor="middle">{axis}</text>')

@@ -361,14 +361,19 @@ def _distributions(scan: ScanOutput) -> str:
             vals = np.asarray(acc.column(feat).to_numpy(zero_copy_only=False), dtype=float)
         except (TypeError, ValueError):
             continue
-        svg = _svg.histogram_svg(vals[~flagged], vals[flagged], title=f"{sig.get('title') or sig.get('name')}")
+        curve = sig.get("model") or {}
+        strength = (curve["x"], curve["y"]) if curve.get("x") and curve.get("y") else None
+        svg = _svg.histogram_svg(vals[~flagged], vals[flagged], title=f"{sig.get('title') or sig.get('name')}", strength=strength)
+        weight = (f" Weight {_num(curve.get('weight'))}" + ("; strength learned by <code>train</code>." if curve.get("learned") else
+                                                           "; the catalogue's ramp.")) if curve else ""
         figs.append(f"<figure>{svg}<figcaption>{_e(sig.get('id'))} <span class=\"mono\">{_e(feat)}</span>: "
-                    f"{_e(sig.get('description'))}</figcaption></figure>")
+                    f"{_e(sig.get('description'))}{weight}</figcaption></figure>")
     if not figs:
         return '<p class="note">No signal feature column found in accounts.parquet.</p>'
     return (f'<p class="note">Share of accounts per bin: <span style="color:{_svg.BENIGN_COLOR}">&#9632; not flagged '
             f"({int((~flagged).sum()):,})</span> vs <span style=\"color:{_svg.FLAGGED_COLOR}\">&#9632; flagged "
-            f"({int(flagged.sum()):,})</span>; dashed lines are medians.</p>"
+            f"({int(flagged.sum()):,})</span>; dashed lines are medians; the solid line is the signal's strength "
+            f"under the scan's model, from 0 (bottom) to 1 (top).</p>"
             f'<div class="hists">{"".join(figs)}</div>')
 
 
