@@ -80,6 +80,10 @@ def test_model_validation_and_roundtrip(tmp_path):
         ScoreModel(weights={}, bias=0.0, shapes={"no_such_signal": Shape(xs=(0.0, 1.0), ys=(0.0, 1.0))})
     with pytest.raises(ConfigError):
         Shape(xs=(1.0, 0.0), ys=(0.0, 1.0))
+    with pytest.raises(ConfigError, match="catalogue's direction"):  # a shape may not let a feature lower a score
+        ScoreModel(weights={"single_turn": 1.0}, bias=0.0, shapes={"single_turn": Shape(xs=(0.2, 0.5, 0.9), ys=(0.0, 1.0, 0.5))})
+    with pytest.raises(ConfigError, match="catalogue's direction"):  # regular timing: low cv is suspicious
+        ScoreModel(weights={}, bias=0.0, shapes={"regular_timing": Shape(xs=(0.3, 1.2), ys=(0.0, 1.0))})
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError):
         ScoreModel.load(tmp_path / "bad.json")

@@ -138,6 +138,12 @@ class ScoreModel:
             raise ConfigError(f"model names unknown signals: {sorted(unknown)}")
         if any(w < 0 for w in self.weights.values()):
             raise ConfigError("signal weights must be non-negative")
+        for name, shape in self.shapes.items():
+            sig = SIGNALS_BY_NAME[name]
+            steps = np.diff(shape.ys) * (1.0 if sig.hi > sig.lo else -1.0)
+            if (steps < -1e-9).any() or max(shape.ys) < 1.0 - 1e-6:
+                raise ConfigError(f"the shape of {name} must rise to 1 in the catalogue's direction "
+                                  f"({'higher' if sig.hi > sig.lo else 'lower'} {sig.feature} is more suspicious)")
 
     def strengths(self, feats: dict[str, Any]) -> dict[str, np.ndarray]:
         """Signal strengths under this model: the catalogue's ramps, or the model's shapes where it has them."""
