@@ -79,19 +79,3 @@ def test_the_online_detector_flags_at_the_online_threshold():
 def test_online_threshold_is_validated(value):
     with pytest.raises(Exception):
         ScoreModel.from_json({**ScoreModel.default().to_json(), "online_threshold": value})
-
-
-def test_an_accounts_own_score_flags_only_from_its_fiftieth_request():
-    """A burst of reasoning requests scores above the threshold within a few requests; online, its own
-    score counts only from OWN_MIN_REQUESTS (its linked cluster's counts at once)."""
-    from distillguard.detect.online import OWN_MIN_REQUESTS
-
-    events = _cot_events("acct", 120, every=1)
-    model = ScoreModel(weights={"cot_elicitation": 8.0}, bias=-5.0, threshold=Threshold(0.5), online_threshold=Threshold(0.5))
-    first = {}
-    for gate in (0, OWN_MIN_REQUESTS):
-        det = OnlineDetector(linkage=False, rescore_every=0.0, model=model, own_min_requests=gate)
-        for ev in events:
-            det.process(ev)
-        first[gate] = det.account_state("acct").requests_before_flag
-    assert first[0] < 30 and first[OWN_MIN_REQUESTS] == OWN_MIN_REQUESTS - 1  # flagged at its 50th request

@@ -61,13 +61,6 @@ TEMPLATE_MIN_REQUESTS = 30
 #: A linked cluster in its first day is judged (by the early weights) only with at least this many
 #: accounts: a farm of fresh accounts, not a team's first hours (small clusters wait for their day).
 EARLY_MIN_ACCOUNTS = 8
-#: An account's own score counts online (for a flag, and for its peak) only from this many requests: below
-#: it, its shares rest on a few dozen requests, and a batch job's or a new team member's first burst (all
-#: single-turn, evenly spaced) scores like a harvest. Its linked cluster's score counts from the first
-#: request. On development seed 1001 this took benign accounts flagged at some moment of a replay from 14
-#: to 4 (all 14 had been flagged after 19-44 requests), at the same threshold, with every campaign still
-#: flagged after 5.1% of its requests (median).
-OWN_MIN_REQUESTS = 50
 #: Spans (hours) of a young cluster's traffic at which ``train`` takes a snapshot of its strengths
 #: (the rows it fits :attr:`ScoreModel.early <distillguard.detect.scoring.ScoreModel.early>` on).
 EARLY_SNAPSHOT_HOURS = (1.0, 3.0, 6.0, 12.0)
@@ -113,8 +106,7 @@ class OnlineDetector:
     """Per-request detection with per-account and per-cluster state (see the module docstring)."""
 
     def __init__(self, *, accounts: dict[str, dict] | None = None, model: ScoreModel | None = None, linkage: bool = True,
-                 rescore_every: float = 0.002, cluster_min_span_hours: float = 24.0, forget_idle_s: float | None = None,
-                 own_min_requests: int = OWN_MIN_REQUESTS):
+                 rescore_every: float = 0.002, cluster_min_span_hours: float = 24.0, forget_idle_s: float | None = None):
         """``rescore_every``: once an account (or cluster) has more than ``1 / rescore_every`` requests, its
         score is recomputed every ``rescore_every * n`` requests instead of every request (stats are
         always updated); a flag can then come at most that fraction of its requests late. 0 rescores always.
@@ -125,9 +117,7 @@ class OnlineDetector:
         fitted on clusters in their first hours: a farm of fresh accounts shows in its first requests.
         ``forget_idle_s``: forget accounts idle this long that are neither flagged nor linked to another
         (:meth:`forget_idle`), at each sweep; None (``replay``, ``train``) keeps every account, so that a
-        replay's result does not depend on when the sweeps fall.
-        ``own_min_requests``: see :data:`OWN_MIN_REQUESTS` (0: an account's own score counts from its first
-        request)."""
+        replay's result does not depend on when the sweeps fall."""
         self.model = model or ScoreModel.default()
         self.threshold = self.model.online.value
         self._scorer = self.model.stats_scorer()
@@ -146,7 +136,6 @@ class OnlineDetector:
         self._cluster_score: dict[str, float] = {}
         self.linker = OnlineLinker(on_union=self._on_union)
         self.rescore_every = rescore_every
-        self.own_min_requests = own_min_requests
         self.cluster_min_span_s = cluster_min_span_hours * 3600.0
         self._next_cluster_score: dict[str, int] = {}
         # population counts behind the lift of request fingerprints: accounts with one, per system
@@ -343,7 +332,7 @@ class OnlineDetector:
                         cscore = 0.0  # a small group in its first day (a team's first hours): not judged yet
         # the peak is what would flag it at any threshold, of its own and its grown cluster's scores (the
         # online threshold; young clusters' peak is apart: train sets the early weights' bias on it)
-        main = score = st.score if n >= self.own_min_requests else 0.0  # see OWN_MIN_REQUESTS
+        main = score = st.score
         if cid is not None:
             if cscore > score:
                 score = cscore
