@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -143,12 +144,17 @@ def test_scan_bad_inputs(tmp_path):
     assert p.returncode == 2 and "cannot write" in p.stderr
 
 
+def _train(traffic: Path, model: Path, *options: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """``distillguard train`` as a user runs it: the model file it wrote, and the process."""
+    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "train", str(traffic), "--out", str(model), *options],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return orjson.loads(model.read_bytes()), p
+
+
 def test_train_then_scan_with_model(small_traffic, tmp_path):
     model = tmp_path / "m.json"
-    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "train", str(small_traffic), "--out", str(model),
-                        "--exclude", "model_pivot"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    m = orjson.loads(model.read_bytes())
+    m, p = _train(small_traffic, model, "--exclude", "model_pivot")
     assert all(w >= 0 for w in m["weights"].values()) and 0 <= m["threshold"] <= 1
     assert m["weights"]["model_pivot"] == 0.0 and m["meta"]["excluded_signals"] == ["model_pivot"]
     assert 0 <= m["online_threshold"] <= 1 and "online threshold" in p.stdout
@@ -219,9 +225,5 @@ def test_scan_out_of_memory_is_one_clear_error_and_leaves_no_spill_folder(small_
 
 
 def test_train_without_shapes_keeps_the_catalogue_ramps(small_traffic, tmp_path):
-    model = tmp_path / "m.json"
-    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "train", str(small_traffic), "--out", str(model),
-                        "--no-online", "--no-shapes"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    m = orjson.loads(model.read_bytes())
+    m, _ = _train(small_traffic, tmp_path / "m.json", "--no-online", "--no-shapes")
     assert "shapes" not in m and "shaped_signals" not in m["meta"] and any(w > 0 for w in m["weights"].values())
