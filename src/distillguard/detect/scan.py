@@ -311,11 +311,21 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs)
 
 
-def final_scores(an: Analysis, model: ScoreModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(own account scores, cluster scores, final account scores, final flags) under ``model``."""
-    scores = model.score(model.strengths(an.feats) if model.shapes else an.strs)
-    cscores = model.score(model.strengths(an.cfeats) if model.shapes else an.cstrs) if an.cluster_ids else np.zeros(0)
-    cflag = model.threshold.flag(cscores)
+def model_strengths(an: Analysis, model: ScoreModel) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(account, cluster) strengths that ``model`` scores with: the analysis's catalogue strengths, or
+    its learned shapes where it has them."""
+    if not model.shapes:
+        return an.strs, an.cstrs
+    return model.strengths(an.feats), (model.strengths(an.cfeats) if an.cluster_ids else an.cstrs)
+
+
+def final_scores(an: Analysis, model: ScoreModel, strengths: tuple[dict, dict] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(own account scores, cluster scores, final account scores, final flags) under ``model``;
+    ``strengths``: :func:`model_strengths`, if the caller already has them."""
+    strs, cstrs = strengths or model_strengths(an, model)
+    scores = model.score(strs)
+    cscores = model.score(cstrs) if an.cluster_ids else np.zeros(0)
     final = scores.copy()
     idx = an.index
     for i, cid in enumerate(an.cluster_ids):
@@ -331,13 +341,11 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     if redact:
         an.edges = _redact_links(an.edges)
     t = time.perf_counter()
-    account_ids, cols, feats, strs, edges, clusters = an.account_ids, an.cols, an.feats, an.strs, an.edges, an.clusters
-    members, cluster_ids, cfeats, cstrs = an.members, an.cluster_ids, an.cfeats, an.cstrs
-    if model.shapes:  # the strengths this model scores with (its learned shapes instead of catalogue ramps)
-        strs = model.strengths(feats)
-        cstrs = model.strengths(cfeats) if cluster_ids else cstrs
+    account_ids, cols, feats, edges, clusters = an.account_ids, an.cols, an.feats, an.edges, an.clusters
+    members, cluster_ids, cfeats = an.members, an.cluster_ids, an.cfeats
+    strs, cstrs = model_strengths(an, model)  # what the model scores with (its shapes, if any)
     idx = an.index
-    scores, cscores, final_score, flagged = final_scores(an, model)
+    scores, cscores, final_score, flagged = final_scores(an, model, (strs, cstrs))
     cflag = model.threshold.flag(cscores)
     cinfo = {cid: i for i, cid in enumerate(cluster_ids)}
     own_flag = model.threshold.flag(scores)

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distillguard.detect.signals import NEEDS_DAYS, SIGNALS, SIGNALS_BY_NAME, Reason, strengths, strengths_scalar
+from distillguard.detect.signals import (NEEDS_DAYS, SIGNALS, SIGNALS_BY_NAME, Reason, ramp, strengths, strengths_scalar,
+                                        volume_discount)
 from distillguard.errors import ConfigError
 
 
@@ -148,11 +149,9 @@ class ScoreModel:
     def strengths(self, feats: dict[str, Any]) -> dict[str, np.ndarray]:
         """Signal strengths under this model: the catalogue's ramps, or the model's shapes where it has them."""
         out = strengths(feats)
-        if self.shapes:
-            n = np.asarray(feats["requests"], dtype=np.float64)
-            for name, shape in self.shapes.items():
-                sig = SIGNALS_BY_NAME[name]
-                out[name] = shape(feats[sig.feature]) * np.clip(n / sig.min_requests, 0.0, 1.0)
+        for name, shape in self.shapes.items():
+            sig = SIGNALS_BY_NAME[name]
+            out[name] = shape(feats[sig.feature]) * volume_discount(feats["requests"], sig)
         return out
 
     def strength_curve(self, name: str) -> dict[str, Any]:
@@ -353,17 +352,13 @@ def shape_knots(feats: dict[str, Any], *, k: int = SHAPE_QUANTILES,
     return out
 
 
-def _ramp(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return np.clip(np.nan_to_num((np.asarray(v, dtype=np.float64) - lo) / (hi - lo), nan=0.0), 0.0, 1.0)
-
-
 def _shape_of(ramps: list[tuple[float, float, float]]) -> tuple[float, Shape | None]:
     """(weight, shape) of a sum of weighted ramps: the weight is the sum's maximum, the shape the sum over it."""
     ramps = [(lo, hi, w) for lo, hi, w in ramps if w > 1e-9]
     if not ramps:
         return 0.0, None
     xs = np.unique(np.asarray([x for lo, hi, _ in ramps for x in (lo, hi)], dtype=np.float64))
-    f = sum(w * _ramp(xs, lo, hi) for lo, hi, w in ramps)
+    f = sum(w * ramp(xs, lo, hi) for lo, hi, w in ramps)
     top = float(f.max())
     if top <= 0.0:
         return 0.0, None
@@ -393,14 +388,13 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
     if knots:
         if feature_rows is None:
             raise ConfigError("fit with knots needs the feature rows")
-        n_req = np.asarray(feature_rows["requests"], dtype=np.float64)
         for i, n in enumerate(names):
             if n in exclude:
                 continue
             sig = SIGNALS_BY_NAME[n]
-            c = np.clip(n_req / sig.min_requests, 0.0, 1.0)
+            c = volume_discount(feature_rows["requests"], sig)
             for lo, hi in knots.get(n, ()):
-                cols.append(_ramp(feature_rows[sig.feature], lo, hi) * c)
+                cols.append(ramp(feature_rows[sig.feature], lo, hi) * c)
                 owner.append(i)
                 extra.append((i, lo, hi))
     X = np.column_stack(cols)

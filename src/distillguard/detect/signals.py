@@ -178,16 +178,20 @@ SIGNALS_BY_NAME = {s.name: s for s in SIGNALS}
 NEEDS_DAYS = frozenset({"high_volume", "high_token_volume", "flat_daily_profile", "sustained_activity"})
 
 
+def ramp(v: Any, lo: float, hi: float) -> np.ndarray:
+    """0 at ``lo``, 1 at ``hi`` (either way round), clipped; NaN gives 0."""
+    return np.clip(np.nan_to_num((np.asarray(v, dtype=np.float64) - lo) / (hi - lo), nan=0.0), 0.0, 1.0)
+
+
+def volume_discount(requests: Any, sig: Signal) -> np.ndarray:
+    """``min(1, requests / min_requests)``: how much of its strength a signal keeps on little traffic."""
+    return np.clip(np.asarray(requests, dtype=np.float64) / sig.min_requests, 0.0, 1.0)
+
+
 def strengths(feats: dict[str, Any]) -> dict[str, np.ndarray]:
     """Strength in [0, 1] of every signal, for arrays (or lists) of features over accounts."""
-    n = np.asarray(feats["requests"], dtype=np.float64)
-    out: dict[str, np.ndarray] = {}
-    for s in SIGNALS:
-        v = np.asarray(feats[s.feature], dtype=np.float64)
-        ramp = (v - s.lo) / (s.hi - s.lo)
-        st = np.clip(np.nan_to_num(ramp, nan=0.0), 0.0, 1.0)
-        out[s.name] = st * np.clip(n / s.min_requests, 0.0, 1.0)
-    return out
+    n = feats["requests"]
+    return {s.name: ramp(feats[s.feature], s.lo, s.hi) * volume_discount(n, s) for s in SIGNALS}
 
 
 def strengths_scalar(feats: dict[str, float]) -> dict[str, float]:

@@ -239,15 +239,12 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
                 prior=prior_weights(), exclude=exclude, feature_rows={f: np.concatenate(v) for f, v in frows.items()},
                 knots=knots)
     # threshold on final account scores (own or cluster), benign accounts only
-    benign_final = []
-    for an, ya in analyses:
-        _, _, final, _ = final_scores(an, model)
-        benign_final.append(final[ya == 0])
-    model.threshold = Threshold.for_fpr(np.concatenate(benign_final), target_fpr)
+    finals = [final_scores(an, model)[2] for an, _ in analyses]
+    model.threshold = Threshold.for_fpr(np.concatenate([f[ya == 0] for f, (_, ya) in zip(finals, analyses)]), target_fpr)
     # report recall on the training data (not an evaluation: see `distillguard bench detect`)
     tp = fp = pos = neg = 0
-    for an, ya in analyses:
-        _, _, _, flags = final_scores(an, model)
+    for final, (_, ya) in zip(finals, analyses):
+        flags = model.threshold.flag(final)
         tp += int((flags & (ya == 1)).sum())
         fp += int((flags & (ya == 0)).sum())
         pos += int((ya == 1).sum())
