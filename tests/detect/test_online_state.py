@@ -43,7 +43,10 @@ def test_a_flagged_cluster_stays_flagged_and_flags_whoever_joins_it():
     for i in range(90):  # a harvests; b and c send plain requests
         x = "abc"[i % 3]
         det.process(_cot_event(f"r{i}", x, t + 30.0 * i) if x == "a" else _event(f"r{i}", x, t + 30.0 * i, "198.51.100.7"))
-    cscore = det._cluster_score[det.linker.root("a")]
+    # the cluster's score: its combined traffic's, at most what its members' own requests look like
+    # unless those reach the batch threshold
+    combined, members = det._cluster_score[det.linker.root("a")], det.members_score("a")
+    cscore = combined if members >= det.members_gate else min(combined, members)
     own = max(det.account_state(x).score for x in "bc")
     assert own < cscore  # b and c are flagged only as members
     det.threshold = (own + cscore) / 2

@@ -183,14 +183,33 @@ def test_stats_scorer_equals_the_full_pipeline(events):
                         shapes={"single_turn": Shape(xs=(0.3, 0.6, 0.95), ys=(0.0, 0.7, 1.0)),
                                 "regular_timing": Shape(xs=(0.2, 0.9, 2.0), ys=(1.0, 0.25, 0.0))})
     for model in (default, ScoreModel(weights=prior_weights(), bias=-6.0), shaped):
-        scorer = model.stats_scorer()
-        scores = []
+        scorer, both = model.stats_scorer(), model.stats_scorer(undiscounted=True)
+        scores, discounted = [], 0
         for r in rows:
             s = AccountStats.from_row(r)
             full = model.score_scalar(model.strengths_scalar(features_scalar(s)))
+            undiscounted = model.score_scalar(model.strengths_scalar(features_scalar(s), discount=False))
             assert scorer(s) == full, r["account_id"]
+            assert both(s) == (full, undiscounted), r["account_id"]
             scores.append(full)
+            discounted += undiscounted != full
         assert len(set(scores)) > 10  # not a constant
+        assert discounted > 10  # small accounts' strengths are discounted
+
+
+def test_undiscounted_strengths_vector_equal_scalar(events):
+    from distillguard.detect.scoring import ScoreModel
+
+    con = connect()
+    con.register("events", events)
+    rows = account_stats(con, "events").to_pylist()[:40]
+    model = ScoreModel.default()
+    feats = [features_scalar(AccountStats.from_row(r)) for r in rows]
+    vec = model.strengths({k: np.asarray([f[k] for f in feats]) for k in feats[0]}, discount=False)
+    for i, f in enumerate(feats):
+        sca = model.strengths_scalar(f, discount=False)
+        for k, v in sca.items():
+            assert math.isclose(v, float(vec[k][i]), abs_tol=1e-12), k
 
 
 def test_md5_u64_sql_equals_duckdb_and_python():

@@ -44,6 +44,9 @@ def test_scan_writes_contract_files(scanned, small_traffic):
             assert set(r) == {"signal", "value", "detail"}
     for c in _jsonl(out / "clusters.jsonl"):
         assert len(c["account_ids"]) >= 2 and isinstance(c["flagged"], bool)
+        # its combined traffic's score, at most its members' unless they reach the threshold
+        gated = c["combined_score"] if c["members_score"] >= summary["threshold"] else min(c["combined_score"], c["members_score"])
+        assert abs(c["score"] - gated) <= 1e-6
         assert all({"type", "value", "accounts", "edges"} <= set(link) for link in c["links"])
 
 

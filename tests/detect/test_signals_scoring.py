@@ -60,6 +60,13 @@ def test_threshold_for_fpr():
     t = Threshold.for_fpr(benign, 1e-3)
     assert (benign >= t.value).mean() <= 1e-3
     assert (benign >= t.value).sum() == 10
+    # with 95% confidence that the rate is within the target: fewer flags, as many as the bound allows
+    from scipy.stats import beta
+
+    sure = Threshold.for_fpr(benign, 1e-3, confidence=0.95)
+    k = int((benign >= sure.value).sum())
+    assert k < 10 and beta.ppf(0.95, k + 1, len(benign) - k) <= 1e-3 < beta.ppf(0.95, k + 2, len(benign) - k - 1)
+    assert Threshold.for_fpr(benign[:100], 1e-3, confidence=0.95).value > benign[:100].max()  # too few to allow one
     with pytest.raises(ConfigError):
         Threshold(value=1.5)
 

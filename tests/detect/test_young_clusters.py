@@ -78,8 +78,9 @@ def test_a_young_cluster_is_judged_without_the_signals_that_need_days_then_on_al
         elif cs.t1 - cs.t0 < det.cluster_min_span_s:
             assert v.cluster_score == m.early_model().score_scalar(_strengths_without(m, cs, NEEDS_DAYS))
             young += 1
-        else:
-            assert v.cluster_score == m.score_scalar(_strengths_without(m, cs, ()))
+        else:  # at most what the members' own requests look like, unless those reach the batch threshold
+            combined, members = m.score_scalar(_strengths_without(m, cs, ())), det.members_score(v.account_id)
+            assert v.cluster_score == (combined if members >= m.threshold.value else min(combined, members))
             old += 1
     assert small > 3 and young > 100 and old > 100
 

@@ -37,6 +37,8 @@ def test_report_and_stix_on_a_real_scan(tmp_path):
         assert c["learned"] == (name in model.shapes) and all(0.0 <= y <= 1.0 for y in c["y"])
     assert html.count('<polyline class="strength"') == html.count('<svg class="hist"') - html.count(">no values</text>")
     assert html.count("<script") == 1
+    # each flagged cluster shown says what its score is made of
+    assert html.count("Linkage and pooled volume alone never flag") == min(20, len(scan.flagged_clusters))
 
     bundle_path = export_stix(out, tmp_path / "bundle.json")
     bundle = stix2.parse(bundle_path.read_text(), allow_custom=True)

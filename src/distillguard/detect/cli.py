@@ -79,6 +79,7 @@ def train_command(
     exclude: list[str] = typer.Option([], "--exclude", help="A signal to hold at weight 0 (repeatable); it is still computed and shown."),
     online: bool = typer.Option(True, "--online/--no-online", help="Also fit the early weights for young linked clusters and choose the online detector's threshold on peak scores, replaying the traffic twice (about triples the time)."),
     shapes: bool = typer.Option(True, "--shapes/--no-shapes", help="Let each signal learn a monotone shape (ramps at quantiles of its feature, in the catalogue's direction) instead of only the catalogue's one ramp."),
+    confidence: float = typer.Option(0.95, "--confidence", min=0.0, max=0.999999, help="Choose the thresholds so that the benign rate is within --target-fpr with this confidence (one-sided Clopper-Pearson bound on the training accounts); 0 chooses them at the target rate itself."),
 ) -> None:
     """Fit the signal weights and the operating threshold on labelled traffic (use with `scan --model`).
 
@@ -88,7 +89,7 @@ def train_command(
 
     try:
         model, report = train_model(list(traffic), labels=labels, accounts=accounts, target_fpr=target_fpr, online=online,
-                                    exclude=frozenset(exclude), shapes=shapes, progress=True)
+                                    exclude=frozenset(exclude), shapes=shapes, confidence=confidence or None, progress=True)
     except DistillguardError as e:
         _fail("train", e)
     model.save(out)

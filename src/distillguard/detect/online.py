@@ -84,6 +84,7 @@ class _Account:
     aid: str = ""
     stats: AccountStats = field(default_factory=AccountStats)
     score: float = 0.0
+    own_requests_score: float = 0.0  # its score without the small-traffic discount (see scan.member_scores)
     peak_score: float = 0.0  # the highest score (own, or its cluster's after its first day) at any of its requests
     peak_early: float = 0.0  # the highest score of its cluster in the cluster's first day
     next_score_at: int = 0
@@ -120,7 +121,9 @@ class OnlineDetector:
         replay's result does not depend on when the sweeps fall."""
         self.model = model or ScoreModel.default()
         self.threshold = self.model.online.value
+        self.members_gate = self.model.threshold.value  # see scan.cluster_scores
         self._scorer = self.model.stats_scorer()
+        self._account_scorer = self.model.stats_scorer(undiscounted=True)  # (score, own_requests_score)
         self._early_model = self.model.early_model()
         self._early_scorer = self._early_model.stats_scorer()
         #: ``train`` sets a list: (members, strengths) of young clusters at EARLY_SNAPSHOT_HOURS
@@ -134,6 +137,9 @@ class OnlineDetector:
         self._acc: dict[str, _Account] = {}
         self._cluster_stats: dict[str, AccountStats] = {}
         self._cluster_score: dict[str, float] = {}
+        #: per cluster, the sum over its members of requests x own_requests_score: divided by the cluster's
+        #: requests, the members' score that caps the cluster's (see scan.member_scores)
+        self._cluster_members: dict[str, float] = {}
         self.linker = OnlineLinker(on_union=self._on_union)
         self.rescore_every = rescore_every
         self.cluster_min_span_s = cluster_min_span_hours * 3600.0
@@ -160,7 +166,15 @@ class OnlineDetector:
             self._current_included = True  # the account's own stats already hold this request
         return self._acc_stats(root)
 
+    def _members_side(self, root: str) -> float:
+        total = self._cluster_members.pop(root, None)
+        if total is not None:
+            return total
+        st = self._acc.get(root)  # an account on its own: its requests so far at its last score
+        return st.stats.n * st.own_requests_score if st is not None else 0.0
+
     def _on_union(self, root: str, other: str) -> None:
+        self._cluster_members[root] = self._members_side(root) + self._members_side(other)
         a, b = self._side(root), self._side(other)
         self._cluster_stats[root] = a.merge(b)
         self._cluster_score.pop(other, None)
@@ -184,6 +198,14 @@ class OnlineDetector:
         if not self.linkage or account_id not in self._acc:
             return None
         return self._cluster_stats.get(self.linker.root(account_id))
+
+    def members_score(self, account_id: str) -> float | None:
+        """What the requests of the account's cluster's members look like (scan.member_scores: their own
+        scores without the small-traffic discount, weighted by requests); None when it is in no cluster."""
+        cs = self.cluster_stats(account_id)
+        if cs is None:
+            return None
+        return self._cluster_members[self.linker.root(account_id)] / cs.n if cs.n else 0.0
 
     def is_flagged(self, account_id: str) -> bool:
         st = self._acc.get(account_id)
@@ -297,8 +319,9 @@ class OnlineDetector:
         # account score (on a schedule for heavy accounts: see __init__); features and strengths for the
         # reasons only when the account is flagged
         n = st.stats.n
+        own_before = st.own_requests_score
         if n >= st.next_score_at:
-            st.score = self._scorer(st.stats)
+            st.score, st.own_requests_score = self._account_scorer(st.stats)
             st.next_score_at = n + max(1, int(n * self.rescore_every))
         # cluster score
         cid = None
@@ -308,6 +331,9 @@ class OnlineDetector:
             root = self.linker.root(aid)
             if root in self._cluster_stats:
                 cs = self._cluster_stats[root]
+                # this request (unless a union this request already counted it) and any change of its score
+                self._cluster_members[root] += ((0.0 if self._current_included else own_before)
+                                                + n * (st.own_requests_score - own_before))
                 if not self._current_included:
                     cs.apply(ts, d, gap, dw, dd, eu_top)
                 # a young cluster (see __init__) is scored by the early weights
@@ -322,6 +348,13 @@ class OnlineDetector:
                         self._scored_young.discard(root)
                     self._next_cluster_score[root] = cs.n + max(1, int(cs.n * self.rescore_every))
                 cscore = self._cluster_score[root]
+                if not young:
+                    # at most what its members' own requests look like, unless they look like extraction at
+                    # the batch threshold (scan.cluster_scores): linkage and pooled volume alone never flag.
+                    # (A young cluster is judged by the early weights, and only with EARLY_MIN_ACCOUNTS.)
+                    members_score = self._cluster_members[root] / cs.n if cs.n else 0.0
+                    if members_score < self.members_gate and members_score < cscore:
+                        cscore = members_score
                 cid = self.linker.cluster_of(aid)
                 if young:
                     if self.early_snapshots is not None:
@@ -389,11 +422,13 @@ class OnlineDetector:
         if was_flagged is not None and cscore < self.threshold:
             value = was_flagged[1]
             when = f" scored {value:.3f} when the cluster was flagged (now {cscore:.3f})"
+        members = self.members_score(aid)
         return {
             "signal": "linked_cluster", "value": round(value, 6),
             "detail": f"member of cluster {cid} ({len(self.linker.members(aid))} accounts); combined traffic"
                       + (f" of its first {(cs.t1 - cs.t0) / 3600:.1f} h" if young else "")
-                      + (when or f" scores {cscore:.3f}") + ": "
+                      + (when or f" scores {cscore:.3f}")
+                      + (f" (its members' own requests {members:.3f})" if members is not None else "") + ": "
                       + "; ".join(r.detail for r in creasons),
         }
 

@@ -319,13 +319,53 @@ def model_strengths(an: Analysis, model: ScoreModel) -> tuple[dict[str, np.ndarr
     return model.strengths(an.feats), (model.strengths(an.cfeats) if an.cluster_ids else an.cstrs)
 
 
-def final_scores(an: Analysis, model: ScoreModel, strengths: tuple[dict, dict] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def member_scores(an: Analysis, model: ScoreModel) -> np.ndarray:
+    """Per cluster, what its members' requests look like: the request-weighted mean of their own scores
+    without the small-traffic discount (:meth:`ScoreModel.strengths` with ``discount=False``).
+
+    A cluster whose members score under the threshold here is scored at most this (:func:`cluster_scores`). A campaign
+    spread over many accounts keeps each one under every volume limit, but each one's requests still
+    look like extraction (single-turn, templated, harvesting): its members score 0.5-1.0 here. A
+    company's team, linked by its card, domain and office network, adds up to volume, new accounts and a
+    flat day, while its members' requests look like people's (0.0-0.2 on the development data): the cap
+    keeps linkage and pooled volume from flagging it.
+    """
+    if not an.cluster_ids:
+        return np.zeros(0)
+    own = model.score(model.strengths(an.feats, discount=False))
+    n = np.asarray(an.feats["requests"], dtype=np.float64)
+    idx = an.index
+    j = np.fromiter((idx[a] for cid in an.cluster_ids for a in an.members[cid]), dtype=np.int64)
+    i = np.repeat(np.arange(len(an.cluster_ids)), [len(an.members[cid]) for cid in an.cluster_ids])
+    total = np.bincount(i, weights=n[j], minlength=len(an.cluster_ids))
+    weighted = np.bincount(i, weights=own[j] * n[j], minlength=len(an.cluster_ids))
+    return np.divide(weighted, total, out=np.zeros(len(an.cluster_ids)), where=total > 0)
+
+
+def cluster_scores(an: Analysis, model: ScoreModel, cstrs: dict[str, np.ndarray], *, members_gate: float | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(combined traffic's scores, :func:`member_scores`, cluster scores) per cluster.
+
+    A cluster's score is its combined traffic's where its members score at least ``members_gate`` (the
+    batch threshold unless given), and the lower of the two where they do not: linkage and pooled
+    volume alone never flag. At the batch threshold this flags exactly the clusters that the lower of
+    the two would (``train`` chooses the threshold on that, ``members_gate=inf``); online, where the
+    threshold is higher (peak scores), members need only look like extraction at the batch threshold."""
+    if not an.cluster_ids:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    gate = model.threshold.value if members_gate is None else members_gate
+    combined, members = model.score(cstrs), member_scores(an, model)
+    return combined, members, np.where(members >= gate, combined, np.minimum(combined, members))
+
+
+def final_scores(an: Analysis, model: ScoreModel, strengths: tuple[dict, dict] | None = None, *,
+                 members_gate: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(own account scores, cluster scores, final account scores, final flags) under ``model``;
-    ``strengths``: :func:`model_strengths`, if the caller already has them."""
+    ``strengths``: :func:`model_strengths`, if the caller already has them. Cluster scores as
+    :func:`cluster_scores` gives them."""
     strs, cstrs = strengths or model_strengths(an, model)
     scores = model.score(strs)
-    cscores = model.score(cstrs) if an.cluster_ids else np.zeros(0)
+    cscores = cluster_scores(an, model, cstrs, members_gate=members_gate)[2]
     final = scores.copy()
     idx = an.index
     for i, cid in enumerate(an.cluster_ids):
@@ -346,6 +386,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     strs, cstrs = model_strengths(an, model)  # what the model scores with (its shapes, if any)
     idx = an.index
     scores, cscores, final_score, flagged = final_scores(an, model, (strs, cstrs))
+    combined, mscores, _ = cluster_scores(an, model, cstrs)
     cflag = model.threshold.flag(cscores)
     cinfo = {cid: i for i, cid in enumerate(cluster_ids)}
     own_flag = model.threshold.flag(scores)
@@ -370,7 +411,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
                 "value": round(float(cscores[i]), 6),
                 "detail": f"member of cluster {cid} ({len(members[cid])} accounts linked by "
                           f"{', '.join(sorted({l['type'] for l in link_summary.get(cid, [])}))}); combined traffic scores "
-                          f"{cscores[i]:.3f}: " + "; ".join(r.detail for r in creasons),
+                          f"{combined[i]:.3f} (its members' own requests {mscores[i]:.3f}): " + "; ".join(r.detail for r in creasons),
             })
         verdict_lines.append({
             "account_id": a,
@@ -387,6 +428,9 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             "account_ids": sorted(members[cid]),
             "score": round(float(cscores[cinfo[cid]]), 6),
             "flagged": bool(cflag[cinfo[cid]]),
+            # the score is the lower of these two (see member_scores)
+            "combined_score": round(float(combined[cinfo[cid]]), 6),
+            "members_score": round(float(mscores[cinfo[cid]]), 6),
             "links": link_summary.get(cid, []),
             "reasons": [r.as_dict() for r in model.reasons({k: float(v[cinfo[cid]]) for k, v in cstrs.items()},
                                                             {k: float(v[cinfo[cid]]) for k, v in cfeats.items()})],

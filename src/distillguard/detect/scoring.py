@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from importlib import resources
@@ -49,10 +50,30 @@ class Threshold:
         return np.asarray(scores) >= self.value
 
     @staticmethod
-    def for_fpr(benign_scores: np.ndarray, target_fpr: float) -> "Threshold":
-        """The lowest threshold whose false-positive rate on ``benign_scores`` is at most ``target_fpr``."""
+    def allowed(n_benign: int, target_fpr: float, confidence: float | None = None) -> int:
+        """How many of ``n_benign`` benign accounts a threshold may flag for a false-positive rate of at most
+        ``target_fpr``: the rate itself, or with ``confidence`` (e.g. 0.95), so that the one-sided
+        Clopper-Pearson upper bound of the rate stays within the target: a threshold chosen at exactly the
+        target on one sample exceeds it on about half of the traffic it meets next.
+
+        >>> Threshold.allowed(20_000, 1e-3), Threshold.allowed(20_000, 1e-3, 0.95)
+        (20, 12)
+        """
+        at_rate = int(np.floor(target_fpr * n_benign))
+        if confidence is None or n_benign == 0:
+            return at_rate
+        from scipy.stats import beta
+
+        k = at_rate
+        while k >= 0 and beta.ppf(confidence, k + 1, n_benign - k) > target_fpr:
+            k -= 1
+        return k  # -1: no flag at all keeps the bound within the target (too few benign accounts)
+
+    @staticmethod
+    def for_fpr(benign_scores: np.ndarray, target_fpr: float, confidence: float | None = None) -> "Threshold":
+        """The lowest threshold that flags at most :meth:`allowed` of ``benign_scores``."""
         b = np.sort(np.asarray(benign_scores, dtype=np.float64))[::-1]
-        allowed = int(np.floor(target_fpr * len(b)))
+        allowed = max(Threshold.allowed(len(b), target_fpr, confidence), 0)  # -1: flag none, as 0 does
         # flag score >= t; choose t just above the (allowed+1)-th highest benign score
         if allowed >= len(b):
             return Threshold(value=0.0, target_fpr=target_fpr)
@@ -146,8 +167,13 @@ class ScoreModel:
                 raise ConfigError(f"the shape of {name} must rise to 1 in the catalogue's direction "
                                   f"({'higher' if sig.hi > sig.lo else 'lower'} {sig.feature} is more suspicious)")
 
-    def strengths(self, feats: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Signal strengths under this model: the catalogue's ramps, or the model's shapes where it has them."""
+    def strengths(self, feats: dict[str, Any], *, discount: bool = True) -> dict[str, np.ndarray]:
+        """Signal strengths under this model: the catalogue's ramps, or the model's shapes where it has them.
+
+        ``discount=False``: without the small-traffic discount (:func:`volume_discount`), what an account's
+        requests look like whatever their number (see :func:`member_scores`)."""
+        if not discount:
+            feats = {**feats, "requests": np.full(np.shape(feats["requests"]), np.inf)}
         out = strengths(feats)
         for name, shape in self.shapes.items():
             sig = SIGNALS_BY_NAME[name]
@@ -165,8 +191,10 @@ class ScoreModel:
             xs, ys, learned = ([sig.lo, sig.hi], [0.0, 1.0], False) if sig.hi > sig.lo else ([sig.hi, sig.lo], [1.0, 0.0], False)
         return {"weight": float(self.weights.get(name, 0.0)), "x": xs, "y": ys, "learned": learned}
 
-    def strengths_scalar(self, feats: dict[str, float]) -> dict[str, float]:
+    def strengths_scalar(self, feats: dict[str, float], *, discount: bool = True) -> dict[str, float]:
         """:meth:`strengths` for one account, in plain Python."""
+        if not discount:
+            feats = {**feats, "requests": math.inf}
         out = strengths_scalar(feats)
         for name, shape in self.shapes.items():
             sig = SIGNALS_BY_NAME[name]
@@ -190,9 +218,11 @@ class ScoreModel:
             z += w * strengths[name]
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
-    def stats_scorer(self) -> Callable[[Any], float]:
+    def stats_scorer(self, *, undiscounted: bool = False) -> Callable[[Any], Any]:
         """A function ``AccountStats -> score`` equal to ``score_scalar(strengths_scalar(features_scalar(s)))``
         but computing only the features of signals with a non-zero weight (the online hot path).
+        ``undiscounted``: it returns ``(score, score without the small-traffic discount)`` (the second as
+        ``score_scalar(strengths_scalar(feats, discount=False))``), both from one pass over the features.
 
         It is generated as one Python function with each weighed feature's expression
         (:data:`~distillguard.features.stats.SCALAR_FEATURE_EXPRS`) inlined, so that a request costs one
@@ -208,6 +238,8 @@ class ScoreModel:
         # subexpressions that many features share, computed once
         shared = {"max(float(s.n), 1.0)": "n1", "max(float(len(s.days)), 1.0)": "days1"}
         lines = ["def score(s):", "    n = float(s.n)", *(f"    {var} = {sub}" for sub, var in shared.items()), "    z = bias"]
+        if undiscounted:
+            lines.append("    u = bias")
         for i, (name, w) in enumerate(self.weights.items()):
             if w == 0.0:
                 continue
@@ -230,8 +262,12 @@ class ScoreModel:
                 *ramp,
                 f"        c = n / mr{i}",
                 f"        z += w{i} * (r * (0.0 if c < 0.0 else (1.0 if c > 1.0 else c)))",
+                *([f"        u += w{i} * (r * 1.0)"] if undiscounted else []),
             ]
-        lines.append("    return 1.0 / (1.0 + exp(-z)) if z > -700 else 0.0")
+        if undiscounted:
+            lines.append("    return (1.0 / (1.0 + exp(-z)) if z > -700 else 0.0), (1.0 / (1.0 + exp(-u)) if u > -700 else 0.0)")
+        else:
+            lines.append("    return 1.0 / (1.0 + exp(-z)) if z > -700 else 0.0")
         exec(compile("\n".join(lines), "<distillguard stats_scorer>", "exec"), ns)  # noqa: S102 (our own source)
         return ns["score"]
 

@@ -3,7 +3,10 @@
 Accounts and linked clusters are both training rows (a cluster is labelled extraction when most of
 its members are); weights are non-negative (:func:`~distillguard.detect.scoring.fit`). The threshold is
 then chosen on the *final* account scores (an account's score is the larger of its own and its
-cluster's) so that at most ``target_fpr`` of benign accounts are flagged. The online threshold is
+cluster's) so that at most ``target_fpr`` of benign accounts are flagged, with ``confidence``
+(default 0.95) that the rate is within the target (:meth:`Threshold.allowed
+<distillguard.detect.scoring.Threshold.allowed>`): about 12 of 20,000 training accounts for 1e-3, not
+20, since a threshold set at exactly the target exceeds it on about half of new traffic. The online threshold is
 chosen the same way on each benign account's *peak* score while the training traffic is replayed
 through the online detector (an account flagged online stays flagged, so what counts is the highest
 score it ever reaches, not its last).
@@ -176,7 +179,7 @@ def _logit(p: float) -> float:
 
 def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
                 target_fpr: float = 1e-3, online: bool = True, exclude: frozenset[str] | set[str] = frozenset(),
-                shapes: bool = True, progress: bool = False) -> tuple[ScoreModel, str]:
+                shapes: bool = True, confidence: float | None = 0.95, progress: bool = False) -> tuple[ScoreModel, str]:
     from contextlib import nullcontext
 
     from distillguard.progress import count_progress
@@ -185,11 +188,12 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
     steps = n_sources * (3 if online else 1)
     with count_progress(steps, "train") if progress else nullcontext(lambda *a, **k: None) as advance:
         return _train(traffic, labels=labels, accounts=accounts, target_fpr=target_fpr, online=online, exclude=exclude,
-                      shapes=shapes, advance=lambda step: advance(1, step))
+                      shapes=shapes, confidence=confidence, advance=lambda step: advance(1, step))
 
 
 def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, target_fpr: float, online: bool,
-           exclude: frozenset[str] | set[str], shapes: bool, advance: Callable[[str], None]) -> tuple[ScoreModel, str]:
+           exclude: frozenset[str] | set[str], shapes: bool, advance: Callable[[str], None],
+           confidence: float | None = 0.95) -> tuple[ScoreModel, str]:
     names = [s.name for s in SIGNALS]
     feature_names = sorted({s.feature for s in SIGNALS} | {"requests"})
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -239,8 +243,9 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
                 prior=prior_weights(), exclude=exclude, feature_rows={f: np.concatenate(v) for f, v in frows.items()},
                 knots=knots)
     # threshold on final account scores (own or cluster), benign accounts only
-    finals = [final_scores(an, model)[2] for an, _ in analyses]
-    model.threshold = Threshold.for_fpr(np.concatenate([f[ya == 0] for f, (_, ya) in zip(finals, analyses)]), target_fpr)
+    # (clusters at most their members' score: at the threshold chosen, what the members gate flags)
+    finals = [final_scores(an, model, members_gate=math.inf)[2] for an, _ in analyses]
+    model.threshold = Threshold.for_fpr(np.concatenate([f[ya == 0] for f, (_, ya) in zip(finals, analyses)]), target_fpr, confidence)
     # report recall on the training data (not an evaluation: see `distillguard bench detect`)
     tp = fp = pos = neg = 0
     for final, (_, ya) in zip(finals, analyses):
@@ -251,6 +256,7 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
         neg += int((ya == 0).sum())
     model.meta = {"trained_on": [str(t) for t in traffic], "accounts": pos + neg, "extraction_accounts": pos,
                   "train_recall": tp / max(pos, 1), "train_fpr": fp / max(neg, 1), "target_fpr": target_fpr,
+                  "threshold_confidence": confidence,
                   **({"excluded_signals": sorted(exclude)} if exclude else {}),
                   **({"shaped_signals": sorted(model.shapes)} if model.shapes else {})}
     online_line = ""
@@ -269,13 +275,13 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
         peaks, early_peaks, yp = online_peaks(traffic, model, labels=labels, accounts=accounts,
                                               on_source=lambda k: advance(f"online replay of source {k + 1}"))
         ben = yp == 0
-        model.online_threshold = Threshold.for_fpr(peaks[ben], target_fpr)
+        model.online_threshold = Threshold.for_fpr(peaks[ben], target_fpr, confidence)
         t_main = model.online_threshold.value
         early_line = ""
         if early is not None:
             # the early weights may flag only benign accounts that the threshold leaves within the target
             # rate: their bias moves so that the online threshold is that point on their scale
-            room = max(int(np.floor(target_fpr * ben.sum())) - int((peaks[ben] >= t_main).sum()), 0)
+            room = max(Threshold.allowed(int(ben.sum()), target_fpr, confidence) - int((peaks[ben] >= t_main).sum()), 0)
             rest = np.sort(early_peaks[ben & (peaks < t_main)])[::-1]
             t_early = float(np.nextafter(rest[room], np.inf)) if room < len(rest) else 0.0
             # never below 0.5: the early weights flag no cluster that their own fit calls more likely benign
@@ -294,7 +300,8 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
                        f"accounts would be flagged at some moment of a replay); online recall on the training traffic "
                        f"{online_recall:.3f}, benign FPR {online_fpr:.5f} (own and grown clusters' scores)" + early_line)
     weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(model.weights.items(), key=lambda kv: -kv[1]) if v > 0.01)
-    report = (f"trained on {pos + neg:,} accounts ({pos:,} extraction); threshold {model.threshold.value:.4f} for benign FPR <= {target_fpr:g}\n"
+    report = (f"trained on {pos + neg:,} accounts ({pos:,} extraction); threshold {model.threshold.value:.4f} for benign FPR <= {target_fpr:g}"
+              + (f" with {confidence:g} confidence" if confidence else "") + "\n"
               f"on the training traffic: recall {tp / max(pos, 1):.3f}, FPR {fp / max(neg, 1):.5f} (evaluate on other seeds with `distillguard bench detect`)\n"
               f"weights: {weights}; bias {model.bias:.2f}" + online_line)
     return model, report

@@ -236,9 +236,14 @@ def _clusters(
         tl_html = (f'<h3>Member activity</h3><p class="note">Requests per bucket on the scan\'s time axis '
                    f"({_e(_ts(t0))} &ndash; {_e(_ts(t1))}); top {len(tl_rows)} members by score.</p>"
                    + "".join(tl_rows)) if tl_rows else ""
+        parts = ""
+        if c.get("combined_score") is not None and c.get("members_score") is not None:
+            parts = (f'<p class="note">Score: the lower of its combined traffic\'s ({float(c["combined_score"]):.2f}) and its '
+                     f'members\' own requests\' ({float(c["members_score"]):.2f}: their scores without the small-traffic '
+                     "discount, weighted by requests). Linkage and pooled volume alone never flag.</p>")
         html.append(
             f'<div class="cluster" id="{_anchor("c-", cid)}"><h3>Cluster <span class="mono">{_e(cid)}</span> '
-            f"{_score(c.get('score'))} &middot; {len(members):,} accounts</h3>"
+            f"{_score(c.get('score'))} &middot; {len(members):,} accounts</h3>{parts}"
             f'<div class="row"><div>{_cluster_reasons(c, scan)}{_links_table(c.get("links") or [])}'
             f'<p><b>Accounts</b> (score): {mem}{more}</p>{tl_html}</div>'
             f'<div>{svg}<div>{_svg.legend_html(types)}</div>{cap}{out_note}</div></div></div>'
