@@ -73,6 +73,18 @@ def test_flagged_accounts_have_reasons_and_evidence(scanned):
         assert v["account_id"] in ev and ev[v["account_id"]]["timeline"]["counts"]
 
 
+def test_two_scans_of_one_log_write_the_same_files(scanned, small_traffic, tmp_path):
+    """Verdicts, clusters and evidence (its sampled links, indicators and examples too) diff clean."""
+    out, _ = scanned
+    run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path, accounts=small_traffic / "accounts.jsonl", progress=False,
+             write_html=False)
+    for name in ("verdicts.jsonl", "clusters.jsonl", "evidence.jsonl"):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    for e in _jsonl(out / "evidence.jsonl"):  # the strongest links first
+        weights = [link["weight"] for link in e["links"]]
+        assert weights == sorted(weights, reverse=True)
+
+
 def test_redact_hashes_example_prompts(small_traffic, tmp_path):
     run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path, accounts=small_traffic / "accounts.jsonl", redact=True,
              progress=False, write_html=False)

@@ -448,7 +448,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     # the catalogue, with how this scan's model weighs each signal and turns its feature into a strength
     signals = [{**d, "model": model.strength_curve(d["name"])} if d["name"] in SIGNALS_BY_NAME else d for d in catalogue()]
     (out / "signals.json").write_text(json.dumps(signals, indent=2) + "\n")
-    flagged_ids = [a for a, f in zip(account_ids, flagged) if f]
+    flagged_ids = sorted(a for a, f in zip(account_ids, flagged) if f)  # in account order, as verdicts.jsonl
     _write_evidence(con, out, flagged_ids, verdict_lines, idx, clusters, edges, redact=redact)
     flagged_clusters = {cid for cid in cluster_ids if cflag[cinfo[cid]]}
     fc_accounts = pa.array(sorted({a for c in flagged_clusters for a in members[c]}), pa.string())
@@ -517,9 +517,9 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
         return
     con.register("_dg_flagged", pa.table({"account_id": pa.array(flagged_ids, pa.string())}))
     ex = con.sql(
-        f"""SELECT account_id, list(left(prompt, {EXAMPLE_CHARS}) ORDER BY ts)[1:{EXAMPLE_PROMPTS}] AS prompts,
+        f"""SELECT account_id, list(left(prompt, {EXAMPLE_CHARS}) ORDER BY ts, request_id)[1:{EXAMPLE_PROMPTS}] AS prompts,
                    min(ts) AS t0, max(ts) AS t1
-            FROM (SELECT account_id, prompt, ts, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS k
+            FROM (SELECT account_id, prompt, ts, request_id, row_number() OVER (PARTITION BY account_id ORDER BY ts, request_id) AS k
                   FROM events SEMI JOIN _dg_flagged USING (account_id)) WHERE k <= 50 GROUP BY account_id"""
     ).to_arrow_table().to_pylist()
     tl = con.sql(
@@ -527,8 +527,8 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
            GROUP BY ALL"""
     ).to_arrow_table().to_pydict()
     ind = con.sql(
-        """SELECT account_id, type, list(DISTINCT value)[1:20] AS vals FROM _dg_keys SEMI JOIN _dg_flagged USING (account_id)
-           GROUP BY ALL"""
+        """SELECT account_id, type, list(DISTINCT value ORDER BY value)[1:20] AS vals FROM _dg_keys
+           SEMI JOIN _dg_flagged USING (account_id) GROUP BY ALL"""
     ).to_arrow_table().to_pylist()
     con.unregister("_dg_flagged")
     hours: dict[str, dict[int, int]] = {}
@@ -542,7 +542,7 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
     for r in ind:
         indicators.setdefault(r["account_id"], {})[names.get(r["type"], r["type"])] = r["vals"]
     ua = con.sql(
-        """SELECT account_id, list(DISTINCT user_agent)[1:5] AS uas FROM events WHERE user_agent IS NOT NULL
+        """SELECT account_id, list(DISTINCT user_agent ORDER BY user_agent)[1:5] AS uas FROM events WHERE user_agent IS NOT NULL
            AND account_id IN (SELECT unnest($ids)) GROUP BY account_id""",
         params={"ids": flagged_ids},
     ).to_arrow_table().to_pylist()
@@ -552,7 +552,9 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
     fset = set(flagged_ids)
     fids = pa.array(flagged_ids, pa.string())
     touching = pc.or_(pc.is_in(edges.column("src"), fids), pc.is_in(edges.column("dst"), fids))
-    t = edges.filter(touching).select(["src", "dst", "type", "w", "example"]).to_pydict()
+    # the strongest links first, ties in a fixed order: two scans of one log give the same evidence
+    t = edges.filter(touching).select(["src", "dst", "type", "w", "example"])
+    t = t.take(pc.sort_indices(t, [("w", "descending"), ("src", "ascending"), ("dst", "ascending"), ("type", "ascending")])).to_pydict()
     for s, d, typ, w, exv in zip(t["src"], t["dst"], t["type"], t["w"], t["example"]):
         for a, b in ((s, d), (d, s)):
             if a in fset and len(links.setdefault(a, [])) < 50:
