@@ -584,6 +584,6 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
                 "example_prompts": [_redact(p) if redact else p for p in prompts],
                 "timeline": {"start": start * 3600, "bucket_s": 3600 * bucket, "counts": series},
                 "links": links.get(a, []),
-                "indicators": indicators.get(a, {}),
+                "indicators": dict(sorted(indicators.get(a, {}).items())),  # in a fixed order (rows come in any)
             }
             f.write(orjson.dumps(rec) + b"\n")
