@@ -4,7 +4,9 @@ Used by the gateway, the LiteLLM plugin and ``replay`` (the same code in all thr
 keeps :class:`~distillguard.features.stats.AccountStats` (bounded: counters, a 24-bin histogram, KMV
 sketches of 128 hashes, small capped sets); per linked cluster it keeps the merge of its members'
 stats, updated with each member request, so a cluster is scored on its combined behaviour exactly as
-in batch. Links come from :class:`~distillguard.linkage.online.OnlineLinker`.
+in batch, and a running sum of its members' requests times their undiscounted scores, for the members'
+gate of :func:`~distillguard.detect.scan.cluster_scores`. Links come from
+:class:`~distillguard.linkage.online.OnlineLinker`.
 
 Interface::
 
