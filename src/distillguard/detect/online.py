@@ -207,7 +207,10 @@ class OnlineDetector:
         cs = self.cluster_stats(account_id)
         if cs is None:
             return None
-        return self._cluster_members[self.linker.root(account_id)] / cs.n if cs.n else 0.0
+        return self._members_score(self.linker.root(account_id), cs)
+
+    def _members_score(self, root: str, cs: AccountStats) -> float:
+        return self._cluster_members[root] / cs.n if cs.n else 0.0
 
     def is_flagged(self, account_id: str) -> bool:
         st = self._acc.get(account_id)
@@ -354,7 +357,7 @@ class OnlineDetector:
                     # at most what its members' own requests look like, unless they look like extraction at
                     # the batch threshold (scan.cluster_scores): linkage and pooled volume alone never flag.
                     # (A young cluster is judged by the early weights, and only with EARLY_MIN_ACCOUNTS.)
-                    members_score = self._cluster_members[root] / cs.n if cs.n else 0.0
+                    members_score = self._members_score(root, cs)
                     if members_score < self.members_gate and members_score < cscore:
                         cscore = members_score
                 cid = self.linker.cluster_of(aid)

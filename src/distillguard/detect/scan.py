@@ -327,7 +327,7 @@ def member_scores(an: Analysis, model: ScoreModel) -> np.ndarray:
     spread over many accounts keeps each one under every volume limit, but each one's requests still
     look like extraction (single-turn, templated, harvesting): its members score 0.5-1.0 here. A
     company's team, linked by its card, domain and office network, adds up to volume, new accounts and a
-    flat day, while its members' requests look like people's (0.0-0.2 on the development data): the cap
+    flat day, while its members' requests look like people's (0.0-0.2 on the development data): the gate
     keeps linkage and pooled volume from flagging it.
     """
     if not an.cluster_ids:
@@ -366,13 +366,19 @@ def final_scores(an: Analysis, model: ScoreModel, strengths: tuple[dict, dict] |
     strs, cstrs = strengths or model_strengths(an, model)
     scores = model.score(strs)
     cscores = cluster_scores(an, model, cstrs, members_gate=members_gate)[2]
+    final = _with_cluster_scores(an, scores, cscores)
+    return scores, cscores, final, model.threshold.flag(final)
+
+
+def _with_cluster_scores(an: Analysis, scores: np.ndarray, cscores: np.ndarray) -> np.ndarray:
+    """Each account's final score: the larger of its own and its cluster's."""
     final = scores.copy()
     idx = an.index
     for i, cid in enumerate(an.cluster_ids):
         for a in an.members[cid]:
             j = idx[a]
             final[j] = max(final[j], cscores[i])
-    return scores, cscores, final, model.threshold.flag(final)
+    return final
 
 
 def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
@@ -385,8 +391,10 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     members, cluster_ids, cfeats = an.members, an.cluster_ids, an.cfeats
     strs, cstrs = model_strengths(an, model)  # what the model scores with (its shapes, if any)
     idx = an.index
-    scores, cscores, final_score, flagged = final_scores(an, model, (strs, cstrs))
-    combined, mscores, _ = cluster_scores(an, model, cstrs)
+    scores = model.score(strs)
+    combined, mscores, cscores = cluster_scores(an, model, cstrs)
+    final_score = _with_cluster_scores(an, scores, cscores)
+    flagged = model.threshold.flag(final_score)
     cflag = model.threshold.flag(cscores)
     cinfo = {cid: i for i, cid in enumerate(cluster_ids)}
     own_flag = model.threshold.flag(scores)
@@ -428,7 +436,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             "account_ids": sorted(members[cid]),
             "score": round(float(cscores[cinfo[cid]]), 6),
             "flagged": bool(cflag[cinfo[cid]]),
-            # the score is the lower of these two (see member_scores)
+            # the score is the combined one where the members' reaches the threshold, else at most theirs
             "combined_score": round(float(combined[cinfo[cid]]), 6),
             "members_score": round(float(mscores[cinfo[cid]]), 6),
             "links": link_summary.get(cid, []),

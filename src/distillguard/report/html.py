@@ -238,9 +238,10 @@ def _clusters(
                    + "".join(tl_rows)) if tl_rows else ""
         parts = ""
         if c.get("combined_score") is not None and c.get("members_score") is not None:
-            parts = (f'<p class="note">Score: the lower of its combined traffic\'s ({float(c["combined_score"]):.2f}) and its '
-                     f'members\' own requests\' ({float(c["members_score"]):.2f}: their scores without the small-traffic '
-                     "discount, weighted by requests). Linkage and pooled volume alone never flag.</p>")
+            parts = (f'<p class="note">Score: its combined traffic\'s ({float(c["combined_score"]):.2f}) where its members\' '
+                     f'own requests ({float(c["members_score"]):.2f}: their scores without the small-traffic discount, '
+                     "weighted by requests) reach the threshold, else at most theirs. Linkage and pooled volume alone "
+                     "never flag.</p>")
         html.append(
             f'<div class="cluster" id="{_anchor("c-", cid)}"><h3>Cluster <span class="mono">{_e(cid)}</span> '
             f"{_score(c.get('score'))} &middot; {len(members):,} accounts</h3>{parts}"
