@@ -10,7 +10,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from distillguard.detect.replay import _SeenIds, _replay_sql, run_replay, stream_derived
+from distillguard.detect.replay import _interned_words, _SeenIds, _replay_sql, run_replay, stream_derived
 from distillguard.features.derive import SCAN_CHARS
 from distillguard.ingest import EventReader, EventStore, RejectWriter
 from distillguard.ingest.reader import connect
@@ -148,3 +148,14 @@ def test_replay_of_a_log_without_readable_requests_is_an_error(tmp_path, stream)
     with pytest.raises(InputError, match="no readable requests"):
         run_replay([bad], tmp_path / "out", progress=False, stream=stream)
     assert len(_jsonl(tmp_path / "out" / "rejected.jsonl")) == 2
+
+
+def test_interned_words_keep_each_row_and_share_one_string_per_word():
+    rows = [["the", "cat"], None, [], ["cat", "sat", "the"], None, ["mat"]]
+    col = pa.array(rows, type=pa.list_(pa.string()))
+    assert _interned_words(col) == rows
+    assert _interned_words(col.slice(2)) == rows[2:]  # a slice's offsets do not start at 0
+    assert _interned_words(pa.chunked_array([col.slice(0, 2), col.slice(3)])) == rows[:2] + rows[3:]
+    got = _interned_words(col)
+    assert got[0][1] is got[3][0]  # one object per word, whichever row it came in
+    assert _interned_words(pa.array([None, None], type=pa.list_(pa.string()))) == [None, None]

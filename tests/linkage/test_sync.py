@@ -124,3 +124,26 @@ def test_synchronised_activity_plus_a_wave_and_a_user_agent_make_one_cluster_in_
     assert len(roots) == 1
     root = roots.pop()
     assert all(det.linker.root(a) != root for a in accounts if not a.startswith("orch"))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0])  # 1000: timestamps in milliseconds, past numpy's 64-bit products
+def test_signature_minima_are_those_of_every_bucket_seen_however_the_hashing_is_batched(scale):
+    from distillguard.linkage.sync import _bucket_hashes
+
+    rng = random.Random(7)
+    buckets = sorted(rng.sample(range(5000), 150))
+    order = buckets[:]
+    for _ in range(10):  # a few late arrivals: an earlier bucket again, or one never seen
+        order.insert(rng.randrange(30, len(order)), rng.choice([rng.choice(buckets), rng.randrange(5000)]))
+    sig = ActivitySignature()
+    seen: set[int] = set()
+    for b in order:
+        ts = (T0 + SYNC_BUCKET_S * b + 1) * scale
+        keys = sig.add(ts)
+        seen.add(int(ts // SYNC_BUCKET_S))
+        if keys:  # emitted: the minima are read here, so they must be complete
+            want = [min(col) for col in zip(*(_bucket_hashes(x) for x in seen))]
+            assert list(sig.mins) == want
+    sig._fold()
+    assert list(sig.mins) == [min(col) for col in zip(*(_bucket_hashes(x) for x in seen))]
+    assert 0 < sig.n <= len(seen)  # a late bucket that lowers no minimum is taken for one seen before

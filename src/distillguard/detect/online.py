@@ -282,8 +282,10 @@ class OnlineDetector:
         return st is None or st.stats.n < WORDS_FIRST_N
 
     def process_derived(self, aid: str, ts: float, d: dict[str, Any], words: list[str] | None, *,
-                        client_ip: str | None = None, user_agent: str | None = None, model: str | None = None) -> Verdict:
-        """:meth:`process` with the per-request derived values already computed (``replay`` does it in bulk)."""
+                        client_ip: str | None = None, user_agent: str | None = None, model: str | None = None,
+                        verdict: bool = True) -> Verdict | None:
+        """:meth:`process` with the per-request derived values already computed (``replay`` does it in bulk).
+        ``verdict=False``: return None instead of a :class:`Verdict` (``replay`` reads the state at the end)."""
         self._until_sweep -= 1
         if self._until_sweep <= 0:
             self.compact_idle(ts)
@@ -412,6 +414,8 @@ class OnlineDetector:
                         ms.requests_before_flag = ms.stats.n
                         ms.flag_cluster = cid
                         ms.flag_reasons = [linked]
+        if not verdict:
+            return None
         return Verdict(account_id=aid, score=score, flagged=st.flagged_at is not None, cluster_id=cid,
                        reasons=st.flag_reasons, cluster_score=cscore, newly_flagged=newly)
 

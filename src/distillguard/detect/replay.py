@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -73,14 +74,31 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _interned_words(col: pa.ChunkedArray | pa.Array) -> list[list[str] | None]:
+    """Each row's words as a list of interned strings (None for a NULL row): each distinct word of the
+    batch is converted and interned once, and the rows are slices of one list, instead of one new
+    string object per word and row (the detector keeps the words of each account's first prompts)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    lens = pc.list_value_length(arr)
+    valid = pc.is_valid(lens).to_numpy(zero_copy_only=False).tolist()
+    ends = np.cumsum(pc.fill_null(lens, 0).to_numpy(zero_copy_only=False))
+    starts = (ends - pc.fill_null(lens, 0).to_numpy(zero_copy_only=False)).tolist()
+    enc = pc.dictionary_encode(arr.flatten())  # flatten skips NULL rows' values, as lens counts them 0
+    vocab = np.array([sys.intern(w) for w in enc.dictionary.to_pylist()] + [None], dtype=object)
+    idx = enc.indices.fill_null(len(vocab) - 1).to_numpy(zero_copy_only=False)
+    words = vocab[idx].tolist()
+    return [words[a:b] if v else None for a, b, v in zip(starts, ends.tolist(), valid)]
+
+
 def _feed(det: OnlineDetector, batch: pa.Table) -> None:
     """Replay one time-ordered batch of derived requests (columns as :func:`_replay_sql` gives them)."""
     names = DERIVED_FLAGS + DERIVED_VALUES
     process = det.process_derived
-    cols = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+    cols = {name: batch.column(name).to_pylist() for name in batch.schema.names if name != "words"}
+    cols["words"] = _interned_words(batch.column("words"))
     meta = zip(cols["account_id"], cols["ts"], cols["words"], cols["client_ip"], cols["user_agent"], cols["model"])
     for (aid, ts, words, ip, ua, model), values in zip(meta, zip(*[cols[c] for c in names])):
-        process(aid, ts, dict(zip(names, values)), words, client_ip=ip, user_agent=ua, model=model)
+        process(aid, ts, dict(zip(names, values)), words, client_ip=ip, user_agent=ua, model=model, verdict=False)
 
 
 def replay_store(con, det: OnlineDetector, *, on_batch: Callable[[int], None] | None = None) -> int:

@@ -234,35 +234,42 @@ class ScoreModel:
 
         from distillguard.features.stats import SCALAR_FEATURE_EXPRS, SCALAR_NAMESPACE
 
-        ns: dict[str, Any] = {**SCALAR_NAMESPACE, "exp": math.exp, "bias": self.bias}
-        # subexpressions that many features share, computed once
+        ns: dict[str, Any] = {**SCALAR_NAMESPACE, "exp": math.exp, "bisect_right": bisect_right}
+        # Constants are written into the source (a float's repr reads back as the same float), and the
+        # helpers bound as defaults, so that each is a constant or a local, not a global lookup; the
+        # discount n / min_requests is computed once per distinct min_requests.
+        helpers = ("nan", "_iat_cv", "_hour_entropy", "kmv_estimate", "exp", "bisect_right")
         shared = {"max(float(s.n), 1.0)": "n1", "max(float(len(s.days)), 1.0)": "days1"}
-        lines = ["def score(s):", "    n = float(s.n)", *(f"    {var} = {sub}" for sub, var in shared.items()), "    z = bias"]
+        active = [(i, name, w) for i, (name, w) in enumerate(self.weights.items()) if w != 0.0]
+        lines = [f"def score(s, {', '.join(f'{h}={h}' for h in helpers)}):", "    n = float(s.n)",
+                 *(f"    {var} = {sub}" for sub, var in shared.items()), f"    z = {self.bias!r}"]
         if undiscounted:
-            lines.append("    u = bias")
-        for i, (name, w) in enumerate(self.weights.items()):
-            if w == 0.0:
-                continue
+            lines.append(f"    u = {self.bias!r}")
+        discounts: dict[float, str] = {}
+        for i, name, w in active:
+            mr = SIGNALS_BY_NAME[name].min_requests
+            if mr not in discounts:
+                var = discounts[mr] = f"c{len(discounts)}"
+                lines += [f"    {var} = n / {mr!r}", f"    {var} = 0.0 if {var} < 0.0 else (1.0 if {var} > 1.0 else {var})"]
+        for i, name, w in active:
             sig = SIGNALS_BY_NAME[name]
-            ns[f"lo{i}"], ns[f"span{i}"], ns[f"mr{i}"], ns[f"w{i}"] = sig.lo, sig.hi - sig.lo, sig.min_requests, w
             expr = SCALAR_FEATURE_EXPRS[sig.feature]
             for sub, var in shared.items():
                 expr = expr.replace(sub, var)
             if name in self.shapes:  # Shape.scalar inlined, the same expression (so the same float)
                 sh = self.shapes[name]
-                ns[f"xs{i}"], ns[f"ys{i}"], ns["bisect_right"] = sh.xs, sh.ys, bisect_right
-                ramp = [f"        j = bisect_right(xs{i}, v)",
-                        f"        r = ys{i}[0] if j == 0 else (ys{i}[-1] if j == {len(sh.xs)} else ys{i}[j - 1] + (v - xs{i}[j - 1])"
-                        f" * (ys{i}[j] - ys{i}[j - 1]) / (xs{i}[j] - xs{i}[j - 1]))"]
+                xs, ys = tuple(map(float, sh.xs)), tuple(map(float, sh.ys))
+                ramp = [f"        j = bisect_right({xs!r}, v)",
+                        f"        r = {ys[0]!r} if j == 0 else ({ys[-1]!r} if j == {len(xs)} else {ys!r}[j - 1] + (v - {xs!r}[j - 1])"
+                        f" * ({ys!r}[j] - {ys!r}[j - 1]) / ({xs!r}[j] - {xs!r}[j - 1]))"]
             else:
-                ramp = [f"        r = (v - lo{i}) / span{i}", "        r = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)"]
+                ramp = [f"        r = (v - {sig.lo!r}) / {sig.hi - sig.lo!r}", "        r = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)"]
             lines += [
                 f"    v = {expr}  # {name}",
                 "    if v == v:",
                 *ramp,
-                f"        c = n / mr{i}",
-                f"        z += w{i} * (r * (0.0 if c < 0.0 else (1.0 if c > 1.0 else c)))",
-                *([f"        u += w{i} * (r * 1.0)"] if undiscounted else []),
+                f"        z += {w!r} * (r * {discounts[sig.min_requests]})",
+                *([f"        u += {w!r} * r"] if undiscounted else []),
             ]
         if undiscounted:
             lines.append("    return (1.0 / (1.0 + exp(-z)) if z > -700 else 0.0), (1.0 / (1.0 + exp(-u)) if u > -700 else 0.0)")

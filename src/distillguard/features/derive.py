@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from typing import Any
 
 from distillguard.features.repeats import REPEAT_MIN_CHARS, REPEAT_SAMPLE, sampled_sql
@@ -149,8 +150,9 @@ def derive_one(ev: dict[str, Any]) -> dict[str, Any]:
 
 
 def words_of(prompt: str | None) -> list[str]:
-    """Words used for the vocabulary-breadth feature (ASCII letters and digits, 3+ characters)."""
-    return _WORD_RE.findall((prompt or "")[:WORDS_PROMPT_CHARS].lower())
+    """Words used for the vocabulary-breadth feature (ASCII letters and digits, 3+ characters), interned:
+    the online detector keeps the words of each account's first prompts, one copy of a word for all."""
+    return list(map(sys.intern, _WORD_RE.findall((prompt or "")[:WORDS_PROMPT_CHARS].lower())))
 
 
 def _signature_sql(*, with_stream: bool) -> str:

@@ -23,6 +23,8 @@ import heapq
 import math
 import sys
 from array import array
+from itertools import compress
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -36,6 +38,7 @@ from distillguard.features.repeats import REPEAT_MIN_SAMPLED, repeat_flag_sql, r
 #: the traffic before it: model pivots (:mod:`~distillguard.features.pivot`) and prompts already sent
 #: by another account (:mod:`~distillguard.features.repeats`).
 FLAG_COLUMNS = DERIVED_FLAGS + ("post", "newm", "rpt")
+_flag_values = itemgetter(*FLAG_COLUMNS)
 KMV_K = {"kmv_ph": 128, "kmv_pre": 128, "kmv_suf": 128}
 #: Small exact sets (the lexicographically smallest distinct values, capped): parameter signatures, temperatures.
 SET_K = {"set_psig": 32, "set_temp": 16}
@@ -145,7 +148,7 @@ class AccountStats:
             if ws.__class__ is tuple:  # compacted while idle: back to a set
                 ws = self._words = set(ws)
             before = len(ws)
-            ws.update(map(sys.intern, words))  # one copy of a word for all accounts
+            ws.update(words)  # interned by the caller (words_of, replay): one copy of a word for all accounts
             dw, dd = len(words), len(ws) - before
             if self.n + 1 == WORDS_FIRST_N:
                 self._words = None  # the count is final; free the set
@@ -208,9 +211,8 @@ class AccountStats:
         self.out_tok += d["out_tok"]
         self.in_tok += d["in_tok"]
         counts = self.__dict__  # the flag counters, without getattr/setattr per flag (the online hot path)
-        for c in FLAG_COLUMNS:
-            if d[c]:
-                counts[c] += 1
+        for c in compress(FLAG_COLUMNS, _flag_values(d)):  # only the flags set (a few of the 20), picked in C
+            counts[c] += 1
         hours, hb = self.hours, int(ts // 3600) % 24
         c = hours[hb]
         hours[hb] = c + 1
