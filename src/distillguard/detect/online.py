@@ -92,6 +92,7 @@ class _Account:
     next_score_at: int = 0
     first_pre: int | None = None
     templated: bool = False
+    last_ip: str | None = None  # the client address of its latest request (already a key of the linker)
     flagged_at: float | None = None
     requests_before_flag: int | None = None
     flag_reasons: list[dict[str, Any]] = field(default_factory=list)
@@ -311,7 +312,8 @@ class OnlineDetector:
                 dom = (info.get("email_domain") or "").lower() or None
                 lk.add_key(aid, "email_domain", None if dom in FREEMAIL else dom)
                 lk.add_key(aid, "user_agent_params", ua_params_key(user_agent, d["psig"]))
-            if client_ip:
+            if client_ip and client_ip != st.last_ip:  # most requests come from the address of the one before
+                st.last_ip = client_ip
                 if not lk.has_key(aid, "client_ip", client_ip):
                     lk.add_key(aid, "client_ip", client_ip)
                     lk.add_key(aid, "ip_prefix", ip_prefix(client_ip))
