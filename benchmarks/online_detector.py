@@ -17,7 +17,7 @@ import gc
 import time
 
 from distillguard.detect.online import OnlineDetector
-from distillguard.detect.replay import DERIVED_VALUES, _replay_sql
+from distillguard.detect.replay import DERIVED_VALUES, _interned_words, _replay_sql
 from distillguard.features.derive import DERIVED_FLAGS, SCAN_CHARS
 from distillguard.ingest import EventReader, EventStore, RejectWriter
 
@@ -33,7 +33,8 @@ def main() -> None:
         store.append_all(EventReader(rejects=rej, con=store.cursor(), prompt_max_chars=SCAN_CHARS, keep_response_text=False), [args.log])
         store.finish_run(rej)
     tab = store.con.sql(f"SELECT * FROM ({_replay_sql()}) LIMIT {int(args.requests)}").to_arrow_table()
-    cols = {n: tab.column(n).to_pylist() for n in tab.schema.names}
+    cols = {n: tab.column(n).to_pylist() for n in tab.schema.names if n != "words"}
+    cols["words"] = _interned_words(tab.column("words"))  # as replay passes them (words_of interns too)
     rows = []
     for i in range(tab.num_rows):
         d = {c: cols[c][i] for c in DERIVED_FLAGS + DERIVED_VALUES}
