@@ -23,9 +23,9 @@ import heapq
 import math
 import sys
 from array import array
+from dataclasses import dataclass, field
 from itertools import compress
 from operator import itemgetter
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
