@@ -81,8 +81,9 @@ def _interned_words(col: pa.ChunkedArray | pa.Array) -> list[list[str] | None]:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     lens = pc.list_value_length(arr)
     valid = pc.is_valid(lens).to_numpy(zero_copy_only=False).tolist()
-    ends = np.cumsum(pc.fill_null(lens, 0).to_numpy(zero_copy_only=False))
-    starts = (ends - pc.fill_null(lens, 0).to_numpy(zero_copy_only=False)).tolist()
+    n = pc.fill_null(lens, 0).to_numpy(zero_copy_only=False)
+    ends = np.cumsum(n)
+    starts = (ends - n).tolist()
     enc = pc.dictionary_encode(arr.flatten())  # flatten skips NULL rows' values, as lens counts them 0
     vocab = np.array([sys.intern(w) for w in enc.dictionary.to_pylist()] + [None], dtype=object)
     idx = enc.indices.fill_null(len(vocab) - 1).to_numpy(zero_copy_only=False)

@@ -240,18 +240,18 @@ class ScoreModel:
         # discount n / min_requests is computed once per distinct min_requests.
         helpers = ("nan", "_iat_cv", "_hour_entropy", "kmv_estimate", "exp", "bisect_right")
         shared = {"max(float(s.n), 1.0)": "n1", "max(float(len(s.days)), 1.0)": "days1"}
-        active = [(i, name, w) for i, (name, w) in enumerate(self.weights.items()) if w != 0.0]
+        active = [(name, w) for name, w in self.weights.items() if w != 0.0]
         lines = [f"def score(s, {', '.join(f'{h}={h}' for h in helpers)}):", "    n = float(s.n)",
                  *(f"    {var} = {sub}" for sub, var in shared.items()), f"    z = {self.bias!r}"]
         if undiscounted:
             lines.append(f"    u = {self.bias!r}")
         discounts: dict[float, str] = {}
-        for i, name, w in active:
+        for name, w in active:
             mr = SIGNALS_BY_NAME[name].min_requests
             if mr not in discounts:
                 var = discounts[mr] = f"c{len(discounts)}"
                 lines += [f"    {var} = n / {mr!r}", f"    {var} = 0.0 if {var} < 0.0 else (1.0 if {var} > 1.0 else {var})"]
-        for i, name, w in active:
+        for name, w in active:
             sig = SIGNALS_BY_NAME[name]
             expr = SCALAR_FEATURE_EXPRS[sig.feature]
             for sub, var in shared.items():

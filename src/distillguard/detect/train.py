@@ -193,7 +193,7 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
 
 def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, target_fpr: float, online: bool,
            exclude: frozenset[str] | set[str], shapes: bool, advance: Callable[[str], None],
-           confidence: float | None = 0.95) -> tuple[ScoreModel, str]:
+           confidence: float | None) -> tuple[ScoreModel, str]:
     names = [s.name for s in SIGNALS]
     feature_names = sorted({s.feature for s in SIGNALS} | {"requests"})
     rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
