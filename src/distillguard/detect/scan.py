@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
+from distillguard.linkage.attribution import attribution_groups, strong_fingerprint_pairs
 from distillguard.linkage.graph import clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -226,6 +227,11 @@ class Analysis:
     cluster_ids: list[str]
     cfeats: dict[str, np.ndarray]
     cstrs: dict[str, np.ndarray]
+    #: stats rows (with the account facts) of the accounts attribution may merge: those with a strong
+    #: request fingerprint link, and every member of a cluster holding one (:func:`attribute`)
+    attribution_stats: pa.Table | None = None
+    #: clusters that :func:`attribute` formed: new cluster id → the cluster ids and accounts it joined
+    attributed: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def index(self) -> dict[str, int]:
@@ -288,27 +294,84 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     for a, c in clusters.items():
         members.setdefault(c, []).append(a)
     cluster_ids = sorted(members)
+    # only the clustered accounts' stats become Python objects
+    rows_at = sorted(idx[a] for cid in cluster_ids for a in members[cid])
+    rows = dict(zip((account_ids[j] for j in rows_at), stats.take(pa.array(rows_at, pa.int64())).to_pylist()))
+    cfeats, cstrs = _cluster_features(rows, members, cluster_ids)
+    # what attribution may need later, as Arrow (a few kB an account; not the whole stats table)
+    strong = strong_fingerprint_pairs(edges)
+    holders = set(strong["src"].to_pylist()) | set(strong["dst"].to_pylist())
+    need = holders | {a for c in {clusters[h] for h in holders if h in clusters} for a in members[c]}
+    attribution_stats = stats.take(pa.array(sorted(idx[a] for a in need), pa.int64()))
+    return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs, attribution_stats)
+
+
+def _cluster_features(rows: dict[str, dict[str, Any]], members: dict[str, list[str]], cluster_ids: list[str]
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(features, catalogue strengths) of each cluster's merged stats; ``rows``: account → stats row."""
     merged = []
-    if cluster_ids:
-        # only the clustered accounts' stats become Python objects
-        rows_at = sorted(idx[a] for cid in cluster_ids for a in members[cid])
-        rows = dict(zip(rows_at, stats.take(pa.array(rows_at, pa.int64())).to_pylist()))
-        for cid in cluster_ids:
-            acc = AccountStats()
-            for a in members[cid]:
-                acc = acc.merge(AccountStats.from_row(rows[idx[a]]))
-            merged.append(acc.to_row())
-    if merged:
-        ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS + ACCOUNT_COLUMNS}
-        ccols["hours"] = np.asarray(ccols["hours"], dtype=np.float64).reshape(-1, 24)
-        for name in STAT_COLUMNS + ACCOUNT_COLUMNS:
-            if name not in ("hours", "days") and not name.startswith(("kmv_", "set_")):
-                ccols[name] = np.asarray(ccols[name])
-        cfeats = features(ccols)
-        cstrs = strengths(cfeats)
-    else:
-        cfeats, cstrs = {}, {}
-    return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs)
+    for cid in cluster_ids:
+        acc = AccountStats()
+        for a in members[cid]:
+            acc = acc.merge(AccountStats.from_row(rows[a]))
+        merged.append(acc.to_row())
+    if not merged:
+        return {}, {}
+    ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS + ACCOUNT_COLUMNS}
+    ccols["hours"] = np.asarray(ccols["hours"], dtype=np.float64).reshape(-1, 24)
+    for name in STAT_COLUMNS + ACCOUNT_COLUMNS:
+        if name not in ("hours", "days") and not name.startswith(("kmv_", "set_")):
+            ccols[name] = np.asarray(ccols[name])
+    cfeats = features(ccols)
+    return cfeats, strengths(cfeats)
+
+
+def attribute(an: Analysis, flagged: np.ndarray, cflag: np.ndarray) -> Analysis:
+    """The analysis with flagged accounts and flagged clusters that share a strong request fingerprint
+    merged into one cluster each (:mod:`distillguard.linkage.attribution`); ``an`` itself when none do.
+
+    ``flagged``: per account; ``cflag``: per cluster of ``an``. An account may be attributed when it is
+    flagged and unclustered, or in a flagged cluster (which then joins whole). The merged clusters'
+    stats are their members' merged, as for every cluster; the caller scores them.
+    """
+    cinfo = {cid: i for i, cid in enumerate(an.cluster_ids)}
+    eligible = {a for a, f in zip(an.account_ids, flagged) if f and (a not in an.clusters or cflag[cinfo[an.clusters[a]]])}
+    groups = attribution_groups(an.edges, an.clusters, eligible)
+    if not groups:
+        return an
+    clusters, members = dict(an.clusters), {c: list(m) for c, m in an.members.items()}
+    attributed = {}
+    for parts in groups:
+        accs = sorted(a for p in parts for a in members.pop(p, [p]))
+        cid = "C" + hashlib.sha1(accs[0].encode()).hexdigest()[:10]
+        members[cid] = accs
+        attributed[cid] = parts
+        for a in accs:
+            clusters[a] = cid
+    cluster_ids = sorted(members)
+    new = sorted(attributed)
+    stats = an.attribution_stats
+    rows = dict(zip(stats.column("account_id").to_pylist(), stats.to_pylist()))
+    nfeats, nstrs = _cluster_features(rows, members, new)
+    # per cluster of cluster_ids: its row in the new clusters' features, or in the kept ones' (an.cluster_ids)
+    new_at = {cid: i for i, cid in enumerate(new)}
+    old_at = {cid: i for i, cid in enumerate(an.cluster_ids)}
+    is_new = np.fromiter((cid in new_at for cid in cluster_ids), dtype=bool, count=len(cluster_ids))
+    at = np.fromiter((new_at[cid] if cid in new_at else old_at[cid] for cid in cluster_ids), dtype=np.int64,
+                     count=len(cluster_ids))
+
+    def splice(old: dict[str, np.ndarray], fresh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for k, v in fresh.items():
+            col = np.empty(len(cluster_ids), dtype=np.result_type(v, old[k]) if k in old else v.dtype)
+            col[is_new] = v[at[is_new]]
+            if not is_new.all():
+                col[~is_new] = old[k][at[~is_new]]
+            out[k] = col
+        return out
+
+    return replace(an, clusters=clusters, members=members, cluster_ids=cluster_ids,
+                   cfeats=splice(an.cfeats, nfeats), cstrs=splice(an.cstrs, nstrs), attributed=attributed)
 
 
 def model_strengths(an: Analysis, model: ScoreModel) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -381,21 +444,37 @@ def _with_cluster_scores(an: Analysis, scores: np.ndarray, cscores: np.ndarray) 
     return final
 
 
+_ATTRIBUTED_NOTE = "; joined after flagging: flagged accounts that share a request fingerprint far above chance"
+
+
 def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
             spark_master: str | None, timings: dict[str, float]) -> dict[str, Any]:
     an = analyse(con, has_accounts=has_accounts, engine=engine, spark_master=spark_master, timings=timings)
     if redact:
         an.edges = _redact_links(an.edges)
     t = time.perf_counter()
-    account_ids, cols, feats, edges, clusters = an.account_ids, an.cols, an.feats, an.edges, an.clusters
-    members, cluster_ids, cfeats = an.members, an.cluster_ids, an.cfeats
     strs, cstrs = model_strengths(an, model)  # what the model scores with (its shapes, if any)
-    idx = an.index
     scores = model.score(strs)
     combined, mscores, cscores = cluster_scores(an, model, cstrs)
     final_score = _with_cluster_scores(an, scores, cscores)
     flagged = model.threshold.flag(final_score)
     cflag = model.threshold.flag(cscores)
+    merged = attribute(an, flagged, cflag)
+    if merged is not an:  # attribution joined flagged accounts and clusters: score the new clusters
+        before = {cid: float(cscores[i]) for i, cid in enumerate(an.cluster_ids)}
+        before.update((a, float(final_score[j])) for j, a in enumerate(an.account_ids) if flagged[j])
+        an = merged
+        strs, cstrs = model_strengths(an, model)
+        combined, mscores, cscores = cluster_scores(an, model, cstrs)
+        for i, cid in enumerate(an.cluster_ids):
+            if cid in an.attributed:  # every part was flagged: the whole is, at least as the weakest part was
+                cscores[i] = max(cscores[i], min(before[p] for p in an.attributed[cid]))
+        final_score = np.maximum(final_score, _with_cluster_scores(an, scores, cscores))
+        flagged = model.threshold.flag(final_score)
+        cflag = model.threshold.flag(cscores)
+    account_ids, cols, feats, edges, clusters = an.account_ids, an.cols, an.feats, an.edges, an.clusters
+    members, cluster_ids, cfeats = an.members, an.cluster_ids, an.cfeats
+    idx = an.index
     cinfo = {cid: i for i, cid in enumerate(cluster_ids)}
     own_flag = model.threshold.flag(scores)
 
@@ -418,7 +497,8 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
                 "signal": "linked_cluster",
                 "value": round(float(cscores[i]), 6),
                 "detail": f"member of cluster {cid} ({len(members[cid])} accounts linked by "
-                          f"{', '.join(sorted({l['type'] for l in link_summary.get(cid, [])}))}); combined traffic scores "
+                          f"{', '.join(sorted({l['type'] for l in link_summary.get(cid, [])}))}"
+                          f"{_ATTRIBUTED_NOTE if cid in an.attributed else ''}); combined traffic scores "
                           f"{combined[i]:.3f} (its members' own requests {mscores[i]:.3f}): " + "; ".join(r.detail for r in creasons),
             })
         verdict_lines.append({
@@ -440,6 +520,8 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             "combined_score": round(float(combined[cinfo[cid]]), 6),
             "members_score": round(float(mscores[cinfo[cid]]), 6),
             "links": link_summary.get(cid, []),
+            # the flagged clusters and accounts that attribution joined into this one (empty: the link graph's own)
+            "attributed_from": an.attributed.get(cid, []),
             "reasons": [r.as_dict() for r in model.reasons({k: float(v[cinfo[cid]]) for k, v in cstrs.items()},
                                                             {k: float(v[cinfo[cid]]) for k, v in cfeats.items()})],
         }

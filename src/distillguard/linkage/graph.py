@@ -63,6 +63,10 @@ KEY_TYPES = {
         KeyType("sync_timing", 0.6, 200, 0.6, rarity=False),
     )
 }
+#: A request fingerprint at this weight (the type's cap: a lift of 2^3.2, nine times chance, or more) is
+#: the script evidence that attribution follows between flagged accounts (:mod:`distillguard.linkage.attribution`)
+#: and that online unions accept with one more kind of evidence (:mod:`distillguard.linkage.online`).
+FINGERPRINT_STRONG = KEY_TYPES["request_fingerprint"].type_cap
 #: Accounts need this many requests before their request fingerprint is stable enough to compare.
 FINGERPRINT_MIN_REQUESTS = 20
 #: Accounts with more distinct parameter signatures than this (sweeps) get no fingerprint.

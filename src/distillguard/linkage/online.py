@@ -27,9 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from distillguard.linkage.graph import DENSE_MAX, EDGE_MIN_WEIGHT, KEY_TYPES, SCRIPT_KEYS, SPARSE_CYCLES, key_weight
-
-_FINGERPRINT_CAP = KEY_TYPES["request_fingerprint"].type_cap
+from distillguard.linkage.graph import DENSE_MAX, EDGE_MIN_WEIGHT, FINGERPRINT_STRONG, KEY_TYPES, SCRIPT_KEYS, SPARSE_CYCLES, key_weight
 
 
 ASSUME_SHARED_BY = 8
@@ -193,7 +191,7 @@ class OnlineLinker:
             _add_weight(typed, kt, w, lifted)
             if _total(typed) >= EDGE_MIN_WEIGHT and (
                 "payment_fingerprint" in typed or _kinds(typed) >= 3
-                or (typed.get("request_fingerprint", 0.0) >= _FINGERPRINT_CAP and _kinds(typed) >= 2)
+                or (typed.get("request_fingerprint", 0.0) >= FINGERPRINT_STRONG and _kinds(typed) >= 2)
             ):
                 # Without Louvain to split them later, online unions need corroboration: a shared
                 # payment method, a request fingerprint far above chance plus one more trait, or three

@@ -242,6 +242,13 @@ def _clusters(
                      f'own requests ({float(c["members_score"]):.2f}: their scores without the small-traffic discount, '
                      "weighted by requests) reach the threshold, else at most theirs. Linkage and pooled volume alone "
                      "never flag.</p>")
+        if c.get("attributed_from"):
+            joined = c["attributed_from"]
+            parts += (f'<p class="note">Attributed after flagging: {len(joined)} flagged parts (clusters and accounts) '
+                      "joined because they share a request fingerprint far above chance (the same system prompt and "
+                      "parameter settings): one script, one operator. The fingerprint alone links no account that "
+                      f"is not flagged. Parts: <span class=\"mono\">{_e(', '.join(joined[:12]))}"
+                      f"{' …' if len(joined) > 12 else ''}</span></p>")
         html.append(
             f'<div class="cluster" id="{_anchor("c-", cid)}"><h3>Cluster <span class="mono">{_e(cid)}</span> '
             f"{_score(c.get('score'))} &middot; {len(members):,} accounts</h3>{parts}"
