@@ -31,7 +31,7 @@ from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
-from distillguard.linkage.attribution import attribution_groups, strong_fingerprint_pairs
+from distillguard.linkage.attribution import ATTRIBUTION_KEY, attribution_groups
 from distillguard.linkage.graph import clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -227,10 +227,11 @@ class Analysis:
     cluster_ids: list[str]
     cfeats: dict[str, np.ndarray]
     cstrs: dict[str, np.ndarray]
-    #: stats rows (with the account facts) of the accounts attribution may merge: those with a strong
-    #: request fingerprint link, and every member of a cluster holding one (:func:`attribute`)
+    #: request fingerprints (account_id, value, log2_expected), for :func:`attribute`
+    fingerprints: pa.Table | None = None
+    #: stats rows (with the account facts) of the unlinked accounts that :func:`attribute` could join
     attribution_stats: pa.Table | None = None
-    #: clusters that :func:`attribute` formed: new cluster id → the cluster ids and accounts it joined
+    #: clusters that :func:`attribute` formed: new cluster id → the accounts it joined
     attributed: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -298,12 +299,13 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     rows_at = sorted(idx[a] for cid in cluster_ids for a in members[cid])
     rows = dict(zip((account_ids[j] for j in rows_at), stats.take(pa.array(rows_at, pa.int64())).to_pylist()))
     cfeats, cstrs = _cluster_features(rows, members, cluster_ids)
-    # what attribution may need later, as Arrow (a few kB an account; not the whole stats table)
-    strong = strong_fingerprint_pairs(edges)
-    holders = set(strong["src"].to_pylist()) | set(strong["dst"].to_pylist())
-    need = holders | {a for c in {clusters[h] for h in holders if h in clusters} for a in members[c]}
-    attribution_stats = stats.take(pa.array(sorted(idx[a] for a in need), pa.int64()))
-    return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs, attribution_stats)
+    # what attribution may need later (linkage/attribution.py): the request fingerprints, and as Arrow
+    # (a few kB an account, not the whole stats table) the stats of the unlinked accounts it could join
+    fingerprints = con.sql(f"SELECT account_id, value, log2_expected FROM _dg_keys WHERE type = '{ATTRIBUTION_KEY}'").to_arrow_table()
+    need = sorted(idx[a] for g in attribution_groups(fingerprints, clusters, set(account_ids)) for a in g)
+    attribution_stats = stats.take(pa.array(need, pa.int64()))
+    return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs,
+                    fingerprints, attribution_stats)
 
 
 def _cluster_features(rows: dict[str, dict[str, Any]], members: dict[str, list[str]], cluster_ids: list[str]
@@ -326,32 +328,30 @@ def _cluster_features(rows: dict[str, dict[str, Any]], members: dict[str, list[s
     return cfeats, strengths(cfeats)
 
 
-def attribute(an: Analysis, flagged: np.ndarray, cflag: np.ndarray) -> Analysis:
-    """The analysis with flagged accounts and flagged clusters that share a strong request fingerprint
-    merged into one cluster each (:mod:`distillguard.linkage.attribution`); ``an`` itself when none do.
+def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
+    """The analysis with flagged, unlinked accounts that share a request fingerprint far above chance
+    made into one cluster each (:mod:`distillguard.linkage.attribution`); ``an`` itself when none do.
 
-    ``flagged``: per account; ``cflag``: per cluster of ``an``. An account may be attributed when it is
-    flagged and unclustered, or in a flagged cluster (which then joins whole). The merged clusters'
-    stats are their members' merged, as for every cluster; the caller scores them.
+    ``flagged``: per account. Existing clusters are kept as they are; the new clusters' stats are their
+    members' merged, as for every cluster; the caller scores them.
     """
-    cinfo = {cid: i for i, cid in enumerate(an.cluster_ids)}
-    eligible = {a for a, f in zip(an.account_ids, flagged) if f and (a not in an.clusters or cflag[cinfo[an.clusters[a]]])}
-    groups = attribution_groups(an.edges, an.clusters, eligible)
+    if an.fingerprints is None:
+        return an
+    eligible = {a for a, f in zip(an.account_ids, flagged) if f and a not in an.clusters}
+    groups = attribution_groups(an.fingerprints, an.clusters, eligible)
     if not groups:
         return an
-    clusters, members = dict(an.clusters), {c: list(m) for c, m in an.members.items()}
+    clusters, members = dict(an.clusters), dict(an.members)
     attributed = {}
-    for parts in groups:
-        accs = sorted(a for p in parts for a in members.pop(p, [p]))
+    for accs in groups:
         cid = "C" + hashlib.sha1(accs[0].encode()).hexdigest()[:10]
-        members[cid] = accs
-        attributed[cid] = parts
+        members[cid] = attributed[cid] = accs
         for a in accs:
             clusters[a] = cid
     cluster_ids = sorted(members)
-    new = sorted(attributed)
     stats = an.attribution_stats
     rows = dict(zip(stats.column("account_id").to_pylist(), stats.to_pylist()))
+    new = sorted(attributed)
     nfeats, nstrs = _cluster_features(rows, members, new)
     # per cluster of cluster_ids: its row in the new clusters' features, or in the kept ones' (an.cluster_ids)
     new_at = {cid: i for i, cid in enumerate(new)}
@@ -444,7 +444,7 @@ def _with_cluster_scores(an: Analysis, scores: np.ndarray, cscores: np.ndarray) 
     return final
 
 
-_ATTRIBUTED_NOTE = "; joined after flagging: flagged accounts that share a request fingerprint far above chance"
+_ATTRIBUTED_NOTE = "; joined after flagging: flagged, otherwise unlinked accounts that share a request fingerprint far above chance"
 
 
 def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
@@ -459,16 +459,15 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     final_score = _with_cluster_scores(an, scores, cscores)
     flagged = model.threshold.flag(final_score)
     cflag = model.threshold.flag(cscores)
-    merged = attribute(an, flagged, cflag)
-    if merged is not an:  # attribution joined flagged accounts and clusters: score the new clusters
-        before = {cid: float(cscores[i]) for i, cid in enumerate(an.cluster_ids)}
-        before.update((a, float(final_score[j])) for j, a in enumerate(an.account_ids) if flagged[j])
+    merged = attribute(an, flagged)
+    if merged is not an:  # attribution joined flagged, unlinked accounts: score the new clusters
+        before = {a: float(final_score[j]) for j, a in enumerate(an.account_ids) if flagged[j]}
         an = merged
         strs, cstrs = model_strengths(an, model)
         combined, mscores, cscores = cluster_scores(an, model, cstrs)
         for i, cid in enumerate(an.cluster_ids):
-            if cid in an.attributed:  # every part was flagged: the whole is, at least as the weakest part was
-                cscores[i] = max(cscores[i], min(before[p] for p in an.attributed[cid]))
+            if cid in an.attributed:  # every member was flagged: the whole is, at least as its weakest member was
+                cscores[i] = max(cscores[i], min(before[a] for a in an.attributed[cid]))
         final_score = np.maximum(final_score, _with_cluster_scores(an, scores, cscores))
         flagged = model.threshold.flag(final_score)
         cflag = model.threshold.flag(cscores)
@@ -520,7 +519,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             "combined_score": round(float(combined[cinfo[cid]]), 6),
             "members_score": round(float(mscores[cinfo[cid]]), 6),
             "links": link_summary.get(cid, []),
-            # the flagged clusters and accounts that attribution joined into this one (empty: the link graph's own)
+            # the flagged, unlinked accounts that attribution joined into this cluster (empty: the link graph's)
             "attributed_from": an.attributed.get(cid, []),
             "reasons": [r.as_dict() for r in model.reasons({k: float(v[cinfo[cid]]) for k, v in cstrs.items()},
                                                             {k: float(v[cinfo[cid]]) for k, v in cfeats.items()})],

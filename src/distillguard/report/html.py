@@ -244,10 +244,10 @@ def _clusters(
                      "never flag.</p>")
         if c.get("attributed_from"):
             joined = c["attributed_from"]
-            parts += (f'<p class="note">Attributed after flagging: {len(joined)} flagged parts (clusters and accounts) '
+            parts += (f'<p class="note">Attributed after flagging: {len(joined)} flagged accounts that nothing else links, '
                       "joined because they share a request fingerprint far above chance (the same system prompt and "
                       "parameter settings): one script, one operator. The fingerprint alone links no account that "
-                      f"is not flagged. Parts: <span class=\"mono\">{_e(', '.join(joined[:12]))}"
+                      f"is not flagged. Accounts: <span class=\"mono\">{_e(', '.join(joined[:12]))}"
                       f"{' …' if len(joined) > 12 else ''}</span></p>")
         html.append(
             f'<div class="cluster" id="{_anchor("c-", cid)}"><h3>Cluster <span class="mono">{_e(cid)}</span> '
