@@ -32,7 +32,7 @@ from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountSt
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
 from distillguard.linkage.attribution import ATTRIBUTION_KEY, attribution_groups
-from distillguard.linkage.graph import clusters_from_edges, compute_edges
+from distillguard.linkage.graph import cluster_id, clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
 TEMPLATE_MAX_PREFIX_RATIO = 0.5
@@ -342,35 +342,22 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     if not groups:
         return an
     clusters, members = dict(an.clusters), dict(an.members)
-    attributed = {}
-    for accs in groups:
-        cid = "C" + hashlib.sha1(accs[0].encode()).hexdigest()[:10]
-        members[cid] = attributed[cid] = accs
-        for a in accs:
-            clusters[a] = cid
-    cluster_ids = sorted(members)
+    attributed = {cluster_id(accs): accs for accs in groups}
+    for cid, accs in attributed.items():
+        members[cid] = accs
+        clusters.update(dict.fromkeys(accs, cid))
     stats = an.attribution_stats
     rows = dict(zip(stats.column("account_id").to_pylist(), stats.to_pylist()))
-    new = sorted(attributed)
+    new = list(attributed)
     nfeats, nstrs = _cluster_features(rows, members, new)
-    # per cluster of cluster_ids: its row in the new clusters' features, or in the kept ones' (an.cluster_ids)
-    new_at = {cid: i for i, cid in enumerate(new)}
-    old_at = {cid: i for i, cid in enumerate(an.cluster_ids)}
-    is_new = np.fromiter((cid in new_at for cid in cluster_ids), dtype=bool, count=len(cluster_ids))
-    at = np.fromiter((new_at[cid] if cid in new_at else old_at[cid] for cid in cluster_ids), dtype=np.int64,
-                     count=len(cluster_ids))
+    # the kept clusters' rows, then the new ones', put in cluster id order (no kept cluster changes)
+    ids = an.cluster_ids + new
+    order = sorted(range(len(ids)), key=ids.__getitem__)
 
     def splice(old: dict[str, np.ndarray], fresh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {}
-        for k, v in fresh.items():
-            col = np.empty(len(cluster_ids), dtype=np.result_type(v, old[k]) if k in old else v.dtype)
-            col[is_new] = v[at[is_new]]
-            if not is_new.all():
-                col[~is_new] = old[k][at[~is_new]]
-            out[k] = col
-        return out
+        return {k: np.concatenate([old.get(k, v[:0]), v])[order] for k, v in fresh.items()}
 
-    return replace(an, clusters=clusters, members=members, cluster_ids=cluster_ids,
+    return replace(an, clusters=clusters, members=members, cluster_ids=[ids[i] for i in order],
                    cfeats=splice(an.cfeats, nfeats), cstrs=splice(an.cstrs, nstrs), attributed=attributed)
 
 
@@ -458,7 +445,6 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     combined, mscores, cscores = cluster_scores(an, model, cstrs)
     final_score = _with_cluster_scores(an, scores, cscores)
     flagged = model.threshold.flag(final_score)
-    cflag = model.threshold.flag(cscores)
     merged = attribute(an, flagged)
     if merged is not an:  # attribution joined flagged, unlinked accounts: score the new clusters
         before = {a: float(final_score[j]) for j, a in enumerate(an.account_ids) if flagged[j]}
@@ -470,7 +456,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
                 cscores[i] = max(cscores[i], min(before[a] for a in an.attributed[cid]))
         final_score = np.maximum(final_score, _with_cluster_scores(an, scores, cscores))
         flagged = model.threshold.flag(final_score)
-        cflag = model.threshold.flag(cscores)
+    cflag = model.threshold.flag(cscores)
     account_ids, cols, feats, edges, clusters = an.account_ids, an.cols, an.feats, an.edges, an.clusters
     members, cluster_ids, cfeats = an.members, an.cluster_ids, an.cfeats
     idx = an.index

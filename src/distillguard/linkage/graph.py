@@ -295,6 +295,16 @@ JOIN acc s ON s.aid = t.src JOIN acc d ON d.aid = t.dst
 """
 
 
+def cluster_id(accounts) -> str:
+    """A cluster's id: a hash of its smallest member's id, so that the same members get the same id in
+    batch, online and after attribution.
+
+    >>> cluster_id(["b", "a"]) == cluster_id(["a"])
+    True
+    """
+    return "C" + hashlib.sha1(min(accounts).encode()).hexdigest()[:10]
+
+
 def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = EDGE_MIN_WEIGHT) -> dict[str, str]:
     """Map account → cluster id (communities of two or more accounts); ids are stable hashes."""
     g = nx.Graph()
@@ -320,7 +330,7 @@ def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = E
         for grp in groups:
             if len(grp) < 2:
                 continue
-            cid = "C" + hashlib.sha1(min(grp).encode()).hexdigest()[:10]
+            cid = cluster_id(grp)
             for a in grp:
                 out[a] = cid
     return out

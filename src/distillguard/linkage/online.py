@@ -24,10 +24,10 @@ True
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
-from distillguard.linkage.graph import DENSE_MAX, EDGE_MIN_WEIGHT, FINGERPRINT_STRONG, KEY_TYPES, SCRIPT_KEYS, SPARSE_CYCLES, key_weight
+from distillguard.linkage.graph import (DENSE_MAX, EDGE_MIN_WEIGHT, FINGERPRINT_STRONG, KEY_TYPES, SCRIPT_KEYS, SPARSE_CYCLES,
+                                       cluster_id, key_weight)
 
 
 ASSUME_SHARED_BY = 8
@@ -138,7 +138,7 @@ class OnlineLinker:
             m = self._members.get(r, [r])
             if len(m) < 2:
                 return None
-            cid = self._cid[r] = "C" + hashlib.sha1(min(m).encode()).hexdigest()[:10]
+            cid = self._cid[r] = cluster_id(m)
         return cid
 
     # -- keys -------------------------------------------------------------------------------
