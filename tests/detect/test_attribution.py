@@ -114,3 +114,73 @@ def test_attribution_changes_no_flag_and_the_fingerprints_are_strong(scanned):
     before = {a for a, f in zip(an.account_ids, flags) if f}
     after = {v["account_id"] for v in _jsonl(out / "verdicts.jsonl") if v["flagged"]}
     assert before == after == {f"ops-{k}" for k in range(6)} | {"lone-0"}
+
+
+def _card_groups_traffic(d):
+    """One operator's eight harvesting accounts on two payment cards, all created in one hour, with one
+    user agent; each account sweeps its own temperatures, so that no request fingerprint is shared.
+    A pair on one card is linked (the card, the hour, the script); a pair on two cards only tied (the
+    hour and the script, under an edge). Beside them: a flagged pair with the same script on a third
+    card, created another day, and a team created in the same hour whose requests look like people's."""
+    hour = "2026-01-01T03:0{}:00Z"
+    accounts, records = [], []
+
+    def account(a, card, created, *, lp, temps, ua):
+        accounts.append({"account_id": a, "created_at": created, "payment_fingerprint": card})
+        for i in range(30):
+            rid = f"{a}-{i}"
+            r = _record(rid, a, T0 + 86400.0 + len(accounts) * 97.0 + i * 61.0, ip=f"198.18.{len(accounts)}.{i % 5 + 1}",
+                        system=None, temperature=0.7 if i == 0 else temps[i % len(temps)], logprobs=lp)
+            r["user_agent"] = ua
+            records.append(r)
+
+    for g in ("a", "b"):
+        for k in range(4):
+            account(f"op-{g}{k}", f"card-{g}", hour.format(k), lp=True, temps=(0.1 * k + (0.05 if g == "b" else 0), 1.0),
+                    ua="harvester/1.0")
+    for k in range(2):
+        account(f"other-{k}", "card-c", "2025-06-01T12:00:00Z", lp=True, temps=(0.33, 0.44 + k / 100), ua="harvester/1.0")
+    for k in range(4):
+        account(f"team-{k}", "card-t", hour.format(k + 4), lp=False, temps=(0.2 * k, 0.9), ua="office-app/2.3")
+    for k in range(30):  # the population, created over the year before
+        account(f"user-{k}", f"card-u{k}", f"2025-{k % 12 + 1:02d}-15T10:00:00Z", lp=False, temps=(0.5,), ua="sdk/1.0")
+    records.sort(key=lambda r: r["timestamp"])
+    with gzip.open(d / "traffic.jsonl.gz", "wb") as f:
+        f.writelines(orjson.dumps(r) + b"\n" for r in records)
+    (d / "accounts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in accounts))
+
+
+def test_flagged_card_groups_tied_member_by_member_are_one_cluster(tmp_path):
+    _card_groups_traffic(tmp_path)
+    model = tmp_path / "model.json"
+    MODEL.save(model)
+    store = EventStore(":memory:")
+    with RejectWriter(tmp_path / "rejected.jsonl") as rej:
+        load_into(store, [tmp_path / "traffic.jsonl.gz"], rej, accounts=tmp_path / "accounts.jsonl")
+    an = analyse(store.con, has_accounts=True)
+    store.close()
+    ops = sorted(f"op-{g}{k}" for g in "ab" for k in range(4))
+    # the link graph: one cluster per card, and the two cards' accounts only tied (under an edge)
+    by_card = {g: {an.clusters.get(f"op-{g}{k}") for k in range(4)} for g in "ab"}
+    assert all(len(c) == 1 and None not in c for c in by_card.values()) and by_card["a"] != by_card["b"]
+    cross = an.edges.filter(pc.and_(pc.starts_with(an.edges["src"], "op-a"), pc.starts_with(an.edges["dst"], "op-b")))
+    assert cross.num_rows and max(cross["total"].to_pylist()) < 1.0
+    assert {"created_wave", "user_agent_params"} <= set(cross["type"].to_pylist())
+
+    out = tmp_path / "scan"
+    run_scan([tmp_path / "traffic.jsonl.gz"], out, accounts=tmp_path / "accounts.jsonl", model=model,
+             progress=False, write_html=False)
+    verdicts = {v["account_id"]: v for v in _jsonl(out / "verdicts.jsonl")}
+    clusters = {c["cluster_id"]: c for c in _jsonl(out / "clusters.jsonl")}
+    (c,) = [c for c in clusters.values() if set(ops) <= set(c["account_ids"])]
+    assert c["account_ids"] == ops and c["flagged"]
+    assert sorted(c["joined_clusters"]) == sorted(x for s in by_card.values() for x in s)
+    assert len(c["attributed_from"]) == 4 and set(c["attributed_from"]) in ({f"op-{g}{k}" for k in range(4)} for g in "ab")
+    linked = [r for r in verdicts["op-a0"]["reasons"] if r["signal"] == "linked_cluster"]
+    assert "2 link-graph clusters and 0 flagged accounts outside them" in linked[0]["detail"]
+    # the same script on another card and day is its own cluster; the team in the same hour is not flagged
+    assert verdicts["other-0"]["flagged"] and verdicts["other-0"]["cluster_id"] not in (None, c["cluster_id"])
+    assert verdicts["other-0"]["cluster_id"] == verdicts["other-1"]["cluster_id"]
+    assert not any(verdicts[f"team-{k}"]["flagged"] for k in range(4))
+    assert all(verdicts[f"team-{k}"]["cluster_id"] != c["cluster_id"] for k in range(4))
+    assert {a for a, v in verdicts.items() if v["flagged"]} == set(ops) | {"other-0", "other-1"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from distillguard.linkage.attribution import attribution_groups
+from distillguard.linkage.attribution import attribution_groups, consolidation_groups, tied_pairs
 from distillguard.linkage.graph import FINGERPRINT_STRONG, fingerprint_weight
 
 
@@ -41,3 +41,39 @@ def test_groups_are_disjoint_sorted_and_skip_missing_values():
     rows += [("n1", None, None), ("n2", None, None)]
     groups = attribution_groups(_keys(rows), {}, {r[0] for r in rows})
     assert groups == [[f"a{i}" for i in range(5)], [f"c{i}" for i in range(5)]]
+
+
+def _pairs(rows):
+    a, b, w = zip(*rows)
+    return pa.table({"src": list(a), "dst": list(b), "total": list(w)})
+
+
+def test_tied_pairs_need_two_kinds_of_evidence_and_the_weight():
+    edges = pa.table({
+        "src": ["a", "a", "b", "b", "c", "c", "d"],
+        "dst": ["b", "b", "c", "c", "d", "d", "e"],
+        "type": ["created_wave", "user_agent_params", "user_agent_params", "request_fingerprint",
+                 "created_wave", "ip_prefix", "created_wave"],
+        "total": [0.7, 0.7, 0.6, 0.6, 0.39, 0.39, 0.35],
+    })
+    # a-b: a wave and the script; b-c: two script traits, one kind; c-d: two kinds under the weight
+    assert tied_pairs(edges).to_pylist() == [{"src": "a", "dst": "b", "total": 0.7}]
+    assert tied_pairs(edges, pa.array(["a", "c"])).num_rows == 0  # both ends must be among the accounts
+
+
+def test_groups_join_when_half_the_smaller_ones_members_are_tied():
+    units = {f"a{i}": "A" for i in range(6)} | {f"b{i}": "B" for i in range(4)} | {f"c{i}": "C" for i in range(4)}
+    sizes = {"A": 6, "B": 4, "C": 4}
+    # B: two of its four members tied to A (many ties each); C: one member tied to A, to three of A's
+    rows = [(f"a{i}", f"b{j}", 0.7) for i in range(6) for j in (0, 1)] + [(f"a{i}", "c0", 0.7) for i in range(3)]
+    assert consolidation_groups(_pairs(rows), units, sizes) == [["A", "B"]]
+    rows += [("b2", "c1", 0.7), ("b3", "c2", 0.7)]  # now half of C is tied to B: C joins A and B through B
+    assert consolidation_groups(_pairs(rows), units, sizes) == [["A", "B", "C"]]
+
+
+def test_an_account_alone_joins_its_most_tied_group_and_never_bridges_two():
+    units = {f"a{i}": "A" for i in range(4)} | {f"b{i}": "B" for i in range(4)} | {"x": "x", "y": "y", "z": "z"}
+    sizes = {"A": 4, "B": 4, "x": 1, "y": 1, "z": 1}
+    rows = [("a0", "x", 0.7), ("a1", "x", 0.7), ("b0", "x", 0.9)]  # x: 1.4 to A, 0.9 to B
+    rows += [("y", "z", 0.9)]  # two accounts alone tied to each other: no group to join
+    assert consolidation_groups(_pairs(rows), units, sizes) == [["A", "x"]]

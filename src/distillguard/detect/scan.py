@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -31,7 +31,7 @@ from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
-from distillguard.linkage.attribution import ATTRIBUTION_KEY, attribution_groups
+from distillguard.linkage.attribution import ATTRIBUTION_KEY, attribution_groups, consolidation_groups, tied_pairs
 from distillguard.linkage.graph import cluster_id, clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -213,6 +213,17 @@ def _account_stats(con, engine: str, spark_master: str | None) -> pa.Table:
     return account_stats(con, "events")
 
 
+class Attribution(NamedTuple):
+    """How :func:`attribute` formed a cluster."""
+
+    #: the accounts it joined to what the link graph had grouped (all the members, where it joined no cluster)
+    accounts: list[str]
+    #: the link graph's clusters it joined (their ids; the new one may reuse one, as ids hash the smallest member)
+    clusters: list[str]
+    #: for the ``linked_cluster`` reason
+    note: str
+
+
 @dataclass
 class Analysis:
     """Everything about the accounts and their links that does not depend on the score model."""
@@ -231,8 +242,10 @@ class Analysis:
     fingerprints: pa.Table | None = None
     #: stats rows (with the account facts) of the unlinked accounts that :func:`attribute` could join
     attribution_stats: pa.Table | None = None
-    #: clusters that :func:`attribute` formed: new cluster id → the accounts it joined
-    attributed: dict[str, list[str]] = field(default_factory=dict)
+    #: each cluster's merged stats row, for :func:`attribute` to merge clusters with
+    cluster_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: clusters that :func:`attribute` formed: new cluster id → how
+    attributed: dict[str, Attribution] = field(default_factory=dict)
 
     @property
     def index(self) -> dict[str, int]:
@@ -298,67 +311,110 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     # only the clustered accounts' stats become Python objects
     rows_at = sorted(idx[a] for cid in cluster_ids for a in members[cid])
     rows = dict(zip((account_ids[j] for j in rows_at), stats.take(pa.array(rows_at, pa.int64())).to_pylist()))
-    cfeats, cstrs = _cluster_features(rows, members, cluster_ids)
+    cfeats, cstrs, merged = _cluster_features([[rows[a] for a in members[cid]] for cid in cluster_ids])
+    del rows
     # what attribution may need later (linkage/attribution.py): the request fingerprints, and as Arrow
-    # (a few kB an account, not the whole stats table) the stats of the unlinked accounts it could join
+    # (a few kB an account, not the whole stats table) the stats of the unlinked accounts it could join:
+    # those a strong fingerprint groups, and those tied to another account
     fingerprints = con.sql(f"SELECT account_id, value, log2_expected FROM _dg_keys WHERE type = '{ATTRIBUTION_KEY}'").to_arrow_table()
-    need = sorted(idx[a] for g in attribution_groups(fingerprints, clusters, set(account_ids)) for a in g)
-    attribution_stats = stats.take(pa.array(need, pa.int64()))
+    need = {a for g in attribution_groups(fingerprints, clusters, set(account_ids)) for a in g}
+    tied = tied_pairs(edges)
+    need.update(a for a in tied["src"].to_pylist() + tied["dst"].to_pylist() if a not in clusters)
+    attribution_stats = stats.take(pa.array(sorted(idx[a] for a in need), pa.int64()))
     return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs,
-                    fingerprints, attribution_stats)
+                    fingerprints, attribution_stats, dict(zip(cluster_ids, merged)))
 
 
-def _cluster_features(rows: dict[str, dict[str, Any]], members: dict[str, list[str]], cluster_ids: list[str]
-                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(features, catalogue strengths) of each cluster's merged stats; ``rows``: account → stats row."""
+def _cluster_features(parts: list[list[dict[str, Any]]]
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[dict[str, Any]]]:
+    """(features, catalogue strengths, merged stats rows) of clusters; ``parts``: per cluster, the stats
+    rows it is made of (its accounts', or its parts' merged rows)."""
     merged = []
-    for cid in cluster_ids:
+    for rows in parts:
         acc = AccountStats()
-        for a in members[cid]:
-            acc = acc.merge(AccountStats.from_row(rows[a]))
+        for r in rows:
+            acc = acc.merge(AccountStats.from_row(r))
         merged.append(acc.to_row())
     if not merged:
-        return {}, {}
+        return {}, {}, []
     ccols = {name: [r[name] for r in merged] for name in STAT_COLUMNS + ACCOUNT_COLUMNS}
     ccols["hours"] = np.asarray(ccols["hours"], dtype=np.float64).reshape(-1, 24)
     for name in STAT_COLUMNS + ACCOUNT_COLUMNS:
         if name not in ("hours", "days") and not name.startswith(("kmv_", "set_")):
             ccols[name] = np.asarray(ccols[name])
     cfeats = features(ccols)
-    return cfeats, strengths(cfeats)
+    return cfeats, strengths(cfeats), merged
 
 
 def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
-    """The analysis with flagged, unlinked accounts that share a request fingerprint far above chance
-    made into one cluster each (:mod:`distillguard.linkage.attribution`); ``an`` itself when none do.
+    """The analysis with its flagged accounts attributed to operators (:mod:`distillguard.linkage.attribution`);
+    ``an`` itself when nothing changes.
 
-    ``flagged``: per account. Existing clusters are kept as they are; the new clusters' stats are their
-    members' merged, as for every cluster; the caller scores them.
+    ``flagged``: per account. Flagged, unlinked accounts that share a request fingerprint far above
+    chance become one cluster each; then flagged groups (clusters whose every member is flagged, and
+    flagged accounts alone) that are tied member by member join. Clusters not joined are kept as they
+    are; the new clusters' stats are their parts' merged, as for every cluster; the caller scores them.
     """
     if an.fingerprints is None:
         return an
-    eligible = {a for a, f in zip(an.account_ids, flagged) if f and a not in an.clusters}
-    groups = attribution_groups(an.fingerprints, an.clusters, eligible)
-    if not groups:
+    is_flagged = {a for a, f in zip(an.account_ids, flagged) if f}
+    eligible = is_flagged - an.clusters.keys()
+    rows = dict(zip(an.attribution_stats.column("account_id").to_pylist(), an.attribution_stats.to_pylist()))
+    # the units attribution joins: flagged clusters, fingerprint groups, and flagged accounts alone
+    units = {cid: accs for cid, accs in an.members.items() if is_flagged.issuperset(accs)}
+    parts = {cid: [an.cluster_rows[cid]] for cid in units}
+    fp_units = {cluster_id(g): g for g in attribution_groups(an.fingerprints, an.clusters, eligible)}
+    units.update(fp_units)
+    parts.update((cid, [rows[a] for a in g]) for cid, g in fp_units.items())
+    grouped = {a for g in fp_units.values() for a in g}
+    for a in sorted(eligible - grouped):
+        if a in rows:  # only the unlinked accounts tied to another were kept (analyse)
+            units["\0" + a] = [a]  # (no cluster id starts with a NUL)
+            parts["\0" + a] = [rows[a]]
+    unit_of = {a: u for u, accs in units.items() for a in accs}
+    pairs = tied_pairs(an.edges, pa.array(sorted(unit_of), pa.string()))
+    merges = consolidation_groups(pairs, unit_of, {u: len(accs) for u, accs in units.items()})
+    merged_units = {u for m in merges for u in m}
+    new: dict[str, tuple[list[str], list[dict[str, Any]], list[str]]] = {}  # id → (members, rows, graph clusters)
+    for cid, g in fp_units.items():
+        if cid not in merged_units:
+            new[cid] = (g, parts[cid], [])
+    for m in merges:
+        accs = sorted(a for u in m for a in units[u])
+        new[cluster_id(accs)] = (accs, [r for u in m for r in parts[u]], [u for u in m if u in an.members])
+    if not new:
         return an
-    clusters, members = dict(an.clusters), dict(an.members)
-    attributed = {cluster_id(accs): accs for accs in groups}
-    for cid, accs in attributed.items():
+    gone = {u for m in merges for u in m if u in an.members}
+    kept = [i for i, cid in enumerate(an.cluster_ids) if cid not in gone]
+    clusters = {a: c for a, c in an.clusters.items() if c not in gone}
+    members = {c: accs for c, accs in an.members.items() if c not in gone}
+    attributed = {}
+    for cid, (accs, _, graph) in new.items():
         members[cid] = accs
         clusters.update(dict.fromkeys(accs, cid))
-    stats = an.attribution_stats
-    rows = dict(zip(stats.column("account_id").to_pylist(), stats.to_pylist()))
-    new = list(attributed)
-    nfeats, nstrs = _cluster_features(rows, members, new)
+        biggest = set(max((an.members[c] for c in graph), key=len, default=[]))
+        extra = [a for a in accs if a not in biggest]
+        if cid in fp_units:
+            note = _FINGERPRINT_NOTE
+        else:
+            alone = len(accs) - sum(len(an.members[c]) for c in graph)
+            note = (f"; joined after flagging: {len(graph)} link-graph cluster{'s' if len(graph) != 1 else ''} and "
+                    f"{alone} flagged account{'s' if alone != 1 else ''} outside them, tied member by member by two "
+                    "kinds of evidence (a creation wave, an address or a card, plus the script)")
+        attributed[cid] = Attribution(extra, graph, note)
+    nfeats, nstrs, nrows = _cluster_features([p for _, p, _ in new.values()])
     # the kept clusters' rows, then the new ones', put in cluster id order (no kept cluster changes)
-    ids = an.cluster_ids + new
+    ids = [an.cluster_ids[i] for i in kept] + list(new)
     order = sorted(range(len(ids)), key=ids.__getitem__)
+    take = np.asarray(kept, dtype=np.int64)
 
     def splice(old: dict[str, np.ndarray], fresh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: np.concatenate([old.get(k, v[:0]), v])[order] for k, v in fresh.items()}
+        return {k: np.concatenate([old[k][take] if k in old else v[:0], v])[order] for k, v in fresh.items()}
 
+    cluster_rows = {c: an.cluster_rows[c] for c in an.cluster_rows if c not in gone} | dict(zip(new, nrows))
     return replace(an, clusters=clusters, members=members, cluster_ids=[ids[i] for i in order],
-                   cfeats=splice(an.cfeats, nfeats), cstrs=splice(an.cstrs, nstrs), attributed=attributed)
+                   cfeats=splice(an.cfeats, nfeats), cstrs=splice(an.cstrs, nstrs), cluster_rows=cluster_rows,
+                   attributed=attributed)
 
 
 def model_strengths(an: Analysis, model: ScoreModel) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -431,7 +487,7 @@ def _with_cluster_scores(an: Analysis, scores: np.ndarray, cscores: np.ndarray) 
     return final
 
 
-_ATTRIBUTED_NOTE = "; joined after flagging: flagged, otherwise unlinked accounts that share a request fingerprint far above chance"
+_FINGERPRINT_NOTE = "; joined after flagging: flagged, otherwise unlinked accounts that share a request fingerprint far above chance"
 
 
 def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
@@ -453,7 +509,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
         combined, mscores, cscores = cluster_scores(an, model, cstrs)
         for i, cid in enumerate(an.cluster_ids):
             if cid in an.attributed:  # every member was flagged: the whole is, at least as its weakest member was
-                cscores[i] = max(cscores[i], min(before[a] for a in an.attributed[cid]))
+                cscores[i] = max(cscores[i], min(before[a] for a in an.members[cid]))
         final_score = np.maximum(final_score, _with_cluster_scores(an, scores, cscores))
         flagged = model.threshold.flag(final_score)
     cflag = model.threshold.flag(cscores)
@@ -483,7 +539,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
                 "value": round(float(cscores[i]), 6),
                 "detail": f"member of cluster {cid} ({len(members[cid])} accounts linked by "
                           f"{', '.join(sorted({l['type'] for l in link_summary.get(cid, [])}))}"
-                          f"{_ATTRIBUTED_NOTE if cid in an.attributed else ''}); combined traffic scores "
+                          f"{an.attributed[cid].note if cid in an.attributed else ''}); combined traffic scores "
                           f"{combined[i]:.3f} (its members' own requests {mscores[i]:.3f}): " + "; ".join(r.detail for r in creasons),
             })
         verdict_lines.append({
@@ -505,8 +561,10 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             "combined_score": round(float(combined[cinfo[cid]]), 6),
             "members_score": round(float(mscores[cinfo[cid]]), 6),
             "links": link_summary.get(cid, []),
-            # the flagged, unlinked accounts that attribution joined into this cluster (empty: the link graph's)
-            "attributed_from": an.attributed.get(cid, []),
+            # the flagged accounts that attribution joined to what the link graph grouped (empty: the link
+            # graph's cluster), and the link graph's clusters it joined
+            "attributed_from": an.attributed[cid].accounts if cid in an.attributed else [],
+            "joined_clusters": an.attributed[cid].clusters if cid in an.attributed else [],
             "reasons": [r.as_dict() for r in model.reasons({k: float(v[cinfo[cid]]) for k, v in cstrs.items()},
                                                             {k: float(v[cinfo[cid]]) for k, v in cfeats.items()})],
         }

@@ -26,8 +26,19 @@ borrowed from elsewhere:
   (:data:`~distillguard.linkage.graph.FINGERPRINT_STRONG`, at least the type's ``min_share``
   holders) among the accounts outside every cluster, not thanks to a cluster's members.
 
-Attribution runs after flagging and joins only flagged accounts, so it changes who is grouped with
-whom (the campaigns in ``clusters.jsonl``, the report, the STIX sightings), never who is flagged.
+Then **flagged groups that are tied member by member join** (:func:`consolidation_groups`). A hydra
+campaign's accounts come in payment-card groups (each a clique in the link graph), created in the same
+waves, running one script. Where the script's settings are common, a pair on two cards shares only a
+creation wave and a weak script trait, under an edge, and the link graph leaves one cluster per card
+(development seed 1006: a 161-account hydra in eight clusters and 44 unlinked accounts). Two flagged
+groups join when at least half of the smaller one's members are *tied* to the other (a pair weight of
+:data:`TIE_MIN_WEIGHT` from two kinds of evidence). A shared hour or user agent between two
+operators' groups ties a few members, not half. A flagged account alone joins the one group it is
+most tied to, and never joins two groups together.
+
+Attribution runs after flagging and joins only flagged accounts (a cluster joins only if every member
+is flagged), so it changes who is grouped with whom (the campaigns in ``clusters.jsonl``, the report,
+the STIX sightings), never who is flagged.
 
 >>> import pyarrow as pa
 >>> keys = pa.table({"account_id": ["a", "b", "c", "d", "e", "x", "y"], "value": ["fp1"] * 5 + ["fp2"] * 2,
@@ -43,8 +54,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from distillguard.linkage.graph import FINGERPRINT_STRONG, KEY_TYPES, fingerprint_weight
+from distillguard.linkage.graph import FINGERPRINT_STRONG, KEY_TYPES, SCRIPT_KEYS, fingerprint_weight
 
 #: The key type attribution follows.
 ATTRIBUTION_KEY = "request_fingerprint"
@@ -76,3 +88,78 @@ def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[s
         if len(grp) >= 2:
             groups.append(grp)
     return sorted(groups)
+
+
+#: A pair of accounts is *tied* at this total link weight with two kinds of evidence: under an edge
+#: (1.0), but more than any one trait gives (a creation wave or a user agent is 0.35). A hydra
+#: campaign's accounts on different cards are tied by their creation wave (0.35) plus their script:
+#: its user agent (0.35), or a request fingerprint of any lift (0.09-0.8). At 0.5, dev seed 1006's
+#: split hydra, whose settings are common (its fingerprint 0.09), stayed in eight clusters.
+TIE_MIN_WEIGHT = 0.4
+#: Two flagged groups join when at least this share of the smaller one's members are tied to the other.
+TIE_MIN_SHARE = 0.5
+
+
+def tied_pairs(edges: pa.Table, accounts: pa.Array | None = None) -> pa.Table:
+    """(src, dst, total) of the pairs tied at :data:`TIE_MIN_WEIGHT` or more by two kinds of evidence
+    (the script-similarity types count as one kind, as in the pair's total), both ends in ``accounts``
+    if given. ``edges``: the link graph's rows, one per pair and key type, with the pair's ``total``."""
+    t = edges.select(["src", "dst", "type", "total"]).filter(pc.greater_equal(edges["total"], TIE_MIN_WEIGHT))
+    if accounts is not None:
+        t = t.filter(pc.and_(pc.is_in(t["src"], accounts), pc.is_in(t["dst"], accounts)))
+    script = pc.is_in(t["type"], pa.array(sorted(SCRIPT_KEYS)))
+    t = t.set_column(t.schema.get_field_index("type"), "type",
+                     pc.if_else(script, pa.scalar("script"), t["type"].cast(pa.string())))
+    g = t.group_by(["src", "dst"]).aggregate([("type", "count_distinct"), ("total", "max")])
+    g = g.filter(pc.greater_equal(g["type_count_distinct"], 2))
+    return pa.table({"src": g["src"], "dst": g["dst"], "total": g["total_max"]})
+
+
+def consolidation_groups(pairs: pa.Table, unit_of: dict[str, str], sizes: dict[str, int]) -> list[list[str]]:
+    """Flagged groups of accounts (units) that are one operator's: lists of two or more unit ids.
+
+    ``pairs``: :func:`tied_pairs` among the units' accounts; ``unit_of``: account → its unit (a flagged
+    cluster, or the account itself when nothing links it); ``sizes``: unit → members.
+
+    - Two groups of two or more join when at least :data:`TIE_MIN_SHARE` of the smaller one's members
+      are tied to the other: one operator's payment-card groups, created in the same waves and
+      running one script, are tied member by member; a few coincidences between two operators'
+      groups (a shared hour, a common user agent) tie a few members, not half.
+    - An account alone joins the one group it has the heaviest ties to. It never joins two groups
+      together: one account's coincidence would otherwise merge two campaigns.
+    """
+    linked: dict[tuple[str, str], set[str]] = defaultdict(set)
+    pull: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for a, b, w in zip(pairs["src"].to_pylist(), pairs["dst"].to_pylist(), pairs["total"].to_pylist()):
+        ua, ub = unit_of.get(a), unit_of.get(b)
+        if ua is None or ub is None or ua == ub:
+            continue
+        linked[(ua, ub)].add(a)
+        linked[(ub, ua)].add(b)
+        if sizes[ua] == 1 and sizes[ub] > 1:
+            pull[ua][ub] += w
+        if sizes[ub] == 1 and sizes[ua] > 1:
+            pull[ub][ua] += w
+    parent: dict[str, str] = {}
+
+    def root(u: str) -> str:
+        while parent.get(u, u) != u:
+            u = parent[u]
+        return u
+
+    for (u, v), tied in sorted(linked.items()):
+        if sizes[u] < 2 or sizes[v] < 2 or (sizes[u], u) > (sizes[v], v):
+            continue  # each pair of groups once, from its smaller side
+        if len(tied) >= TIE_MIN_SHARE * sizes[u]:
+            ru, rv = root(u), root(v)
+            if ru != rv:
+                parent[max(ru, rv)] = min(ru, rv)
+    for u, targets in sorted(pull.items()):
+        best = max(sorted(targets), key=lambda v: targets[v])
+        parent[u] = root(best)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for u in parent:
+        groups[root(u)].append(u)
+    for r, g in groups.items():
+        g.append(r)  # a root is never in ``parent``
+    return sorted(sorted(g) for g in groups.values() if len(g) >= 2)

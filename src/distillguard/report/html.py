@@ -242,7 +242,15 @@ def _clusters(
                      f'own requests ({float(c["members_score"]):.2f}: their scores without the small-traffic discount, '
                      "weighted by requests) reach the threshold, else at most theirs. Linkage and pooled volume alone "
                      "never flag.</p>")
-        if c.get("attributed_from"):
+        if c.get("joined_clusters"):
+            joined, graph = c.get("attributed_from") or [], c["joined_clusters"]
+            parts += (f'<p class="note">Attributed after flagging: {len(graph)} clusters of the link graph (and any '
+                      "flagged accounts outside them) joined, because their members are tied member by member: at "
+                      "least half of the smaller group's accounts share two kinds of evidence with the other (a "
+                      "creation wave, an address or a card, plus the script), under the weight of a link. Every member "
+                      f"was flagged on its own. Joined to the largest: <span class=\"mono\">{_e(', '.join(joined[:12]))}"
+                      f"{' …' if len(joined) > 12 else ''}</span></p>")
+        elif c.get("attributed_from"):
             joined = c["attributed_from"]
             parts += (f'<p class="note">Attributed after flagging: {len(joined)} flagged accounts that nothing else links, '
                       "joined because they share a request fingerprint far above chance (the same system prompt and "
