@@ -77,3 +77,21 @@ def test_an_account_alone_joins_its_most_tied_group_and_never_bridges_two():
     rows = [("a0", "x", 0.7), ("a1", "x", 0.7), ("b0", "x", 0.9)]  # x: 1.4 to A, 0.9 to B
     rows += [("y", "z", 0.9)]  # two accounts alone tied to each other: no group to join
     assert consolidation_groups(_pairs(rows), units, sizes) == [["A", "x"]]
+
+
+def test_a_fingerprint_only_flagged_accounts_hold_joins_its_unlinked_holders_whatever_its_lift():
+    # fp: 8 holders expected 8 times (lift 1: weight 0), every one flagged
+    rows = [(f"a{i}", "fp", 3.0) for i in range(8)]
+    everyone = {r[0] for r in rows}
+    assert fingerprint_weight(8, 3.0) < FINGERPRINT_STRONG
+    assert attribution_groups(_keys(rows), {}, everyone) == []  # without the flags: the lift alone
+    assert attribution_groups(_keys(rows), {}, everyone, flagged=everyone) == [sorted(everyone)]
+    # one holder not flagged: innocent settings are held by people too
+    rows_p = rows + [("p0", "fp", 3.0)]
+    assert attribution_groups(_keys(rows_p), {}, everyone, flagged=everyone) == []
+    # most holders in a cluster: its stragglers (and whoever sends its settings) stay apart
+    rows_c = rows + [(f"h{i}", "fp", 3.0) for i in range(9)]
+    clusters = {f"h{i}": "C1" for i in range(9)}
+    flagged = everyone | set(clusters)
+    assert attribution_groups(_keys(rows_c), clusters, everyone, flagged=flagged) == []
+    assert attribution_groups(_keys(rows_c[:-1]), {f"h{i}": "C1" for i in range(8)}, everyone, flagged=flagged) == [sorted(everyone)]

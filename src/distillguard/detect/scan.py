@@ -240,8 +240,9 @@ class Analysis:
     cstrs: dict[str, np.ndarray]
     #: request fingerprints (account_id, value, log2_expected), for :func:`attribute`
     fingerprints: pa.Table | None = None
-    #: stats rows (with the account facts) of the unlinked accounts that :func:`attribute` could join
-    attribution_stats: pa.Table | None = None
+    #: the accounts' stats rows (with the account facts), in ``account_ids`` order, for :func:`attribute`
+    #: to merge the clusters it forms; the scan drops them once it has attributed
+    stats: pa.Table | None = None
     #: each cluster's merged stats row, for :func:`attribute` to merge clusters with
     cluster_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: clusters that :func:`attribute` formed: new cluster id → how
@@ -272,8 +273,9 @@ def _shrink_duckdb(con, share: float) -> None:
 
 
 def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: str | None = None,
-            timings: dict[str, float] | None = None) -> Analysis:
-    """Stats, features, signal strengths, links and clusters of the ``events`` table."""
+            timings: dict[str, float] | None = None, for_attribution: bool = True) -> Analysis:
+    """Stats, features, signal strengths, links and clusters of the ``events`` table; with
+    ``for_attribution``, also what :func:`attribute` needs (the request fingerprints and the stats)."""
     timings = timings if timings is not None else {}
     t = time.perf_counter()
     stats = _account_stats(con, engine, spark_master)
@@ -313,16 +315,13 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     rows = dict(zip((account_ids[j] for j in rows_at), stats.take(pa.array(rows_at, pa.int64())).to_pylist()))
     cfeats, cstrs, merged = _cluster_features([[rows[a] for a in members[cid]] for cid in cluster_ids])
     del rows
-    # what attribution may need later (linkage/attribution.py): the request fingerprints, and as Arrow
-    # (a few kB an account, not the whole stats table) the stats of the unlinked accounts it could join:
-    # those a strong fingerprint groups, and those tied to another account
+    if not for_attribution:
+        return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs)
+    # what attribution needs once accounts are flagged (linkage/attribution.py): the request
+    # fingerprints, and the stats (as Arrow: only the rows of the accounts it joins become Python objects)
     fingerprints = con.sql(f"SELECT account_id, value, log2_expected FROM _dg_keys WHERE type = '{ATTRIBUTION_KEY}'").to_arrow_table()
-    need = {a for g in attribution_groups(fingerprints, clusters, set(account_ids)) for a in g}
-    tied = tied_pairs(edges)
-    need.update(a for a in tied["src"].to_pylist() + tied["dst"].to_pylist() if a not in clusters)
-    attribution_stats = stats.take(pa.array(sorted(idx[a] for a in need), pa.int64()))
     return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs,
-                    fingerprints, attribution_stats, dict(zip(cluster_ids, merged)))
+                    fingerprints, stats, dict(zip(cluster_ids, merged)))
 
 
 def _cluster_features(parts: list[list[dict[str, Any]]]
@@ -355,25 +354,25 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     flagged accounts alone) that are tied member by member join. Clusters not joined are kept as they
     are; the new clusters' stats are their parts' merged, as for every cluster; the caller scores them.
     """
-    if an.fingerprints is None:
+    if an.fingerprints is None or an.stats is None:
         return an
     is_flagged = {a for a, f in zip(an.account_ids, flagged) if f}
     eligible = is_flagged - an.clusters.keys()
-    rows = dict(zip(an.attribution_stats.column("account_id").to_pylist(), an.attribution_stats.to_pylist()))
     # the units attribution joins: flagged clusters, fingerprint groups, and flagged accounts alone
     units = {cid: accs for cid, accs in an.members.items() if is_flagged.issuperset(accs)}
-    parts = {cid: [an.cluster_rows[cid]] for cid in units}
-    fp_units = {cluster_id(g): g for g in attribution_groups(an.fingerprints, an.clusters, eligible)}
+    fp_units = {cluster_id(g): g for g in attribution_groups(an.fingerprints, an.clusters, eligible, flagged=is_flagged)}
     units.update(fp_units)
-    parts.update((cid, [rows[a] for a in g]) for cid, g in fp_units.items())
     grouped = {a for g in fp_units.values() for a in g}
-    for a in sorted(eligible - grouped):
-        if a in rows:  # only the unlinked accounts tied to another were kept (analyse)
-            units["\0" + a] = [a]  # (no cluster id starts with a NUL)
-            parts["\0" + a] = [rows[a]]
+    units.update(("\0" + a, [a]) for a in sorted(eligible - grouped))  # (no cluster id starts with a NUL)
     unit_of = {a: u for u, accs in units.items() for a in accs}
     pairs = tied_pairs(an.edges, pa.array(sorted(unit_of), pa.string()))
     merges = consolidation_groups(pairs, unit_of, {u: len(accs) for u, accs in units.items()})
+    # stats rows as Python objects only for the accounts that go into a new cluster
+    joining = sorted({a for m in merges for u in m if u not in an.members for a in units[u]} | grouped)
+    idx = an.index
+    rows = dict(zip(joining, an.stats.take(pa.array([idx[a] for a in joining], pa.int64())).to_pylist()))
+    parts = {u: [an.cluster_rows[u]] if u in an.members else [rows[a] for a in units[u]]
+             for u in set(fp_units) | {u for m in merges for u in m}}
     merged_units = {u for m in merges for u in m}
     new: dict[str, tuple[list[str], list[dict[str, Any]], list[str]]] = {}  # id → (members, rows, graph clusters)
     for cid, g in fp_units.items():
@@ -502,6 +501,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     final_score = _with_cluster_scores(an, scores, cscores)
     flagged = model.threshold.flag(final_score)
     merged = attribute(an, flagged)
+    an.stats = merged.stats = None  # the stats rows (an Arrow table the size of the accounts' sketches) are done with
     if merged is not an:  # attribution joined flagged, unlinked accounts: score the new clusters
         before = {a: float(final_score[j]) for j, a in enumerate(an.account_ids) if flagged[j]}
         an = merged

@@ -74,7 +74,7 @@ def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path |
             store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
             with RejectWriter(work / "rejected.jsonl") as rej:
                 load_into(store, logs, rej, accounts=acc)
-            an = analyse(store.con, has_accounts=acc is not None)
+            an = analyse(store.con, has_accounts=acc is not None, for_attribution=False)
             store.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)

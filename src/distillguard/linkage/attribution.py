@@ -26,6 +26,20 @@ borrowed from elsewhere:
   (:data:`~distillguard.linkage.graph.FINGERPRINT_STRONG`, at least the type's ``min_share``
   holders) among the accounts outside every cluster, not thanks to a cluster's members.
 
+A fingerprint that **only flagged accounts hold** joins its unlinked holders whatever its lift (at
+least ``min_share`` of them, and at least as many as its holders in clusters). The lift's null model
+is generous: it takes each setting as chosen independently, so an exact set of common settings (the
+system prompt every chat wrapper sends, temperature 0.2, ``max_tokens`` 4096) is "expected" four
+times when 29 accounts hold it, and nobody else does. On development seed 1006, seven campaigns of
+6-29 accounts had such fingerprints at lifts of 2^0 to 2^2.8, under the strong level, every holder
+flagged and every holder in the campaign. Innocent settings are held by people too, and people are
+flagged at a rate near 5e-4: a value all of whose five or more holders are flagged is the detector's
+own evidence that the settings are a script's. The majority condition keeps the stragglers of a
+large cluster, and another campaign that sends the cluster's settings, from becoming a group (the
+first version's failure, above). Two operators who follow one public recipe (the self-instruct
+settings: temperature 1.0, ``top_p`` 1.0, ``max_tokens`` 3072) are still one group: the settings
+cannot tell them apart.
+
 Then **flagged groups that are tied member by member join** (:func:`consolidation_groups`). A hydra
 campaign's accounts come in payment-card groups (each a clique in the link graph), created in the same
 waves, running one script. Where the script's settings are common, a pair on two cards shares only a
@@ -62,27 +76,40 @@ from distillguard.linkage.graph import FINGERPRINT_STRONG, KEY_TYPES, SCRIPT_KEY
 ATTRIBUTION_KEY = "request_fingerprint"
 
 
-def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[str]) -> list[list[str]]:
+def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[str],
+                       flagged: set[str] | None = None) -> list[list[str]]:
     """Groups of flagged, unlinked accounts to make one cluster each.
 
     ``keys``: the request fingerprints (``account_id``, ``value``, ``log2_expected``: one row per
     account that has one, as :func:`~distillguard.linkage.graph.request_fingerprint_sql` gives them);
     ``clusters``: account → cluster id (clustered accounts are never attributed, and do not count
-    towards a fingerprint's lift); ``eligible``: the flagged accounts. Groups are sorted, in a stable
-    order, and disjoint (an account has one fingerprint).
+    towards a fingerprint's lift); ``eligible``: the flagged, unlinked accounts; ``flagged``: all
+    flagged accounts, for fingerprints that only flagged accounts hold (see the module's text). Groups
+    are sorted, in a stable order, and disjoint (an account has one fingerprint).
     """
     kt = KEY_TYPES[ATTRIBUTION_KEY]
     holders: dict[str, list[str]] = defaultdict(list)
     expected: dict[str, float] = {}
+    linked: dict[str, int] = defaultdict(int)  # holders in a cluster
+    unflagged: set[str] = set()  # values that an account not flagged holds
     for a, v, le in zip(keys["account_id"].to_pylist(), keys["value"].to_pylist(), keys["log2_expected"].to_pylist()):
-        if v is None or le is None or a in clusters:
+        if v is None or le is None:
+            continue
+        if flagged is not None and a not in flagged:
+            unflagged.add(v)
+        if a in clusters:
+            linked[v] += 1
             continue
         holders[v].append(a)
         expected[v] = le
     groups = []
     for v, accs in holders.items():
         m = len(accs)
-        if not kt.min_share <= m <= kt.cap or fingerprint_weight(m, expected[v]) < FINGERPRINT_STRONG - 1e-9:
+        if not kt.min_share <= m <= kt.cap:
+            continue
+        strong = fingerprint_weight(m, expected[v]) >= FINGERPRINT_STRONG - 1e-9
+        own = flagged is not None and v not in unflagged and m >= linked[v]
+        if not (strong or own):
             continue
         grp = sorted(a for a in accs if a in eligible)
         if len(grp) >= 2:
