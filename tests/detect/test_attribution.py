@@ -84,6 +84,7 @@ def test_flagged_accounts_sharing_a_strong_fingerprint_are_one_cluster(scanned):
     ops = sorted(f"ops-{k}" for k in range(6))
     (c,) = [c for c in clusters if c["account_ids"] == ops]
     assert c["flagged"] and c["attributed_from"] == ops  # six unlinked flagged accounts joined
+    assert c["attributed_by"] == "request_fingerprint" and c["joined_clusters"] == []
     assert "request_fingerprint" in {link["type"] for link in c["links"]}
     for a in ops:
         assert verdicts[a]["flagged"] and verdicts[a]["cluster_id"] == c["cluster_id"]
@@ -175,6 +176,7 @@ def test_flagged_card_groups_tied_member_by_member_are_one_cluster(tmp_path):
     (c,) = [c for c in clusters.values() if set(ops) <= set(c["account_ids"])]
     assert c["account_ids"] == ops and c["flagged"]
     assert sorted(c["joined_clusters"]) == sorted(x for s in by_card.values() for x in s)
+    assert c["attributed_by"] == "ties"
     assert len(c["attributed_from"]) == 4 and set(c["attributed_from"]) in ({f"op-{g}{k}" for k in range(4)} for g in "ab")
     linked = [r for r in verdicts["op-a0"]["reasons"] if r["signal"] == "linked_cluster"]
     assert "2 link-graph clusters and 0 flagged accounts outside them" in linked[0]["detail"]

@@ -31,7 +31,8 @@ from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
-from distillguard.linkage.attribution import ATTRIBUTION_KEY, attribution_groups, consolidation_groups, tied_pairs
+from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, BY_LIFT, BY_TIES, attribution_groups,
+                                              consolidation_groups, tied_pairs)
 from distillguard.linkage.graph import cluster_id, clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -220,6 +221,8 @@ class Attribution(NamedTuple):
     accounts: list[str]
     #: the link graph's clusters it joined (their ids; the new one may reuse one, as ids hash the smallest member)
     clusters: list[str]
+    #: which rule (:data:`~distillguard.linkage.attribution.BY_LIFT`, ``BY_FLAGGED_ONLY`` or ``BY_TIES``)
+    by: str
     #: for the ``linked_cluster`` reason
     note: str
 
@@ -360,7 +363,8 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     eligible = is_flagged - an.clusters.keys()
     # the units attribution joins: flagged clusters, fingerprint groups, and flagged accounts alone
     units = {cid: accs for cid, accs in an.members.items() if is_flagged.issuperset(accs)}
-    fp_units = {cluster_id(g): g for g in attribution_groups(an.fingerprints, an.clusters, eligible, flagged=is_flagged)}
+    why: dict[str, str] = {}
+    fp_units = {cluster_id(g): g for g in attribution_groups(an.fingerprints, an.clusters, eligible, flagged=is_flagged, why=why)}
     units.update(fp_units)
     grouped = {a for g in fp_units.values() for a in g}
     units.update(("\0" + a, [a]) for a in sorted(eligible - grouped))  # (no cluster id starts with a NUL)
@@ -394,13 +398,15 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
         biggest = set(max((an.members[c] for c in graph), key=len, default=[]))
         extra = [a for a in accs if a not in biggest]
         if cid in fp_units:
-            note = _FINGERPRINT_NOTE
+            by = why[accs[0]]
+            note = _FINGERPRINT_NOTES[by]
         else:
+            by = BY_TIES
             alone = len(accs) - sum(len(an.members[c]) for c in graph)
             note = (f"; joined after flagging: {len(graph)} link-graph cluster{'s' if len(graph) != 1 else ''} and "
                     f"{alone} flagged account{'s' if alone != 1 else ''} outside them, tied member by member by two "
                     "kinds of evidence (a creation wave, an address or a card, plus the script)")
-        attributed[cid] = Attribution(extra, graph, note)
+        attributed[cid] = Attribution(extra, graph, by, note)
     nfeats, nstrs, nrows = _cluster_features([p for _, p, _ in new.values()])
     # the kept clusters' rows, then the new ones', put in cluster id order (no kept cluster changes)
     ids = [an.cluster_ids[i] for i in kept] + list(new)
@@ -486,7 +492,11 @@ def _with_cluster_scores(an: Analysis, scores: np.ndarray, cscores: np.ndarray) 
     return final
 
 
-_FINGERPRINT_NOTE = "; joined after flagging: flagged, otherwise unlinked accounts that share a request fingerprint far above chance"
+_FINGERPRINT_NOTES = {
+    BY_LIFT: "; joined after flagging: flagged, otherwise unlinked accounts that share a request fingerprint far above chance",
+    BY_FLAGGED_ONLY: "; joined after flagging: flagged, otherwise unlinked accounts that share a request fingerprint "
+                     "(a system prompt and settings) that no account but a flagged one holds",
+}
 
 
 def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bool, engine: str,
@@ -565,6 +575,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             # graph's cluster), and the link graph's clusters it joined
             "attributed_from": an.attributed[cid].accounts if cid in an.attributed else [],
             "joined_clusters": an.attributed[cid].clusters if cid in an.attributed else [],
+            "attributed_by": an.attributed[cid].by if cid in an.attributed else None,
             "reasons": [r.as_dict() for r in model.reasons({k: float(v[cinfo[cid]]) for k, v in cstrs.items()},
                                                             {k: float(v[cinfo[cid]]) for k, v in cfeats.items()})],
         }

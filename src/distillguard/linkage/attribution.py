@@ -74,18 +74,23 @@ from distillguard.linkage.graph import FINGERPRINT_STRONG, KEY_TYPES, SCRIPT_KEY
 
 #: The key type attribution follows.
 ATTRIBUTION_KEY = "request_fingerprint"
+#: How a cluster was attributed (``attributed_by`` in ``clusters.jsonl``): a request fingerprint far
+#: above chance; a request fingerprint that only flagged accounts hold; flagged groups tied member by member.
+BY_LIFT, BY_FLAGGED_ONLY, BY_TIES = "request_fingerprint", "request_fingerprint_flagged_only", "ties"
 
 
 def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[str],
-                       flagged: set[str] | None = None) -> list[list[str]]:
+                       flagged: set[str] | None = None, why: dict[str, str] | None = None) -> list[list[str]]:
     """Groups of flagged, unlinked accounts to make one cluster each.
 
     ``keys``: the request fingerprints (``account_id``, ``value``, ``log2_expected``: one row per
     account that has one, as :func:`~distillguard.linkage.graph.request_fingerprint_sql` gives them);
     ``clusters``: account → cluster id (clustered accounts are never attributed, and do not count
     towards a fingerprint's lift); ``eligible``: the flagged, unlinked accounts; ``flagged``: all
-    flagged accounts, for fingerprints that only flagged accounts hold (see the module's text). Groups
-    are sorted, in a stable order, and disjoint (an account has one fingerprint).
+    flagged accounts, for fingerprints that only flagged accounts hold (see the module's text);
+    ``why``, if given, is filled with each group's first account → :data:`BY_LIFT` or
+    :data:`BY_FLAGGED_ONLY`. Groups are sorted, in a stable order, and disjoint (an account has one
+    fingerprint).
     """
     kt = KEY_TYPES[ATTRIBUTION_KEY]
     holders: dict[str, list[str]] = defaultdict(list)
@@ -114,6 +119,8 @@ def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[s
         grp = sorted(a for a in accs if a in eligible)
         if len(grp) >= 2:
             groups.append(grp)
+            if why is not None:
+                why[grp[0]] = BY_LIFT if strong else BY_FLAGGED_ONLY
     return sorted(groups)
 
 

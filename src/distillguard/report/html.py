@@ -252,8 +252,10 @@ def _clusters(
                       f"{' …' if len(joined) > 12 else ''}</span></p>")
         elif c.get("attributed_from"):
             joined = c["attributed_from"]
+            because = ("no account but a flagged one holds" if c.get("attributed_by") == "request_fingerprint_flagged_only"
+                       else "far above chance")
             parts += (f'<p class="note">Attributed after flagging: {len(joined)} flagged accounts that nothing else links, '
-                      "joined because they share a request fingerprint far above chance (the same system prompt and "
+                      f"joined because they share a request fingerprint {because} (the same system prompt and "
                       "parameter settings): one script, one operator. The fingerprint alone links no account that "
                       f"is not flagged. Accounts: <span class=\"mono\">{_e(', '.join(joined[:12]))}"
                       f"{' …' if len(joined) > 12 else ''}</span></p>")
