@@ -403,9 +403,11 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
         else:
             by = BY_TIES
             alone = len(accs) - sum(len(an.members[c]) for c in graph)
-            note = (f"; joined after flagging: {len(graph)} link-graph cluster{'s' if len(graph) != 1 else ''} and "
-                    f"{alone} flagged account{'s' if alone != 1 else ''} outside them, tied member by member by two "
-                    "kinds of evidence (a creation wave, an address or a card, plus the script)")
+            what = (f"{len(graph)} link-graph cluster{'s' if len(graph) != 1 else ''} and {alone} flagged "
+                    f"account{'s' if alone != 1 else ''} outside them" if graph else
+                    f"{alone} flagged accounts that nothing links, in groups by request fingerprint,")
+            note = (f"; joined after flagging: {what} tied member by member by two kinds of evidence (a creation "
+                    "wave, an address or a card, plus the script)")
         attributed[cid] = Attribution(extra, graph, by, note)
     nfeats, nstrs, nrows = _cluster_features([p for _, p, _ in new.values()])
     # the kept clusters' rows, then the new ones', put in cluster id order (no kept cluster changes)
