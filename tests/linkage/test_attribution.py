@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from distillguard.linkage.attribution import attribution_groups, consolidation_groups, tied_pairs
+from distillguard.linkage.attribution import attribution_groups, consolidation_groups, cross_links, tied_pairs
 from distillguard.linkage.graph import FINGERPRINT_STRONG, fingerprint_weight
 
 
@@ -95,3 +95,27 @@ def test_a_fingerprint_only_flagged_accounts_hold_joins_its_unlinked_holders_wha
     flagged = everyone | set(clusters)
     assert attribution_groups(_keys(rows_c), clusters, everyone, flagged=flagged) == []
     assert attribution_groups(_keys(rows_c[:-1]), {f"h{i}": "C1" for i in range(8)}, everyone, flagged=flagged) == [sorted(everyone)]
+
+
+def test_cross_links_classify_the_evidence_between_units_only():
+    edges = pa.table({
+        "src": ["a0", "a0", "a0", "a1", "a0"],
+        "dst": ["b0", "b0", "b0", "b1", "a1"],
+        "type": ["created_wave", "ip_prefix", "user_agent_params", "request_fingerprint", "payment_fingerprint"],
+    })
+    units = {"a0": "A", "a1": "A", "b0": "B", "b1": "B"}
+    got = sorted((r["src"], r["dst"], r["script"]) for r in cross_links(edges, units).to_pylist())
+    assert got == [("a0", "b0", False), ("a0", "b0", True), ("a1", "b1", True)]  # a0-a1 is inside A
+
+
+def test_groups_join_when_most_members_have_both_kinds_of_link_if_not_on_one_pair():
+    units = {f"a{i}": "A" for i in range(8)} | {f"b{i}": "B" for i in range(4)}
+    sizes = {"A": 8, "B": 4}
+    ident = [(f"a{i}", f"b{i}", False) for i in range(3)]  # b0-b2: a creation wave with A
+    script = [(f"a{i + 4}", f"b{i + 1}", True) for i in range(3)]  # b1-b3: A's user agent
+    none = _pairs([("a0", "b0", 0.0)]).slice(0, 0)  # no pair is tied: no pair has both
+    links = pa.table({k: list(v) for k, v in zip(("src", "dst", "script"), zip(*(ident + script)))})
+    assert consolidation_groups(none, units, sizes) == []
+    assert consolidation_groups(none, units, sizes, links=links) == [["A", "B"]]  # 3 of 4 each way
+    fewer = links.slice(1)  # only two of B's members with an identity link: not enough
+    assert consolidation_groups(none, units, sizes, links=fewer) == []

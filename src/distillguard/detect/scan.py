@@ -32,7 +32,7 @@ from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountSt
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
 from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, BY_LIFT, BY_TIES, attribution_groups,
-                                              consolidation_groups, tied_pairs)
+                                              consolidation_groups, cross_links, tied_pairs)
 from distillguard.linkage.graph import cluster_id, clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -370,7 +370,8 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     units.update(("\0" + a, [a]) for a in sorted(eligible - grouped))  # (no cluster id starts with a NUL)
     unit_of = {a: u for u, accs in units.items() for a in accs}
     pairs = tied_pairs(an.edges, pa.array(sorted(unit_of), pa.string()))
-    merges = consolidation_groups(pairs, unit_of, {u: len(accs) for u, accs in units.items()})
+    merges = consolidation_groups(pairs, unit_of, {u: len(accs) for u, accs in units.items()},
+                                  links=cross_links(an.edges, unit_of))
     # stats rows as Python objects only for the accounts that go into a new cluster
     joining = sorted({a for m in merges for u in m if u not in an.members for a in units[u]} | grouped)
     idx = an.index
