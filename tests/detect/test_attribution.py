@@ -179,7 +179,7 @@ def test_flagged_card_groups_tied_member_by_member_are_one_cluster(tmp_path):
     assert c["attributed_by"] == "ties"
     assert len(c["attributed_from"]) == 4 and set(c["attributed_from"]) in ({f"op-{g}{k}" for k in range(4)} for g in "ab")
     linked = [r for r in verdicts["op-a0"]["reasons"] if r["signal"] == "linked_cluster"]
-    assert "2 link-graph clusters and 0 flagged accounts outside them" in linked[0]["detail"]
+    assert "2 link-graph clusters and 0 flagged accounts outside them, tied member by member" in linked[0]["detail"]
     # the same script on another card and day is its own cluster; the team in the same hour is not flagged
     assert verdicts["other-0"]["flagged"] and verdicts["other-0"]["cluster_id"] not in (None, c["cluster_id"])
     assert verdicts["other-0"]["cluster_id"] == verdicts["other-1"]["cluster_id"]

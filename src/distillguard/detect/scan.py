@@ -406,8 +406,8 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
             alone = len(accs) - sum(len(an.members[c]) for c in graph)
             what = (f"{len(graph)} link-graph cluster{'s' if len(graph) != 1 else ''} and {alone} flagged "
                     f"account{'s' if alone != 1 else ''} outside them" if graph else
-                    f"{alone} flagged accounts that nothing links, in groups by request fingerprint,")
-            note = (f"; joined after flagging: {what} tied member by member by two kinds of evidence (a creation "
+                    f"{alone} flagged accounts that nothing links, in groups by request fingerprint")
+            note = (f"; joined after flagging: {what}, tied member by member by two kinds of evidence (a creation "
                     "wave, an address or a card, plus the script)")
         attributed[cid] = Attribution(extra, graph, by, note)
     nfeats, nstrs, nrows = _cluster_features([p for _, p, _ in new.values()])
