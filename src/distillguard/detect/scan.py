@@ -31,8 +31,8 @@ from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
-from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, BY_LIFT, BY_TIES, attribution_groups,
-                                              consolidation_groups, cross_links, tied_pairs)
+from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, BY_LIFT, BY_TIES, attribution_candidates,
+                                              attribution_groups, consolidation_groups, cross_links, tied_pairs)
 from distillguard.linkage.graph import cluster_id, clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -243,8 +243,8 @@ class Analysis:
     cstrs: dict[str, np.ndarray]
     #: request fingerprints (account_id, value, log2_expected), for :func:`attribute`
     fingerprints: pa.Table | None = None
-    #: the accounts' stats rows (with the account facts), in ``account_ids`` order, for :func:`attribute`
-    #: to merge the clusters it forms; the scan drops them once it has attributed
+    #: the stats rows (with the account facts) of the unlinked accounts that :func:`attribute` could
+    #: join, for it to merge the clusters it forms; the scan drops them once it has attributed
     stats: pa.Table | None = None
     #: each cluster's merged stats row, for :func:`attribute` to merge clusters with
     cluster_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -323,6 +323,14 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     # what attribution needs once accounts are flagged (linkage/attribution.py): the request
     # fingerprints, and the stats (as Arrow: only the rows of the accounts it joins become Python objects)
     fingerprints = con.sql(f"SELECT account_id, value, log2_expected FROM _dg_keys WHERE type = '{ATTRIBUTION_KEY}'").to_arrow_table()
+    # only the rows of the unlinked accounts that attribution could join, whatever is flagged (a
+    # fingerprint group's, or one tied to another account): at 10M requests the whole table is a few
+    # hundred MB that the scan would otherwise hold through scoring
+    need = attribution_candidates(fingerprints, clusters)
+    tied = tied_pairs(edges)
+    ends = pc.unique(pa.chunked_array([tied["src"], tied["dst"]], pa.string()))
+    need.update(ends.filter(pc.invert(pc.is_in(ends, pa.array(list(clusters), pa.string())))).to_pylist())
+    stats = stats.take(pa.array(sorted(idx[a] for a in need), pa.int64()))
     return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs,
                     fingerprints, stats, dict(zip(cluster_ids, merged)))
 
@@ -374,8 +382,8 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
                                   links=cross_links(an.edges, unit_of))
     # stats rows as Python objects only for the accounts that go into a new cluster
     joining = sorted({a for m in merges for u in m if u not in an.members for a in units[u]} | grouped)
-    idx = an.index
-    rows = dict(zip(joining, an.stats.take(pa.array([idx[a] for a in joining], pa.int64())).to_pylist()))
+    at = {a: i for i, a in enumerate(an.stats.column("account_id").to_pylist())}
+    rows = dict(zip(joining, an.stats.take(pa.array([at[a] for a in joining], pa.int64())).to_pylist()))
     parts = {u: [an.cluster_rows[u]] if u in an.members else [rows[a] for a in units[u]]
              for u in set(fp_units) | {u for m in merges for u in m}}
     merged_units = {u for m in merges for u in m}

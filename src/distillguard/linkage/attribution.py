@@ -79,6 +79,17 @@ ATTRIBUTION_KEY = "request_fingerprint"
 BY_LIFT, BY_FLAGGED_ONLY, BY_TIES = "request_fingerprint", "request_fingerprint_flagged_only", "ties"
 
 
+def attribution_candidates(keys: pa.Table, clusters: dict[str, str]) -> set[str]:
+    """The unlinked accounts that :func:`attribution_groups` could put in a group, whatever is flagged:
+    holders of a fingerprint that ``min_share`` to ``cap`` unlinked accounts hold."""
+    kt = KEY_TYPES[ATTRIBUTION_KEY]
+    holders: dict[str, list[str]] = defaultdict(list)
+    for a, v, le in zip(keys["account_id"].to_pylist(), keys["value"].to_pylist(), keys["log2_expected"].to_pylist()):
+        if v is not None and le is not None and a not in clusters:
+            holders[v].append(a)
+    return {a for accs in holders.values() if kt.min_share <= len(accs) <= kt.cap for a in accs}
+
+
 def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[str],
                        flagged: set[str] | None = None, why: dict[str, str] | None = None) -> list[list[str]]:
     """Groups of flagged, unlinked accounts to make one cluster each.
