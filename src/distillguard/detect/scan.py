@@ -380,13 +380,13 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     pairs = tied_pairs(an.edges, pa.array(sorted(unit_of), pa.string()))
     merges = consolidation_groups(pairs, unit_of, {u: len(accs) for u, accs in units.items()},
                                   links=cross_links(an.edges, unit_of))
+    merged_units = {u for m in merges for u in m}
     # stats rows as Python objects only for the accounts that go into a new cluster
-    joining = sorted({a for m in merges for u in m if u not in an.members for a in units[u]} | grouped)
+    joining = sorted({a for u in merged_units if u not in an.members for a in units[u]} | grouped)
     at = {a: i for i, a in enumerate(an.stats.column("account_id").to_pylist())}
     rows = dict(zip(joining, an.stats.take(pa.array([at[a] for a in joining], pa.int64())).to_pylist()))
     parts = {u: [an.cluster_rows[u]] if u in an.members else [rows[a] for a in units[u]]
-             for u in set(fp_units) | {u for m in merges for u in m}}
-    merged_units = {u for m in merges for u in m}
+             for u in set(fp_units) | merged_units}
     new: dict[str, tuple[list[str], list[dict[str, Any]], list[str]]] = {}  # id → (members, rows, graph clusters)
     for cid, g in fp_units.items():
         if cid not in merged_units:
@@ -396,7 +396,7 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
         new[cluster_id(accs)] = (accs, [r for u in m for r in parts[u]], [u for u in m if u in an.members])
     if not new:
         return an
-    gone = {u for m in merges for u in m if u in an.members}
+    gone = {u for u in merged_units if u in an.members}
     kept = [i for i, cid in enumerate(an.cluster_ids) if cid not in gone]
     clusters = {a: c for a, c in an.clusters.items() if c not in gone}
     members = {c: accs for c, accs in an.members.items() if c not in gone}
@@ -416,7 +416,7 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
                     f"account{'s' if alone != 1 else ''} outside them" if graph else
                     f"{alone} flagged accounts that nothing links, in groups by request fingerprint")
             note = (f"; joined after flagging: {what}, tied member by member by two kinds of evidence (a creation "
-                    "wave, an address or a card, plus the script)")
+                    "wave, an address or a card, plus the script), on one pair or across most of a group")
         attributed[cid] = Attribution(extra, graph, by, note)
     nfeats, nstrs, nrows = _cluster_features([p for _, p, _ in new.values()])
     # the kept clusters' rows, then the new ones', put in cluster id order (no kept cluster changes)

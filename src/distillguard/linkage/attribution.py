@@ -79,15 +79,25 @@ ATTRIBUTION_KEY = "request_fingerprint"
 BY_LIFT, BY_FLAGGED_ONLY, BY_TIES = "request_fingerprint", "request_fingerprint_flagged_only", "ties"
 
 
+def _holders(keys: pa.Table, clusters: dict[str, str]
+             ) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, float]]:
+    """Per fingerprint value: its unlinked holders, its holders in a cluster, and its ``log2_expected``."""
+    unlinked: dict[str, list[str]] = defaultdict(list)
+    linked: dict[str, list[str]] = defaultdict(list)
+    expected: dict[str, float] = {}
+    for a, v, le in zip(keys["account_id"].to_pylist(), keys["value"].to_pylist(), keys["log2_expected"].to_pylist()):
+        if v is None or le is None:
+            continue
+        (linked if a in clusters else unlinked)[v].append(a)
+        expected[v] = le
+    return unlinked, linked, expected
+
+
 def attribution_candidates(keys: pa.Table, clusters: dict[str, str]) -> set[str]:
     """The unlinked accounts that :func:`attribution_groups` could put in a group, whatever is flagged:
     holders of a fingerprint that ``min_share`` to ``cap`` unlinked accounts hold."""
     kt = KEY_TYPES[ATTRIBUTION_KEY]
-    holders: dict[str, list[str]] = defaultdict(list)
-    for a, v, le in zip(keys["account_id"].to_pylist(), keys["value"].to_pylist(), keys["log2_expected"].to_pylist()):
-        if v is not None and le is not None and a not in clusters:
-            holders[v].append(a)
-    return {a for accs in holders.values() if kt.min_share <= len(accs) <= kt.cap for a in accs}
+    return {a for accs in _holders(keys, clusters)[0].values() if kt.min_share <= len(accs) <= kt.cap for a in accs}
 
 
 def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[str],
@@ -104,27 +114,15 @@ def attribution_groups(keys: pa.Table, clusters: dict[str, str], eligible: set[s
     fingerprint).
     """
     kt = KEY_TYPES[ATTRIBUTION_KEY]
-    holders: dict[str, list[str]] = defaultdict(list)
-    expected: dict[str, float] = {}
-    linked: dict[str, int] = defaultdict(int)  # holders in a cluster
-    unflagged: set[str] = set()  # values that an account not flagged holds
-    for a, v, le in zip(keys["account_id"].to_pylist(), keys["value"].to_pylist(), keys["log2_expected"].to_pylist()):
-        if v is None or le is None:
-            continue
-        if flagged is not None and a not in flagged:
-            unflagged.add(v)
-        if a in clusters:
-            linked[v] += 1
-            continue
-        holders[v].append(a)
-        expected[v] = le
+    holders, linked, expected = _holders(keys, clusters)
     groups = []
     for v, accs in holders.items():
         m = len(accs)
         if not kt.min_share <= m <= kt.cap:
             continue
         strong = fingerprint_weight(m, expected[v]) >= FINGERPRINT_STRONG - 1e-9
-        own = flagged is not None and v not in unflagged and m >= linked[v]
+        own = (flagged is not None and m >= len(linked[v])
+               and flagged.issuperset(accs) and flagged.issuperset(linked[v]))
         if not (strong or own):
             continue
         grp = sorted(a for a in accs if a in eligible)
@@ -151,6 +149,11 @@ TIE_MIN_SHARE = 0.5
 GROUP_MIN_SHARE = 0.75
 
 
+def _is_script(types: pa.Array) -> pa.Array:
+    """Per edge row: whether its key type describes the client's script (:data:`SCRIPT_KEYS`)."""
+    return pc.is_in(types, pa.array(sorted(SCRIPT_KEYS)))
+
+
 def tied_pairs(edges: pa.Table, accounts: pa.Array | None = None) -> pa.Table:
     """(src, dst, total) of the pairs tied at :data:`TIE_MIN_WEIGHT` or more by two kinds of evidence
     (the script-similarity types count as one kind, as in the pair's total), both ends in ``accounts``
@@ -158,9 +161,8 @@ def tied_pairs(edges: pa.Table, accounts: pa.Array | None = None) -> pa.Table:
     t = edges.select(["src", "dst", "type", "total"]).filter(pc.greater_equal(edges["total"], TIE_MIN_WEIGHT))
     if accounts is not None:
         t = t.filter(pc.and_(pc.is_in(t["src"], accounts), pc.is_in(t["dst"], accounts)))
-    script = pc.is_in(t["type"], pa.array(sorted(SCRIPT_KEYS)))
     t = t.set_column(t.schema.get_field_index("type"), "type",
-                     pc.if_else(script, pa.scalar("script"), t["type"].cast(pa.string())))
+                     pc.if_else(_is_script(t["type"]), pa.scalar("script"), t["type"].cast(pa.string())))
     g = t.group_by(["src", "dst"]).aggregate([("type", "count_distinct"), ("total", "max")])
     g = g.filter(pc.greater_equal(g["type_count_distinct"], 2))
     return pa.table({"src": g["src"], "dst": g["dst"], "total": g["total_max"]})
@@ -177,7 +179,7 @@ def cross_links(edges: pa.Table, unit_of: dict[str, str]) -> pa.Table:
     t = t.filter(pc.and_(pc.is_in(t["src"], accs), pc.is_in(t["dst"], accs)))
     us, ud = pc.take(units, pc.index_in(t["src"], accs)), pc.take(units, pc.index_in(t["dst"], accs))
     t = t.filter(pc.not_equal(us, ud))
-    t = pa.table({"src": t["src"], "dst": t["dst"], "script": pc.is_in(t["type"], pa.array(sorted(SCRIPT_KEYS)))})
+    t = pa.table({"src": t["src"], "dst": t["dst"], "script": _is_script(t["type"])})
     return t.group_by(["src", "dst", "script"]).aggregate([])
 
 

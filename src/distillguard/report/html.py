@@ -247,7 +247,8 @@ def _clusters(
             parts += (f'<p class="note">Attributed after flagging: {len(graph)} clusters of the link graph (and any '
                       "flagged accounts outside them) joined, because their members are tied member by member: at "
                       "least half of the smaller group's accounts share two kinds of evidence with the other (a "
-                      "creation wave, an address or a card, plus the script), under the weight of a link. Every member "
+                      "creation wave, an address or a card, plus the script) on one pair, under the weight of a link, "
+                      "or three quarters of them have each kind with it. Every member "
                       f"was flagged on its own. Joined to the largest: <span class=\"mono\">{_e(', '.join(joined[:12]))}"
                       f"{' …' if len(joined) > 12 else ''}</span></p>")
         elif c.get("attributed_from"):
