@@ -99,7 +99,11 @@ def test_redact_hashes_example_prompts(small_traffic, tmp_path):
     assert all(v.startswith(("sha256:", "(no system prompt)")) for v in fps)
     texts = [v for c in _jsonl(tmp_path / "clusters.jsonl") for link in c["links"] if link["type"] == "request_fingerprint"
              for v in [link["value"]]]
+    texts += [f["value"] for c in _jsonl(tmp_path / "clusters.jsonl") for f in c["fingerprints"]]
     assert all(v.startswith(("sha256:", "(no system prompt)")) for v in texts)
+    # and so do the evidence's indicators (each account's own fingerprint)
+    ind = [v for e in _jsonl(tmp_path / "evidence.jsonl") for v in e["indicators"].get("request_fingerprints", [])]
+    assert ind and all(v.startswith(("sha256:", "(no system prompt)")) for v in ind)
 
 
 def test_redacted_report_hashes_rejected_lines(tmp_path):

@@ -119,3 +119,20 @@ def test_groups_join_when_most_members_have_both_kinds_of_link_if_not_on_one_pai
     assert consolidation_groups(none, units, sizes, links=links) == [["A", "B"]]  # 3 of 4 each way
     fewer = links.slice(1)  # only two of B's members with an identity link: not enough
     assert consolidation_groups(none, units, sizes, links=fewer) == []
+
+
+def test_exclusive_fingerprints_leave_out_what_anyone_unflagged_sends():
+    from distillguard.linkage.attribution import exclusive_fingerprints
+
+    keys = pa.table({"account_id": ["a", "b", "c", "d", "e", "f", "g", "p", "q", "r"],
+                     "value": ["script", "script", "script", "common", "common", "solo", "x", "common", "y", "y"],
+                     "log2_expected": [0.0] * 10})
+    members = {"C1": ["a", "b", "c", "d", "e", "f"], "C2": ["q", "r"], "C3": ["g", "p"]}
+    flagged = {"a", "b", "c", "d", "e", "f", "g", "q", "r"}  # p (in C3, and a holder of "common") is not
+    out = exclusive_fingerprints(keys, members, flagged)
+    # "common" is sent by an unflagged account, "solo" by one member only; C3 is not all flagged
+    assert out == {"C1": [{"value": "script", "accounts": 3}], "C2": [{"value": "y", "accounts": 2}]}
+    # flag p too: "common" is now the flagged accounts' own, and C3 takes part
+    out = exclusive_fingerprints(keys, members, flagged | {"p"})
+    assert out["C1"] == [{"value": "script", "accounts": 3}, {"value": "common", "accounts": 2}]
+    assert out["C3"] == []

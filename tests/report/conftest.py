@@ -150,7 +150,8 @@ def build_scan_dir(
             {"type": "shared_prompts", "value": tmpl, "accounts": size, "edges": size // 2},
             {"type": "sync_timing", "value": None, "accounts": size, "edges": size},
             {"type": "template", "value": tmpl[::-1] + "ff", "accounts": size, "edges": 1},
-        ], "reasons": [{"signal": "sync_timing", "value": 0.9,
+        ], "fingerprints": [{"value": f"you are a grader {c}. | 0.2|-|4096|1|0 | #0{c}", "accounts": size}],
+            "reasons": [{"signal": "sync_timing", "value": 0.9,
                         "detail": f"{size} accounts active in the same minutes"}]})
 
     for s in range(n_flagged_singletons):

@@ -39,6 +39,8 @@ def test_flagged_clusters_with_links_graphs_and_accounts(page):
     assert page.count('<svg class="graph"') == 3
     assert "203.0.113.0/24" in page and "pf_00abababababababababab" in page
     assert "1 edge(s) lead to accounts outside this cluster" in page
+    # the script's request fingerprint that only the cluster's flagged members send
+    assert '<span class="mono">you are a grader 0. | 0.2|-|4096|1|0 | #00</span> (14 accounts)' in page
     # a graph has one circle per member (cluster c-0000 has 14)
     first_graph = page.split('<svg class="graph"')[1].split("</svg>")[0]
     assert first_graph.count("<circle") == 14

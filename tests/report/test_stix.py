@@ -66,6 +66,8 @@ def test_indicators_use_standard_patterns_where_stix_has_objects(bundle):
     assert "[x-distillguard-prompt-template:signature = '0000000000000000ff']" in patterns  # a "template" link
     assert "[ipv4-addr:value = '198.51.100.1']" in patterns  # singleton's IP: no prefix covers it
     assert "[ipv4-addr:value = '203.0.113.10']" not in patterns  # covered by the cluster's shared prefix
+    # a request fingerprint that only the cluster's flagged members send (clusters.jsonl "fingerprints")
+    assert "[x-distillguard-request-fingerprint:value = 'you are a grader 0. | 0.2|-|4096|1|0 | #00']" in patterns
     # values that do not single out an operator are not shared
     assert not any("OpenAI/Python" in p for p in patterns)
     assert not any("198.51.100.0/24" in p or "192.0.2.0/24" in p for p in patterns)

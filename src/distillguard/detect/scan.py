@@ -32,7 +32,8 @@ from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountSt
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
 from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
 from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, BY_LIFT, BY_TIES, attribution_candidates,
-                                              attribution_groups, consolidation_groups, cross_links, tied_pairs)
+                                              attribution_groups, consolidation_groups, cross_links, exclusive_fingerprints,
+                                              tied_pairs)
 from distillguard.linkage.graph import cluster_id, clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
 
@@ -543,6 +544,11 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     # per-cluster link summary
     sc, dc = _edge_clusters(edges, clusters)
     link_summary = _link_summary(con, edges, sc, dc)
+    flagged_set = {a for a, f in zip(account_ids, flagged) if f}
+    own_fps = (exclusive_fingerprints(an.fingerprints, {c: members[c] for c in cluster_ids if cflag[cinfo[c]]}, flagged_set)
+               if an.fingerprints is not None else {})
+    if redact:
+        own_fps = {c: [{**f, "value": _redact_link_value(f["value"])} for f in fps] for c, fps in own_fps.items()}
     verdict_lines = []
     feat_names = list(feats)
     for j, a in enumerate(account_ids):
@@ -587,6 +593,8 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
             "attributed_from": an.attributed[cid].accounts if cid in an.attributed else [],
             "joined_clusters": an.attributed[cid].clusters if cid in an.attributed else [],
             "attributed_by": an.attributed[cid].by if cid in an.attributed else None,
+            # request fingerprints that two or more members send and no unflagged account does (flagged clusters)
+            "fingerprints": own_fps.get(cid, []),
             "reasons": [r.as_dict() for r in model.reasons({k: float(v[cinfo[cid]]) for k, v in cstrs.items()},
                                                             {k: float(v[cinfo[cid]]) for k, v in cfeats.items()})],
         }
@@ -695,7 +703,10 @@ def _write_evidence(con, out: Path, flagged_ids: list[str], verdicts: list[dict]
              "email_domain": "email_domains", "created_wave": "created_waves",
              "request_fingerprint": "request_fingerprints", "sync_timing": "activity_window_bands"}
     for r in ind:
-        indicators.setdefault(r["account_id"], {})[names.get(r["type"], r["type"])] = r["vals"]
+        vals = r["vals"]
+        if redact and r["type"] in _TEXT_LINKS:  # the request fingerprint starts with the system prompt
+            vals = sorted(_redact_link_value(v) for v in vals)
+        indicators.setdefault(r["account_id"], {})[names.get(r["type"], r["type"])] = vals
     ua = con.sql(
         """SELECT account_id, list(DISTINCT user_agent ORDER BY user_agent)[1:5] AS uas FROM events WHERE user_agent IS NOT NULL
            AND account_id IN (SELECT unnest($ids)) GROUP BY account_id""",

@@ -251,3 +251,37 @@ def consolidation_groups(pairs: pa.Table, unit_of: dict[str, str], sizes: dict[s
     for r, g in groups.items():
         g.append(r)  # a root is never in ``parent``
     return sorted(sorted(g) for g in groups.values() if len(g) >= 2)
+
+
+def exclusive_fingerprints(keys: pa.Table, members: dict[str, list[str]], flagged: set[str]
+                           ) -> dict[str, list[dict[str, object]]]:
+    """Per cluster whose every member is flagged: the request fingerprints that two or more of its
+    members send and that no unflagged account of the scan sends, most-held first (``value``,
+    ``accounts``: its members that send it).
+
+    These are the script signatures worth an indicator (``clusters.jsonl`` ``fingerprints``, the STIX
+    export): a fingerprint that the population also sends (the settings every chat wrapper uses) is
+    left out, however many members share it, as a user agent of a common SDK is.
+
+    >>> keys = pa.table({"account_id": ["a", "b", "c", "d", "e"], "value": ["fp1", "fp1", "fp1", "fp2", "fp2"],
+    ...                  "log2_expected": [0.0] * 5})
+    >>> exclusive_fingerprints(keys, {"C1": ["a", "b"], "C2": ["d", "e"]}, {"a", "b", "d", "e"})
+    {'C1': [], 'C2': [{'value': 'fp2', 'accounts': 2}]}
+    """
+    owner = {a: cid for cid, accs in members.items() if flagged.issuperset(accs) for a in accs}
+    if not owner or keys.num_rows == 0:
+        return {cid: [] for cid in sorted({c for c in owner.values()})}
+    held = keys.filter(pc.is_valid(keys["value"])).select(["account_id", "value"])
+    is_flagged = pc.is_in(held["account_id"], pa.array(sorted(flagged), pa.string()))
+    # values some unflagged account sends
+    public = set(pc.unique(held["value"].filter(pc.invert(is_flagged))).to_pylist())
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    mine = pc.is_in(held["account_id"], pa.array(sorted(owner), pa.string()))
+    for a, v in zip(held["account_id"].filter(mine).to_pylist(), held["value"].filter(mine).to_pylist()):
+        if v not in public:
+            counts[owner[a]][v] += 1
+    out: dict[str, list[dict[str, object]]] = {}
+    for cid in sorted(set(owner.values())):
+        vals = sorted(((n, v) for v, n in counts.get(cid, {}).items() if n >= 2), key=lambda x: (-x[0], x[1]))
+        out[cid] = [{"value": v, "accounts": n} for n, v in vals]
+    return out

@@ -260,6 +260,12 @@ def _clusters(
                       "parameter settings): one script, one operator. The fingerprint alone links no account that "
                       f"is not flagged. Accounts: <span class=\"mono\">{_e(', '.join(joined[:12]))}"
                       f"{' …' if len(joined) > 12 else ''}</span></p>")
+        fps = c.get("fingerprints") or []
+        if fps:
+            parts += ('<p class="note">Request fingerprints that only its flagged members send (no unflagged account '
+                      "of the scan does; shared in the STIX export): " + "; ".join(
+                          f'<span class="mono">{_e(f.get("value"))}</span> ({_num(f.get("accounts"))} accounts)'
+                          for f in fps[:5]) + (" …" if len(fps) > 5 else "") + "</p>")
         html.append(
             f'<div class="cluster" id="{_anchor("c-", cid)}"><h3>Cluster <span class="mono">{_e(cid)}</span> '
             f"{_score(c.get('score'))} &middot; {len(members):,} accounts</h3>{parts}"

@@ -23,12 +23,17 @@ What goes in (all built, and so validated, with the ``stix2`` library):
   prompt template signature     ``[x-distillguard-prompt-template:signature = '...']``
   client fingerprint            ``[x-distillguard-client-fingerprint:value = '...']`` (a user agent
                                 plus request-parameter fingerprint that is not a plain UA string)
+  request fingerprint           ``[x-distillguard-request-fingerprint:value = '...']`` (the system
+                                prompt's head and the set of sampling settings, as ``scan`` writes it)
   ============================  ===========================================================
 
   Only values that single out the operator are shared: payment fingerprints, template signatures
   and client IPs of flagged accounts; IP prefixes and user agents only when the linkage used them
   to tie a flagged cluster together (it already discounts common prefixes and SDK user agents), so
   ``OpenAI/Python 1.40.0`` or a campus NAT prefix seen on one account never becomes an indicator;
+  request fingerprints only when two or more members of a flagged cluster send one that no unflagged
+  account of the scan sends (``clusters.jsonl`` ``fingerprints``), so the settings every chat
+  wrapper uses never become one;
 - ``relationship`` objects: indicator ``indicates`` campaign, campaign ``uses`` attack-pattern;
 - ``sighting`` objects: one per (indicator, campaign), ``count`` = accounts carrying the value;
 - a ``report`` object that lists everything, and a TLP marking on every object.
@@ -88,6 +93,7 @@ KIND_LABEL = {
     "payment_fingerprint": "payment fingerprint",
     "template_signature": "prompt template signature",
     "client_fingerprint": "client fingerprint",
+    "request_fingerprint": "request fingerprint",
 }
 
 
@@ -118,6 +124,8 @@ def _pattern(kind: str, value: str) -> str | None:
         return f"[x-distillguard-prompt-template:signature = {_lit(value)}]"
     if kind == "client_fingerprint":
         return f"[x-distillguard-client-fingerprint:value = {_lit(value)}]"
+    if kind == "request_fingerprint":
+        return f"[x-distillguard-request-fingerprint:value = {_lit(value)}]"
     return None
 
 
@@ -133,13 +141,14 @@ def _groups(scan: ScanOutput) -> list[dict[str, Any]]:
         members = [str(a) for a in c.get("account_ids") or []]
         in_cluster.update(members)
         groups.append({"key": f"cluster:{c['cluster_id']}", "cluster_id": c["cluster_id"], "members": members,
-                       "score": float(c.get("score") or 0.0), "links": c.get("links") or []})
+                       "score": float(c.get("score") or 0.0), "links": c.get("links") or [],
+                       "fingerprints": c.get("fingerprints") or []})
     for v in scan.flagged_verdicts:
         a = str(v.get("account_id"))
         if a in in_cluster:
             continue
         groups.append({"key": f"account:{a}", "cluster_id": None, "members": [a],
-                       "score": float(v.get("score") or 0.0), "links": []})
+                       "score": float(v.get("score") or 0.0), "links": [], "fingerprints": []})
     return groups
 
 
@@ -171,6 +180,10 @@ def _group_values(group: dict[str, Any], scan: ScanOutput, *, include_ips: bool)
             continue
         n = int(link.get("accounts") or 0)
         counts[(kind, value)] = max(counts.get((kind, value), 0), n)
+    for fp in group.get("fingerprints") or []:
+        if fp.get("value"):
+            key = ("request_fingerprint", str(fp["value"]))
+            counts[key] = max(counts.get(key, 0), int(fp.get("accounts") or 0))
     prefixes = []
     for kind, value in counts:
         if kind == "ip_prefix":
