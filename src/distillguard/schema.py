@@ -93,15 +93,27 @@ REJECT_FIELDS = ("source", "line", "reason", "raw")
 RAW_PREVIEW_CHARS = 2000
 
 
+#: Unix seconds of the first and last instants of years 1-9999, the range of an RFC 3339 time: a
+#: number outside it (or NaN, or infinity, which DuckDB's JSON parser reads) is no time.
+TS_MIN, TS_MAX = -62135596800, 253402300799
+TS_OUT_OF_RANGE = "field 'timestamp' is out of range (Unix seconds of a time in years 1-9999)"
+
+
 def parse_timestamp(value: Any) -> float:
     """Unix seconds from an RFC 3339 string or a number; raises :class:`RecordRejected`.
 
     >>> parse_timestamp("2026-01-01T01:00:00+01:00")
     1767225600.0
+    >>> parse_timestamp(1e300)
+    Traceback (most recent call last):
+    ...
+    distillguard.errors.RecordRejected: field 'timestamp' is out of range (Unix seconds of a time in years 1-9999)
     """
     if isinstance(value, bool):
         raise RecordRejected("field 'timestamp' has wrong type: boolean")
     if isinstance(value, (int, float)):
+        if not (TS_MIN <= value <= TS_MAX):  # also false for NaN
+            raise RecordRejected(TS_OUT_OF_RANGE)
         return float(value)
     if isinstance(value, str):
         try:

@@ -246,3 +246,29 @@ def test_scan_out_of_memory_is_one_clear_error_and_leaves_no_spill_folder(small_
 def test_train_without_shapes_keeps_the_catalogue_ramps(small_traffic, tmp_path):
     m, _ = _train(small_traffic, tmp_path / "m.json", "--no-online", "--no-shapes")
     assert "shapes" not in m and "shaped_signals" not in m["meta"] and any(w > 0 for w in m["weights"].values())
+
+
+def test_a_log_cut_short_is_scanned_up_to_the_cut_and_reported(small_traffic, tmp_path):
+    """A day's log cut short by a crash mid-write: scan and replay keep every line before the cut and
+    the other logs, report the damage (rejected.jsonl, the summary, a warning), and exit 0."""
+    import gzip
+
+    lines = gzip.decompress((small_traffic / "traffic.jsonl.gz").read_bytes()).splitlines(keepends=True)
+    half = len(lines) // 2
+    (tmp_path / "day2.jsonl").write_bytes(b"".join(lines[half:]))
+    blob = gzip.compress(b"".join(lines[:half]))
+    cut = tmp_path / "day1.jsonl.gz"
+    cut.write_bytes(blob[: int(len(blob) * 0.9)])
+    logs = [cut, tmp_path / "day2.jsonl"]
+    s = run_scan(logs, tmp_path / "scan", accounts=small_traffic / "accounts.jsonl", progress=False, write_html=False)
+    rejects = _jsonl(tmp_path / "scan" / "rejected.jsonl")
+    damage = [r for r in rejects if "corrupt or truncated" in r["reason"]]
+    assert len(damage) == 1 and damage[0]["source"] == str(cut) and s["damaged_inputs"] == [damage[0]["reason"]]
+    read_whole = damage[0]["line"] - 2  # the line before the damage report is the one cut short
+    assert 0.8 * half < read_whole < half
+    assert s["requests"] == read_whole + (len(lines) - half)  # nothing else lost
+    r = run_replay(logs, tmp_path / "replay", accounts=small_traffic / "accounts.jsonl", progress=False)
+    assert r["requests"] == s["requests"] and r["damaged_inputs"] == s["damaged_inputs"]
+    done = subprocess.run([sys.executable, "-m", "distillguard.cli", "scan", *map(str, logs), "--out", str(tmp_path / "cli"),
+                           "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0 and "warning: " in done.stderr and "corrupt or truncated" in done.stderr

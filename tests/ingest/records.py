@@ -44,6 +44,8 @@ BAD = [
     ('{"request_id": 5, "timestamp": 1, "account_id": "a", "endpoint": "e", "request": {}}', "field 'request_id' has wrong type"),
     ('{"request_id": "x", "timestamp": true, "account_id": "a", "endpoint": "e", "request": {}}', "field 'timestamp' has wrong type"),
     ('{"request_id": "x", "timestamp": "yesterday", "account_id": "a", "endpoint": "e", "request": {}}', "field 'timestamp' is not RFC 3339"),
+    ('{"request_id": "x", "timestamp": 1e300, "account_id": "a", "endpoint": "e", "request": {}}', "field 'timestamp' is out of range"),
+    ('{"request_id": "x", "timestamp": -1e12, "account_id": "a", "endpoint": "e", "request": {"messages": []}}', "field 'timestamp' is out of range"),
     ('{"request_id": "x", "timestamp": 1, "account_id": "a", "endpoint": "e", "request": "hi"}', "field 'request' has wrong type"),
     ('{"request_id": "x", "timestamp": 1, "account_id": "a", "endpoint": "e", "request": {}, "status_code": "200"}', "field 'status_code' has wrong type"),
     ('{"request_id": "x", "timestamp": 1, "account_id": "a", "endpoint": "e", "request": {}, "client_ip": 7}', "field 'client_ip' has wrong type"),

@@ -43,6 +43,8 @@ def scan_command(
         f"(threshold {s['threshold']:.3f})\n"
         f"report: {Path(out) / 'report.html'}"
     )
+    for msg in s.get("damaged_inputs") or []:
+        print(f"warning: {msg}", file=sys.stderr)
 
 
 def replay_command(
@@ -68,6 +70,8 @@ def replay_command(
         f"replayed {s['requests']:,} requests ({s['online_requests_per_s']:,.0f} req/s online); "
         f"flagged {s['flagged_accounts']:,} of {s['accounts']:,} accounts; first flags: {Path(out) / 'first_flags.jsonl'}"
     )
+    for msg in s.get("damaged_inputs") or []:
+        print(f"warning: {msg}", file=sys.stderr)
 
 
 def train_command(

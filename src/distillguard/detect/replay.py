@@ -237,7 +237,7 @@ def run_replay(
                 sorted_because = str(e)  # start over on the exact path (it rewrites rejected.jsonl)
         if run is None:
             run = _replay_sorted(paths, out, work, accounts=accounts, model=model, progress=progress)
-        det, total, n_rejected, t_read, t_online = run
+        det, total, n_rejected, t_read, t_online, damaged = run
     except RESOURCE_ERRORS as e:
         raise resource_failure(e, work) from e
     finally:
@@ -259,6 +259,7 @@ def run_replay(
         "inputs": [str(p) for p in paths],
         "requests": total,
         "rejected": n_rejected,
+        "damaged_inputs": damaged,  # compressed logs that end in damage (the lines before it were replayed)
         "accounts": len(det.peak_scores()),
         "flagged_accounts": len(flagged),
         "threshold": det.threshold,
@@ -305,7 +306,7 @@ def _replay_streamed(paths, out: Path, work: Path, *, accounts, model, progress:
             n_rejected = rej.total
     finally:
         con.close()
-    return det, counts[0], n_rejected, t_read, t_online
+    return det, counts[0], n_rejected, t_read, t_online, reader.stats.damaged
 
 
 def _replay_sorted(paths, out: Path, work: Path, *, accounts, model, progress: bool):
@@ -328,4 +329,4 @@ def _replay_sorted(paths, out: Path, work: Path, *, accounts, model, progress: b
         t_online = time.perf_counter() - t0
     finally:
         store.close()
-    return det, total, n_rejected, t_read, t_online
+    return det, total, n_rejected, t_read, t_online, reader.stats.damaged

@@ -145,6 +145,8 @@ def run_scan(
             "rejected": n_rejected,
             "duplicates": dups,
             "unauthenticated_requests": reader.stats.unauthenticated,
+            # compressed logs that end in damage: the lines before it were scanned (see rejected.jsonl)
+            "damaged_inputs": reader.stats.damaged,
             "flagged_accounts": result["flagged_accounts"],
             "clusters": result["clusters"],
             "flagged_clusters": result["flagged_clusters"],

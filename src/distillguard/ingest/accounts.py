@@ -20,6 +20,10 @@ def account_from_record(rec: object) -> dict:
 
     >>> account_from_record({"account_id": "a", "created_at": "2026-01-01T00:00:00Z", "verified": True})["created_at"]
     1767225600.0
+    >>> account_from_record({"account_id": "a", "created_at": "yesterday"})
+    Traceback (most recent call last):
+    ...
+    distillguard.errors.RecordRejected: account field 'created_at' is not RFC 3339: 'yesterday'
     """
     if not isinstance(rec, dict):
         raise RecordRejected("account record is not a JSON object")
@@ -28,7 +32,10 @@ def account_from_record(rec: object) -> dict:
         raise RecordRejected("account record lacks a string 'account_id'")
     out = {"account_id": aid}
     created = rec.get("created_at")
-    out["created_at"] = parse_timestamp(created) if created is not None else None
+    try:
+        out["created_at"] = parse_timestamp(created) if created is not None else None
+    except RecordRejected as e:  # its reason names the traffic log's field
+        raise RecordRejected("account " + e.reason.replace("field 'timestamp'", "field 'created_at'")) from None
     for name in _STRING_FIELDS:
         v = rec.get(name)
         if v is not None and not isinstance(v, str):

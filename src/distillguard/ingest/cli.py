@@ -51,3 +51,5 @@ def ingest_command(
     )
     if rej.total:
         console.print(f"rejected lines: {rej_path}  " + ", ".join(f"{k}: {v}" for k, v in rej.reasons.most_common(5)))
+    for msg in s.damaged:
+        console.print(f"warning: {msg}", markup=False)

@@ -133,12 +133,54 @@ def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 _READ_BYTES = 4 << 20
 
 
-def _corrupt(path: str | Path, line_no: int, e: BaseException) -> InputError:
-    # A truncated or corrupt compressed stream: the lines before it are kept, the rest reported.
-    return InputError(
-        f"{path}: compressed stream is corrupt or truncated after line {line_no - 1}: {e}. "
-        "The lines before it were read; re-export or re-compress the file to read the rest."
-    )
+class DamagedStream(InputError):
+    """A compressed log ends in damage (cut short by a crash mid-write, or corrupt). Every line before
+    the damage has been yielded (the last one, cut short, as it is: it is rejected as a line); the
+    reader reports the file and goes on with the next one. ``line_no``: the first line not read."""
+
+    def __init__(self, path: str | Path, line_no: int, cause: BaseException):
+        self.path, self.line_no = str(path), line_no
+        super().__init__(
+            f"{path}: compressed stream is corrupt or truncated after line {line_no - 1}: {cause}. "
+            f"The {line_no - 1:,} lines before it were read; re-export or re-compress the file to read the rest."
+        )
+
+
+#: At most this much of a damaged gzip stream's tail is recovered (:func:`_gzip_tail`).
+_SALVAGE_MAX = 64 << 20
+
+
+def _gzip_tail(path: str | Path, skip: int) -> bytes:
+    """What a damaged gzip file decompresses to after its first ``skip`` bytes, up to the damage.
+
+    The fast decoder gives nothing of the read that meets the damage (up to :data:`_READ_BYTES` of
+    text); zlib, fed the compressed bytes a block at a time, gives everything up to the last byte
+    it could decode. Only run on damage: it decodes the file again from its start.
+    """
+    import zlib
+
+    out: list[bytes] = []
+    at = 0  # decompressed bytes seen so far; only those past ``skip`` are kept
+    end = skip + _SALVAGE_MAX
+    d = zlib.decompressobj(31)
+    with open(path, "rb") as raw:
+        while at < end:
+            block = raw.read(1 << 20)
+            if not block:
+                break
+            try:
+                while block:
+                    piece = d.decompress(block)
+                    if at + len(piece) > skip:
+                        out.append(piece[max(0, skip - at) : end - at])
+                    at += len(piece)
+                    if not d.eof:
+                        break
+                    block = d.unused_data  # the next member of a multi-member file
+                    d = zlib.decompressobj(31)
+            except zlib.error:
+                break  # corrupt: keep what was decoded before it
+    return b"".join(out)
 
 
 def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | None = None) -> Iterator[LineChunk]:
@@ -148,6 +190,8 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
     line_no = 1
     carry = b""
     size = min(first_chunk_bytes or chunk_bytes, chunk_bytes)
+    delivered = 0  # decompressed bytes read so far
+    damage: BaseException | None = None
     with open_binary(path) as f:
         eof = False
         while not eof:
@@ -164,7 +208,21 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
                 try:
                     k = f.readinto(memoryview(buf[filled : filled + _READ_BYTES]))
                 except (OSError, EOFError, gzip.BadGzipFile) as e:
-                    raise _corrupt(path, line_no, e) from e
+                    damage = e
+                    tail = _gzip_tail(path, delivered) if _is_gzip(path) else b""
+                    k = len(tail)
+                    if filled + k > len(buf):
+                        bigger = np.empty(filled + k, dtype=np.uint8)
+                        bigger[:filled] = buf[:filled]
+                        buf = bigger
+                    buf[filled : filled + k] = np.frombuffer(tail, dtype=np.uint8)
+                    pos = np.flatnonzero(buf[filled : filled + k] == 10)
+                    if len(pos):
+                        nls.append(pos + filled)
+                    filled += k
+                    eof = True  # what is read is yielded; the last line, cut short, as it is
+                    break
+                delivered += k
                 if not k:
                     eof = True
                     break
@@ -185,6 +243,13 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
             line_no += len(chunk.lines)
             size = min(2 * size, chunk_bytes)
             yield chunk
+    if damage is not None:
+        raise DamagedStream(path, line_no, damage) from damage
+
+
+def _is_gzip(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
 
 
 def read_all_bytes(path: str | Path) -> bytes:

@@ -15,7 +15,7 @@ every example; ``tests/ingest/test_normalize_fast.py`` that the two paths agree.
 
 from __future__ import annotations
 
-from distillguard.schema import EVENT_COLUMNS
+from distillguard.schema import EVENT_COLUMNS, TS_MAX, TS_MIN, TS_OUT_OF_RANGE
 
 _TOP = [
     "request_id", "timestamp", "account_id", "api_key_id", "end_user", "client_ip", "user_agent",
@@ -115,6 +115,7 @@ def _reason_sql(fast: bool = False, refs: dict[str, str] | None = None) -> str:
     ts = t['timestamp']
     checks.append((f"json_type({ts}) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')", _wrong_type("timestamp", ts)))
     checks.append(("ts IS NULL", f"'field ''timestamp'' is not RFC 3339: ' || left({ts}->>'$', 40)"))
+    checks.append((f"NOT isfinite(ts) OR ts < {TS_MIN} OR ts > {TS_MAX}", f"'{TS_OUT_OF_RANGE.replace(chr(39), chr(39) * 2)}'"))
     req = t['request']
     if not fast:
         checks.append((f"NOT {_is(req, 'OBJECT')}", _wrong_type("request", req)))

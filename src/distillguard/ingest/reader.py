@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from distillguard.errors import InputError
-from distillguard.ingest.lines import LineChunk, iter_line_chunks, open_binary
+from distillguard.ingest.lines import DamagedStream, LineChunk, iter_line_chunks, open_binary
 from distillguard.ingest.normalize import fast_normalize_sql, slow_normalize_sql
 from distillguard.ingest.rejects import RejectWriter
 from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA
@@ -41,6 +41,7 @@ class IngestStats:
     rejected: int = 0
     bytes: int = 0
     unauthenticated: int = 0  # gateway requests refused for a missing or unknown key (see schema.UNAUTHENTICATED_ACCOUNT)
+    damaged: list[str] = field(default_factory=list)  # one message per compressed file that ends in damage
     per_file: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -169,8 +170,15 @@ class EventReader:
             fmt = self.fmt if self.fmt != "auto" else sniff_format(path)
             self.stats.files += 1
             file_stats = self.stats.per_file.setdefault(str(path), {"lines": 0, "accepted": 0, "rejected": 0})
-            for chunk in self._chunks(path, fmt):
-                yield from self._normalise_chunk(str(path), chunk, file_stats)
+            try:
+                for chunk in self._chunks(path, fmt):
+                    yield from self._normalise_chunk(str(path), chunk, file_stats)
+            except DamagedStream as e:
+                # a log cut short (a crash mid-write) or corrupt: its lines before the damage are in,
+                # the damage is reported where the rejected lines are, and the other files are read
+                self.rejects.write_many([(str(path), e.line_no, str(e), None)])
+                self.stats.damaged.append(str(e))
+                file_stats["damaged"] = 1
 
     def _normalise_chunk(self, source: str, chunk: LineChunk, file_stats: dict[str, int]) -> Iterator[pa.Table]:
         n = len(chunk.lines)
