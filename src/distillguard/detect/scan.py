@@ -251,6 +251,8 @@ class Analysis:
     stats: pa.Table | None = None
     #: each cluster's merged stats row, for :func:`attribute` to merge clusters with
     cluster_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the tied pairs of accounts (:func:`~distillguard.linkage.attribution.tied_pairs`), for :func:`attribute`
+    ties: pa.Table | None = None
     #: clusters that :func:`attribute` formed: new cluster id → how
     attributed: dict[str, Attribution] = field(default_factory=dict)
 
@@ -335,7 +337,7 @@ def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: st
     need.update(ends.filter(pc.invert(pc.is_in(ends, pa.array(list(clusters), pa.string())))).to_pylist())
     stats = stats.take(pa.array(sorted(idx[a] for a in need), pa.int64()))
     return Analysis(account_ids, cols, feats, strs, edges, clusters, members, cluster_ids, cfeats, cstrs,
-                    fingerprints, stats, dict(zip(cluster_ids, merged)))
+                    fingerprints, stats, dict(zip(cluster_ids, merged)), ties=tied)
 
 
 def _cluster_features(parts: list[list[dict[str, Any]]]
@@ -380,7 +382,11 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     grouped = {a for g in fp_units.values() for a in g}
     units.update(("\0" + a, [a]) for a in sorted(eligible - grouped))  # (no cluster id starts with a NUL)
     unit_of = {a: u for u, accs in units.items() for a in accs}
-    pairs = tied_pairs(an.edges, pa.array(sorted(unit_of), pa.string()))
+    among = pa.array(sorted(unit_of), pa.string())
+    if an.ties is None:
+        pairs = tied_pairs(an.edges, among)
+    else:  # the pairs analyse found, both ends among the units' accounts (the same as tied_pairs(an.edges, among))
+        pairs = an.ties.filter(pc.and_(pc.is_in(an.ties["src"], among), pc.is_in(an.ties["dst"], among)))
     merges = consolidation_groups(pairs, unit_of, {u: len(accs) for u, accs in units.items()},
                                   links=cross_links(an.edges, unit_of))
     merged_units = {u for m in merges for u in m}
@@ -525,7 +531,7 @@ def _detect(con, out: Path, *, model: ScoreModel, has_accounts: bool, redact: bo
     final_score = _with_cluster_scores(an, scores, cscores)
     flagged = model.threshold.flag(final_score)
     merged = attribute(an, flagged)
-    an.stats = merged.stats = None  # the stats rows (an Arrow table the size of the accounts' sketches) are done with
+    an.stats = merged.stats = an.ties = merged.ties = None  # done with (the stats rows: an Arrow table the size of the accounts' sketches)
     if merged is not an:  # attribution joined flagged, unlinked accounts: score the new clusters
         before = {a: float(final_score[j]) for j, a in enumerate(an.account_ids) if flagged[j]}
         an = merged
