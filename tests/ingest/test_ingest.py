@@ -178,6 +178,28 @@ def test_truncated_gzip_reports_and_keeps_earlier_lines(tmp_path):
         assert damage["source"] == str(path) and reader.stats.damaged == [damage["reason"]]
 
 
+def test_zstd_frames_and_a_zstd_log_cut_short(tmp_path):
+    """Two zstd frames one after the other are one log; a log cut inside a frame is read up to the
+    cut and reported (zstandard's own reader stops there without a word)."""
+    rec = [orjson.dumps(dict(GOOD[1], request_id=f"r{i}")) + b"\n" for i in range(6000)]
+    two = zstandard.ZstdCompressor().compress(b"".join(rec[:3000])) + zstandard.ZstdCompressor().compress(b"".join(rec[3000:]))
+    (tmp_path / "two.jsonl.zst").write_bytes(two)
+    (tmp_path / "cut.jsonl.zst").write_bytes(two[: len(two) - 200])  # inside the second frame
+    rows, rejects, stats = _read([tmp_path / "two.jsonl.zst"], tmp_path)
+    assert [r["request_id"] for r in rows] == [f"r{i}" for i in range(6000)] and rejects == [] and not stats.damaged
+    rows, rejects, stats = _read([tmp_path / "cut.jsonl.zst"], tmp_path)
+    first = zstandard.ZstdDecompressor().decompressobj()
+    readable = first.decompress(two[: len(two) - 200])  # the first frame whole
+    readable += zstandard.ZstdDecompressor().decompressobj().decompress(first.unused_data)  # what the cut one gives
+    kept = [r["request_id"] for r in rows]
+    assert kept == [f"r{i}" for i in range(readable.count(b"\n"))] and 3000 < len(kept) < 6000  # every whole line
+    assert len(stats.damaged) == 1 and "zstd stream ended inside a frame" in stats.damaged[0]
+    assert rejects[-1]["line"] == len(kept) + 2 and "corrupt or truncated" in rejects[-1]["reason"]
+    (tmp_path / "bad.jsonl.zst").write_bytes(two[:3000] + b"\x00" * 64 + two[3064:])  # corrupt inside the first frame
+    rows, rejects, stats = _read([tmp_path / "bad.jsonl.zst"], tmp_path)
+    assert len(stats.damaged) == 1 and "corrupt" in stats.damaged[0]
+
+
 def test_parquet_with_struct_and_json_string_columns(tmp_path):
     recs = [dict(r) for r in GOOD[:4]]
     for r in recs:

@@ -60,10 +60,67 @@ def open_binary(path: str | Path) -> BinaryIO:
         except ImportError:  # pragma: no cover - isal is a dependency; plain gzip still works
             return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
+        return _ZstdFrames(raw)  # type: ignore[return-value]
+    return raw
+
+
+#: Compressed bytes of a zstd file decoded at a time: small, so that their text (about 4x) is still in
+#: the CPU cache when it is copied out (700 MB of text: 0.58 s at 64 KB, 1.0 s at 256 KB, 1.3 s at 4 MB).
+_ZSTD_READ = 64 << 10
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The frames of a zstd file, one after the other, as a binary stream that raises ``EOFError``
+    where the file ends inside a frame (cut short) and ``OSError`` where a frame is corrupt.
+    (``zstandard``'s own stream reader just stops at a cut, so a log cut short would go unreported.)
+    """
+
+    def __init__(self, raw: BinaryIO):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
-    return raw
+        self._raw, self._error = raw, zstandard.ZstdError
+        self._dctx = zstandard.ZstdDecompressor()
+        self._d = self._dctx.decompressobj()
+        self._in_frame = False  # bytes fed to the current frame, and its end not yet seen
+        self._buf, self._pos = b"", 0
+        self._view = memoryview(self._buf)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while self._pos == len(self._buf):
+            block = self._raw.read(_ZSTD_READ)
+            if not block:
+                if self._in_frame:
+                    raise EOFError("zstd stream ended inside a frame (the file is cut short)")
+                return 0
+            self._feed(block)
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def _feed(self, block: bytes) -> None:
+        out = []
+        try:
+            while block:
+                self._in_frame = True
+                out.append(self._d.decompress(block))
+                if not self._d.eof:
+                    break
+                self._in_frame = False
+                block = self._d.unused_data  # the next frame
+                self._d = self._dctx.decompressobj()
+        except self._error as e:
+            raise OSError(f"corrupt zstd data: {e}") from e
+        self._buf = out[0] if len(out) == 1 else b"".join(out)
+        self._view, self._pos = memoryview(self._buf), 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray | None = None) -> LineChunk:
