@@ -225,6 +225,18 @@ def test_parquet_with_struct_and_json_string_columns(tmp_path):
     assert [r["prompt"] for r in rows] == [event_from_record(r)["prompt"] for r in recs]
 
 
+def test_a_parquet_file_that_cannot_be_read_is_reported_and_the_rest_read(tmp_path):
+    rows = [{"request_id": f"r{i}", "timestamp": 1772409600 + i, "account_id": "a", "endpoint": "/v1/chat/completions",
+             "request": orjson.dumps({"messages": [{"role": "user", "content": f"q{i}"}]}).decode()} for i in range(3000)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ok.parquet", row_group_size=500)
+    blob = (tmp_path / "ok.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(blob[: len(blob) // 2])  # no footer: nothing of it can be read
+    got, rejects, stats = _read([tmp_path / "cut.parquet", tmp_path / "ok.parquet"], tmp_path)
+    assert len(got) == 3000  # the other file is read
+    assert [(r["source"], r["line"]) for r in rejects] == [(str(tmp_path / "cut.parquet"), 1)]
+    assert rejects[0]["reason"].startswith("cannot read Parquet file") and stats.damaged == [rejects[0]["reason"]]
+
+
 def test_litellm_spend_logs_jsonl_and_csv(tmp_path):
     row = {
         "request_id": "chatcmpl-1", "call_type": "acompletion", "api_key": "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b",

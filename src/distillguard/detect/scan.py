@@ -133,7 +133,9 @@ def run_scan(
         n_events = store.count()
         if n_events == 0:
             raise InputError(
-                f"no readable requests in {len(paths)} input file(s): {reader.stats.rejected} line(s) rejected; see {out / 'rejected.jsonl'}"
+                f"no readable requests in {len(paths)} input file(s): {reader.stats.rejected} line(s) rejected"
+                + (f", {len(reader.stats.damaged)} input(s) damaged or unreadable" if reader.stats.damaged else "")
+                + f"; see {out / 'rejected.jsonl'}"
             )
         result = _detect(con, out, model=model, has_accounts=has_accounts, redact=redact, engine=engine,
                          spark_master=spark_master, timings=timings)

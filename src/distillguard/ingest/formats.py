@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 
 from distillguard.errors import InputError
-from distillguard.ingest.lines import LineChunk, read_all_bytes
+from distillguard.ingest.lines import DamagedStream, LineChunk, read_all_bytes
 from distillguard.ingest.rejects import RejectWriter
 
 _BATCH_ROWS = 50_000
@@ -41,8 +41,9 @@ def parquet_line_chunks(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[
     """Parquet rows → traffic-log JSON lines, converted in DuckDB."""
     try:
         cols = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{_sql_str(path)}')").fetchall()
-    except duckdb.Error as e:
-        raise InputError(f"cannot read Parquet file {path}: {e}") from e
+    except duckdb.Error as e:  # reported like a damaged log: the other inputs are read
+        raise DamagedStream(path, 1, e, f"cannot read Parquet file {path}: {_first_line(e)}; nothing of it was read "
+                                        "(re-export it)") from e
     parts = []
     for name, typ, *_ in cols:
         q = '"' + name.replace('"', '""') + '"'
@@ -57,10 +58,22 @@ def parquet_line_chunks(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[
     cur = con.cursor()
     cur.execute("SET TimeZone = 'UTC'")
     reader = cur.sql(sql).to_arrow_reader(_BATCH_ROWS)
-    for batch in reader:
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (duckdb.Error, pa.ArrowException) as e:  # a damaged row group: the rows before it are in
+            raise DamagedStream(path, line_no, e, f"{path}: Parquet file damaged after row {line_no - 1:,}: "
+                                                  f"{_first_line(e)}; the rows before it were read (re-export it)") from e
         arr = batch.column(0).cast(pa.large_string())
         yield LineChunk(first_line=line_no, lines=arr, nbytes=arr.nbytes)
         line_no += len(arr)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _sql_str(path: Path) -> str:

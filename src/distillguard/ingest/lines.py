@@ -195,12 +195,12 @@ class DamagedStream(InputError):
     the damage has been yielded (the last one, cut short, as it is: it is rejected as a line); the
     reader reports the file and goes on with the next one. ``line_no``: the first line not read."""
 
-    def __init__(self, path: str | Path, line_no: int, cause: BaseException):
+    def __init__(self, path: str | Path, line_no: int, cause: BaseException, message: str | None = None):
         self.path, self.line_no = str(path), line_no
-        super().__init__(
+        super().__init__(message or (
             f"{path}: compressed stream is corrupt or truncated after line {line_no - 1}: {cause}. "
             f"The {line_no - 1:,} lines before it were read; re-export or re-compress the file to read the rest."
-        )
+        ))
 
 
 #: At most this much of a damaged gzip stream's tail is recovered (:func:`_gzip_tail`).
