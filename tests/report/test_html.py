@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import re
 import shutil
 
@@ -113,6 +115,20 @@ def test_nothing_flagged(tmp_path):
     html = write_report(d).read_text()
     assert "No account was flagged." in html and "No flagged clusters." in html
     assert "Not in the scan folder" in html and "graph_edges.parquet" in html
+
+
+def test_damaged_inputs_are_shown_with_the_summary(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    msg = "day1.jsonl.gz: compressed stream is corrupt or truncated after line 41 <b>"
+    (d / "summary.json").write_text(json.dumps({"requests": 5, "accounts": 1, "rejected": 2, "flagged_accounts": 0,
+                                                "damaged_inputs": [msg]}))
+    (d / "verdicts.jsonl").write_text('{"account_id": "a", "score": 0.1, "flagged": false, "cluster_id": null,'
+                                      ' "reasons": []}\n')
+    html = write_report(d).read_text()
+    assert "<b>Damaged inputs</b>" in html and "truncated after line 41 &lt;b&gt;" in html
+    (d / "summary.json").write_text('{"requests": 5, "accounts": 1, "rejected": 0, "flagged_accounts": 0}')
+    assert "Damaged inputs" not in write_report(d).read_text()
 
 
 def test_odd_but_legal_values_render(tmp_path, scan_dir):

@@ -19,6 +19,7 @@ h3{font-size:15px;margin:0 0 6px}
 .card span{color:var(--mut);font-size:12px}
 .card.alert b{color:var(--acc)}
 .note{color:var(--mut);font-size:12.5px}
+.note.alert-note{color:var(--acc)}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--bd);vertical-align:top}
 th{background:var(--soft);position:sticky;top:34px}

@@ -116,6 +116,10 @@ def _summary(scan: ScanOutput) -> str:
     html.append(f'<p class="note">Traffic from {_e(_ts(t0))} to {_e(_ts(t1))}. Inputs: {inputs or "?"}. '
                 f"distillguard {_e(s.get('version', '?'))}. Scores are in [0, 1]; an account or cluster is flagged "
                 f'at score &ge; the threshold. <span class="mem">Score colour: 0 <span class="legend-score"></span> 1.</span></p>')
+    damaged = s.get("damaged_inputs") or []
+    if damaged:  # the scan is of what could be read: say so where the figures are
+        html.append('<p class="note alert-note"><b>Damaged inputs</b>, read up to the damage (see Rejected input): '
+                    + "; ".join(_e(m) for m in damaged[:5]) + (" …" if len(damaged) > 5 else "") + "</p>")
     if scan.missing:
         html.append(f'<p class="note">Not in the scan folder (parts left out): '
                     f'{", ".join(_e(m) for m in scan.missing)}.</p>')
