@@ -191,9 +191,10 @@ _READ_BYTES = 4 << 20
 
 
 class DamagedStream(InputError):
-    """A compressed log ends in damage (cut short by a crash mid-write, or corrupt). Every line before
-    the damage has been yielded (the last one, cut short, as it is: it is rejected as a line); the
-    reader reports the file and goes on with the next one. ``line_no``: the first line not read."""
+    """An input ends in damage: a compressed log cut short by a crash mid-write or corrupt, or a
+    Parquet file that cannot be read past some row. Every line before the damage has been yielded
+    (the last one, cut short, as it is: it is rejected as a line); the reader reports the file and
+    goes on with the next one. ``line_no``: the first line not read."""
 
     def __init__(self, path: str | Path, line_no: int, cause: BaseException, message: str | None = None):
         self.path, self.line_no = str(path), line_no
