@@ -124,6 +124,21 @@ def test_timestamps_that_are_no_time_are_rejected(tmp_path, keep_response_text):
     assert all(r["reason"].startswith("field 'timestamp' is out of range") for r in rejects)
 
 
+def test_a_line_too_long_to_parse_is_rejected_unparsed(tmp_path, monkeypatch):
+    """A 200 MB line used to exhaust DuckDB's memory and end the run; lines over MAX_LINE_BYTES are
+    rejected with their head, and the rest is read."""
+    import distillguard.ingest.lines as lines_mod
+
+    monkeypatch.setattr(lines_mod, "MAX_LINE_BYTES", 4096)
+    big = orjson.dumps(dict(GOOD[1], request_id="big", request={"prompt": "x" * 5000}))
+    log = _write_lines(tmp_path / "log.jsonl", [orjson.dumps(GOOD[0]), big, b"", orjson.dumps(GOOD[2])])
+    rows, rejects, stats = _read([log], tmp_path)
+    assert [r["request_id"] for r in rows] == ["c1", "c3"]
+    assert [(r["line"], r["reason"]) for r in rejects] == [(2, f"line is 0.0 MB, over the {4096 / 2**20:g} MB a request may be; not parsed")]
+    assert rejects[0]["raw"].startswith('{"request_id":"big"')
+    assert stats.blank == 1 and len(rows) + len(rejects) + stats.blank == stats.lines  # nothing uncounted
+
+
 def test_empty_object_and_non_object_lines(tmp_path):
     log = _write_lines(tmp_path / "log.jsonl", ["{}", "null", "42", '"str"'])
     rows, rejects, _ = _read([log], tmp_path)

@@ -35,13 +35,23 @@ class LineChunk:
     """A run of consecutive lines: ``lines[i]`` is line ``first_line + i`` (1-based).
 
     Blank lines are null. ``bad_utf8`` lists (line number, raw bytes) of lines that were not UTF-8;
-    they are null in ``lines`` too.
+    they are null in ``lines`` too, as are lines too long to parse (``too_long``).
     """
 
     first_line: int
     lines: pa.Array
     bad_utf8: list[tuple[int, bytes]] = field(default_factory=list)
     nbytes: int = 0
+    #: (line number, reason, its first bytes) of lines over :data:`MAX_LINE_BYTES`; null in ``lines``
+    too_long: list[tuple[int, str, bytes]] = field(default_factory=list)
+
+
+#: A line longer than this is rejected unparsed ("line is N MB ..."). Far above any API request
+#: (a million-token prompt is a few MB); a 100 MB line scans in 0.8 GB, but one of 200 MB needs more
+#: than DuckDB's 3 GB limit to parse and used to end the run.
+MAX_LINE_BYTES = 64 << 20
+#: How much of a line too long to parse the reject record keeps.
+_HEAD_BYTES = 8192
 
 
 def open_binary(path: str | Path) -> BinaryIO:
@@ -144,6 +154,11 @@ def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray
     if open_end:
         blank[-1] = False
     validity = ~blank
+    too_long = [(first_line + int(i), f"line is {lengths[i] / 2**20:,.1f} MB, over the {MAX_LINE_BYTES / 2**20:g} MB a "
+                 "request may be; not parsed", bytes(data[offsets[i] : offsets[i] + _HEAD_BYTES]))
+                for i in np.flatnonzero(lengths > MAX_LINE_BYTES)]
+    for line_no, _, _ in too_long:
+        validity[line_no - first_line] = False  # never parsed: reported with its head
     n = len(lengths)
     arr = pa.Array.from_buffers(
         pa.large_binary(),
@@ -166,7 +181,7 @@ def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray
                 bad.append((first_line + i, b.rstrip(b"\r\n")))
                 out.append(None)
         lines = pa.array(out, type=pa.large_string())
-    return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(data))
+    return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(data), too_long=too_long)
 
 
 def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, prefetch: bool = True,

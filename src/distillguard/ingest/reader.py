@@ -189,7 +189,11 @@ class EventReader:
             self.rejects.write_many((source, ln, "line is not valid UTF-8", raw) for ln, raw in chunk.bad_utf8)
             self.stats.rejected += len(chunk.bad_utf8)
             file_stats["rejected"] += len(chunk.bad_utf8)
-        blank = chunk.lines.null_count - len(chunk.bad_utf8)
+        if chunk.too_long:
+            self.rejects.write_many((source, ln, why, head) for ln, why, head in chunk.too_long)
+            self.stats.rejected += len(chunk.too_long)
+            file_stats["rejected"] += len(chunk.too_long)
+        blank = chunk.lines.null_count - len(chunk.bad_utf8) - len(chunk.too_long)
         self.stats.blank += blank
         import numpy as np
 
