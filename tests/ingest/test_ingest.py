@@ -279,6 +279,31 @@ def test_litellm_spend_logs_jsonl_and_csv(tmp_path):
     assert len(rows) == 1 and rows[0]["end_user"] == "cust-9"
 
 
+def test_whole_file_formats_cut_short_keep_what_was_read(tmp_path):
+    """LiteLLM exports and account files are read whole: one cut short used to end the run with a
+    bare EOFError; now every row before the cut is kept and the damage is reported."""
+    from distillguard.ingest.accounts import load_accounts
+
+    rows = [orjson.dumps({"request_id": f"l{i}", "call_type": "completion", "api_key": "k", "user": "u", "team_id": "t",
+                          "startTime": "2026-02-01 10:00:00", "model": "m",
+                          "messages": [{"role": "user", "content": f"question number {i}"}]}) for i in range(4000)]
+    blob = gzip.compress(b"\n".join(rows) + b"\n")
+    (tmp_path / "spend.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+    readable = zlib.decompressobj(31).decompress(blob[: len(blob) // 2])
+    got, rejects, stats = _read([tmp_path / "spend.jsonl.gz"], tmp_path, fmt="litellm")
+    assert [r["request_id"] for r in got] == [f"l{i}" for i in range(readable.count(b"\n"))]
+    assert len(stats.damaged) == 1 and "corrupt or truncated" in rejects[-1]["reason"]
+    accts = b"".join(orjson.dumps({"account_id": f"a{i}", "created_at": 1767225600 + i}) + b"\n" for i in range(4000))
+    blob = gzip.compress(accts)
+    (tmp_path / "accounts.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+    with RejectWriter(tmp_path / "acc-rejects.jsonl") as rej:
+        table = load_accounts(tmp_path / "accounts.jsonl.gz", rejects=rej)
+    whole = zlib.decompressobj(31).decompress(blob[: len(blob) // 2]).count(b"\n")
+    assert table.num_rows == whole  # every whole line kept (the one cut short is rejected)
+    reasons = [orjson.loads(x)["reason"] for x in (tmp_path / "acc-rejects.jsonl").read_bytes().splitlines()]
+    assert reasons[0].startswith("account file is damaged after line") and len(reasons) == 2
+
+
 def test_openai_batch_pair(tmp_path):
     inp = [{"custom_id": f"t{i}", "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "m", "messages": [{"role": "user", "content": f"Q{i}"}], "max_tokens": 50}} for i in range(3)]

@@ -51,7 +51,11 @@ def account_from_record(rec: object) -> dict:
 def load_accounts(path: str | Path, *, rejects: RejectWriter | None = None) -> pa.Table:
     """Read an account file; bad lines go to ``rejects``. Later lines for one account win."""
     rows: dict[str, dict] = {}
-    for i, raw in enumerate(read_all_bytes(path).split(b"\n"), start=1):
+    damage: list[BaseException] = []
+    lines = read_all_bytes(path, damage=damage).split(b"\n")
+    if damage and rejects is not None:  # the accounts before it are kept
+        rejects.write(str(path), len(lines) + 1, f"account file is damaged after line {len(lines)}: {damage[0]}", None)
+    for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:

@@ -164,7 +164,8 @@ def litellm_row_to_record(row: dict[str, Any]) -> dict[str, Any]:
 
 def litellm_line_chunks(path: Path, rejects: RejectWriter) -> Iterator[LineChunk]:
     """LiteLLM spend-log rows (JSON Lines or CSV) → traffic-log lines."""
-    data = read_all_bytes(path)
+    damage: list[BaseException] = []
+    data = read_all_bytes(path, damage=damage)
     name = path.name.lower()
     lines: list[str | None] = []
     first = 1
@@ -193,6 +194,9 @@ def litellm_line_chunks(path: Path, rejects: RejectWriter) -> Iterator[LineChunk
             lines = []
     if lines:
         yield _chunk(lines, first)
+        first += len(lines)
+    if damage:  # the rows before it were yielded (the one cut short as it is)
+        raise DamagedStream(path, first, damage[0]) from damage[0]
 
 
 def find_batch_input(output_path: Path) -> Path | None:
@@ -233,7 +237,8 @@ def openai_batch_line_chunks(
     account = account_id or path.stem.split(".")[0]
     ts = timestamp if timestamp is not None else path.stat().st_mtime
     lines: list[str | None] = []
-    for raw in read_all_bytes(path).split(b"\n"):
+    damage: list[BaseException] = []
+    for raw in read_all_bytes(path, damage=damage).split(b"\n"):
         if not raw.strip():
             lines.append(None)
             continue
@@ -263,6 +268,8 @@ def openai_batch_line_chunks(
             rec["request"] = None  # rejected by the normaliser: missing request
         lines.append(orjson.dumps(rec).decode())
     yield _chunk(lines, 1)
+    if damage:
+        raise DamagedStream(path, len(lines) + 1, damage[0]) from damage[0]
 
 
 __all__ = [

@@ -325,7 +325,26 @@ def _is_gzip(path: str | Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def read_all_bytes(path: str | Path) -> bytes:
-    """Whole decompressed content (small files only: account files, batch files)."""
+def read_all_bytes(path: str | Path, *, damage: list[BaseException] | None = None) -> bytes:
+    """Whole decompressed content (small files only: account files, batch files, LiteLLM exports).
+
+    A compressed file that ends in damage gives every byte that can still be decoded; the error is
+    appended to ``damage`` if given (the caller reports it once it has used the bytes), else raised
+    as :class:`DamagedStream`.
+    """
+    parts: list[bytes] = []
+    got = 0
     with open_binary(path) as f:
-        return f.read() if not isinstance(f, io.TextIOBase) else f.read().encode()
+        try:
+            while block := f.read(_READ_BYTES):
+                parts.append(block)
+                got += len(block)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            if _is_gzip(path):
+                parts.append(_gzip_tail(path, got))
+            data = b"".join(parts)
+            if damage is None:
+                raise DamagedStream(path, data.count(b"\n") + 1, e) from e
+            damage.append(e)
+            return data
+    return b"".join(parts)

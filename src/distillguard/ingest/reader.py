@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard.errors import InputError
 from distillguard.ingest.lines import DamagedStream, LineChunk, iter_line_chunks, open_binary
@@ -93,7 +94,7 @@ def sniff_format(path: Path) -> str:
 
 def _lines_at(lines: pa.Table, line_no: pa.ChunkedArray) -> list[str]:
     """The raw text of the given line numbers (for reject records)."""
-    idx = pa.compute.index_in(line_no, value_set=lines.column("line_no").combine_chunks())
+    idx = pc.index_in(line_no, value_set=lines.column("line_no").combine_chunks())
     return [x.rstrip("\r\n") for x in lines.column("line").take(idx).to_pylist()]
 
 
@@ -206,7 +207,7 @@ class EventReader:
         reason = result.column("reason")
         n_bad = len(reason) - reason.null_count
         if n_bad:
-            bad_mask = pa.compute.is_valid(reason)
+            bad_mask = pc.is_valid(reason)
             bad = result.filter(bad_mask).select(["line_no", "reason"])
             raw = _lines_at(lines, bad.column("line_no"))
             self.rejects.write_many(
@@ -214,7 +215,7 @@ class EventReader:
             )
             self.stats.rejected += n_bad
             file_stats["rejected"] += n_bad
-            result = result.filter(pa.compute.invert(bad_mask))
+            result = result.filter(pc.invert(bad_mask))
         events = result.drop_columns(["line_no", "reason"])  # typed as EVENT_SCHEMA by the SQL
         if events.schema != EVENT_SCHEMA:  # pragma: no cover - a DuckDB that maps the types otherwise
             events = events.cast(EVENT_SCHEMA)
@@ -241,10 +242,10 @@ class EventReader:
         fast = self._run(self._fast_sql, lines)
         is_fast = fast.column("fast")
         fast = fast.drop_columns(["fast"])
-        if is_fast.null_count == 0 and pa.compute.all(is_fast).as_py() is not False:
+        if is_fast.null_count == 0 and pc.all(is_fast).as_py() is not False:
             return fast
         # The few lines the fast path does not take go through the slow path, and back in line order.
-        slow_no = fast.column("line_no").filter(pa.compute.invert(is_fast))
-        slow = self._run(self._sql, lines.filter(pa.compute.is_in(lines.column("line_no"), value_set=slow_no.combine_chunks())))
+        slow_no = fast.column("line_no").filter(pc.invert(is_fast))
+        slow = self._run(self._sql, lines.filter(pc.is_in(lines.column("line_no"), value_set=slow_no.combine_chunks())))
         both = pa.concat_tables([fast.filter(is_fast), slow])
-        return both.take(pa.compute.sort_indices(both.column("line_no")))
+        return both.take(pc.sort_indices(both.column("line_no")))
