@@ -304,6 +304,22 @@ def test_whole_file_formats_cut_short_keep_what_was_read(tmp_path):
     assert reasons[0].startswith("account file is damaged after line") and len(reasons) == 2
 
 
+@pytest.mark.parametrize("compress", ["none", "gz", "zst"])
+def test_a_utf8_bom_at_the_start_of_a_file_is_dropped(tmp_path, compress):
+    """Windows tools write a byte order mark; left in, the first record was rejected as invalid JSON."""
+    from distillguard.ingest.accounts import load_accounts
+
+    data = b"\xef\xbb\xbf" + orjson.dumps(GOOD[0]) + b"\r\n" + orjson.dumps(GOOD[1]) + b"\r\n"
+    accts = b"\xef\xbb\xbf" + orjson.dumps({"account_id": "a1", "verified": True}) + b"\n"
+    pack = {"none": lambda b: b, "gz": gzip.compress, "zst": zstandard.ZstdCompressor().compress}[compress]
+    suffix = {"none": "", "gz": ".gz", "zst": ".zst"}[compress]
+    (tmp_path / f"log.jsonl{suffix}").write_bytes(pack(data))
+    (tmp_path / f"accounts.jsonl{suffix}").write_bytes(pack(accts))
+    rows, rejects, _ = _read([tmp_path / f"log.jsonl{suffix}"], tmp_path)
+    assert [r["request_id"] for r in rows] == ["c1", "c2"] and rejects == []
+    assert load_accounts(tmp_path / f"accounts.jsonl{suffix}").column("account_id").to_pylist() == ["a1"]
+
+
 def test_openai_batch_pair(tmp_path):
     inp = [{"custom_id": f"t{i}", "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "m", "messages": [{"role": "user", "content": f"Q{i}"}], "max_tokens": 50}} for i in range(3)]

@@ -219,6 +219,10 @@ class DamagedStream(InputError):
         ))
 
 
+#: A UTF-8 byte order mark, which some Windows tools write at the start of a text file; it is dropped
+#: (left in, it would make the first record invalid JSON).
+_BOM = b"\xef\xbb\xbf"
+
 #: At most this much of a damaged gzip stream's tail is recovered (:func:`_gzip_tail`).
 _SALVAGE_MAX = 64 << 20
 
@@ -299,6 +303,9 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
                 if not k:
                     eof = True
                     break
+                if delivered == k and k >= 3 and bytes(buf[:3]) == _BOM:  # the file's first bytes: a UTF-8 BOM
+                    buf[: k - 3] = buf[3:k].copy()
+                    k -= 3
                 pos = np.flatnonzero(buf[filled : filled + k] == 10)
                 if len(pos):
                     nls.append(pos + filled)
@@ -346,5 +353,5 @@ def read_all_bytes(path: str | Path, *, damage: list[BaseException] | None = Non
             if damage is None:
                 raise DamagedStream(path, data.count(b"\n") + 1, e) from e
             damage.append(e)
-            return data
-    return b"".join(parts)
+            return data.removeprefix(_BOM)
+    return b"".join(parts).removeprefix(_BOM)
