@@ -55,3 +55,20 @@ def test_bad_labels_are_clear_errors(tiny_eval, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no traffic log"):
         traffic_logs(tmp_path / "empty")
+
+
+def test_read_labels_names_the_bad_line(tmp_path):
+    """train read label files with a bare orjson.loads: a bad line was a traceback, an unknown label benign."""
+    from distillguard.bench.data import read_labels
+    from distillguard.detect.train import _labels
+
+    good = '{"account_id": "a", "label": "extraction", "campaign_id": "c"}\n{"account_id": "b", "label": "benign"}\n'
+    (tmp_path / "ok.jsonl").write_text(good + "\n")
+    assert _labels(tmp_path / "ok.jsonl") == ({"a": 1, "b": 0}, {"a": "c"})
+    for bad, why in (("not json", "ok.jsonl:3: not JSON"), ('{"label": "benign"}', "string 'account_id'"),
+                     ('{"account_id": "c", "label": "malicious"}', "got 'malicious'")):
+        (tmp_path / "ok.jsonl").write_text(good + bad + "\n")
+        with pytest.raises(InputError, match=why):
+            read_labels(tmp_path / "ok.jsonl")
+        with pytest.raises(InputError, match=why):
+            _labels(tmp_path / "ok.jsonl")

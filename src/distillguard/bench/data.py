@@ -164,15 +164,28 @@ def load_event_table(paths: list[Path], *, reader: str = DEFAULT_READER,
     return pa.ipc.open_file(pa.memory_map(str(cache), "r")).read_all(), f"{reader} (cached)"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
+#: The labels a label file may give an account.
+LABELS = ("benign", "extraction")
+
+
+def read_labels(path: Path) -> dict[str, dict]:
+    """A label file (``account_id``, ``label``, optional ``campaign_id`` and ``archetype`` per line) as
+    ``{account_id: row}``; a line that is not JSON, has no string ``account_id`` or a label other than
+    :data:`LABELS` is an error that names it (labels are what a model is fitted on: none is skipped)."""
+    rows = {}
     with open(path, "rb") as fh:
         for i, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(orjson.loads(line))
-                except orjson.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{i}: not JSON ({exc}); fix or regenerate the file") from None
+            if not line.strip():
+                continue
+            try:
+                r = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise InputError(f"{path}:{i}: not JSON ({exc}); fix or regenerate the file") from None
+            if not isinstance(r, dict) or not isinstance(r.get("account_id"), str):
+                raise InputError(f"{path}:{i}: a label line is an object with a string 'account_id'")
+            if r.get("label") not in LABELS:
+                raise InputError(f"{path}:{i}: label must be 'benign' or 'extraction', got {r.get('label')!r}")
+            rows[r["account_id"]] = r
     return rows
 
 
@@ -266,15 +279,12 @@ def load_traffic(folder: Path, *, logs: list[Path] | None = None, reader: str = 
     account_ids = names[name_order]
     starts = np.searchsorted(acc, np.arange(account_ids.size + 1), side="left")
 
-    rows = {r.get("account_id"): r for r in _read_jsonl(labels_path)}
+    rows = read_labels(labels_path)
     missing = [a for a in account_ids if a not in rows]
     if missing:
         raise InputError(f"{len(missing)} accounts in the traffic have no line in {labels_path} "
                          f"(e.g. {missing[0]!r}); every account needs a label")
     label = np.array([rows[a].get("label") for a in account_ids], dtype=object)
-    bad = set(label) - {"benign", "extraction"}
-    if bad:
-        raise InputError(f"{labels_path}: label must be 'benign' or 'extraction', got {sorted(map(str, bad))}")
     campaign = np.array([rows[a].get("campaign_id") if label[i] == "extraction" else None
                          for i, a in enumerate(account_ids)], dtype=object)
     # an extraction account without a campaign id is its own one-account campaign

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import orjson
 
 from distillguard.detect.scan import analyse, final_scores, load_into
 from distillguard.detect.scoring import ScoreModel, Threshold, fit, prior_weights, shape_knots
@@ -56,13 +55,13 @@ def _sources(traffic: list[Path], labels: Path | None, accounts: Path | None) ->
 
 def _labels(path: Path) -> tuple[dict[str, int], dict[str, str]]:
     """(account → 1 extraction / 0 benign, account → campaign id or archetype for extraction accounts)."""
+    from distillguard.bench.data import read_labels
+
     lab, camp = {}, {}
-    for raw in path.read_bytes().splitlines():
-        if raw.strip():
-            r = orjson.loads(raw)
-            lab[r["account_id"]] = 1 if r.get("label") == "extraction" else 0
-            if lab[r["account_id"]]:
-                camp[r["account_id"]] = r.get("campaign_id") or r.get("archetype") or r["account_id"]
+    for a, r in read_labels(path).items():
+        lab[a] = 1 if r["label"] == "extraction" else 0
+        if lab[a]:
+            camp[a] = r.get("campaign_id") or r.get("archetype") or a
     return lab, camp
 
 
