@@ -100,6 +100,60 @@ def test_log_rotation_and_gzip(tmp_path):
     assert sorted(ids, key=lambda s: int(s[1:])) == [f"r{i}" for i in range(100)]
 
 
+def _failing_writes(monkeypatch, plan):
+    """os.write in the log sink, following ``plan``: "fail" raises ENOSPC, an int writes that many
+    bytes; after the plan, real writes."""
+    import errno
+
+    import distillguard.gateway.logsink as logsink
+
+    real = os.write
+    steps = list(plan)
+
+    def write(fd, data):
+        if not steps:
+            return real(fd, data)
+        step = steps.pop(0)
+        if step == "fail":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, bytes(data[:step]))
+
+    monkeypatch.setattr(logsink.os, "write", write)
+
+
+def test_a_full_disk_loses_no_log_record(tmp_path, monkeypatch):
+    """A failed write used to drop the records it held (counted as errors only); they are now kept and
+    written first once the disk has room, whole (a record cut short mid-write is completed) and in order."""
+    sink = LogSink(log_dir=tmp_path, flush_interval_s=10, compress_rotated=False)
+    _failing_writes(monkeypatch, ["fail", 10, "fail"])  # nothing; 10 bytes, then no room
+    recs = [{"request_id": f"r{i}", "pad": "x" * 20} for i in range(5)]
+    for r in recs[:3]:
+        sink.put(r)
+    assert not sink._try_flush() and sink.pending == 3
+    sink.put(recs[3])
+    assert not sink._try_flush() and sink.pending == 4  # 10 bytes of r0 went to the file
+    sink.put(recs[4])
+    assert sink._try_flush() and sink.pending == 0
+    sink.close()
+    (log,) = tmp_path.glob("*.jsonl")
+    assert [orjson.loads(x) for x in log.read_bytes().splitlines()] == recs
+    assert sink.errors == 2 and sink.written == 5 and sink.dropped == 0
+
+
+def test_a_disk_full_for_long_drops_the_oldest_records_and_counts_them(tmp_path, monkeypatch):
+    sink = LogSink(log_dir=tmp_path, flush_interval_s=10, compress_rotated=False, max_backlog_bytes=200)
+    _failing_writes(monkeypatch, [7] + ["fail"] * 10)  # r0 cut short after 7 bytes, then no room
+    for i in range(10):
+        sink.put({"request_id": f"r{i}", "pad": "x" * 20})
+        sink._try_flush()
+    assert sink._try_flush()
+    sink.close()
+    (log,) = tmp_path.glob("*.jsonl")
+    ids = [orjson.loads(x)["request_id"] for x in log.read_bytes().splitlines()]  # every line whole JSON
+    assert ids[0] == "r0" and ids == sorted(ids, key=lambda s: int(s[1:]))  # r0 completed, order kept
+    assert sink.dropped > 0 and len(ids) + sink.dropped == 10 and ids[-1] == "r9"  # the newest kept
+
+
 def test_log_dir_unwritable_is_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

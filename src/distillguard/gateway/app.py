@@ -296,6 +296,7 @@ class Gateway:
         self.metrics.gauges["log_queue_depth"] = lambda: float(self.sink.pending)
         self.metrics.gauges["log_records_written"] = lambda: float(self.sink.written)
         self.metrics.gauges["log_write_errors"] = lambda: float(self.sink.errors)
+        self.metrics.gauges["log_records_dropped"] = lambda: float(self.sink.dropped)
         self.pool: UpstreamPool | None = None
         self._verdicts: dict[str, tuple[bool, float, str | None]] = {}
         # the detector runs after the answer is sent, in arrival order, in short slices on the event loop
