@@ -69,6 +69,21 @@ def test_read_served_filters_by_key_and_counts_bad_lines(served_log):
     assert len(items) == 36 and stats["other_key"] == 4 and stats["rejected"] == 1
 
 
+def test_read_served_keeps_what_a_damaged_log_holds(served_log, tmp_path):
+    """A served log cut short by a crash: the lines before the cut are used and the damage is noted
+    (it was a bare EOFError, which the CLI printed as "Aborted.")."""
+    import gzip
+
+    p, key, _ = served_log
+    text = p.read_bytes() * 40  # 1,640 lines, several reads of the decoder
+    blob = gzip.compress(text)
+    cut = tmp_path / "served.jsonl.gz"
+    cut.write_bytes(blob[: int(len(blob) * 0.8)])
+    items, stats = read_served([cut, p], key_id=key.key_id)
+    assert len(stats["damaged"]) == 1 and "truncated" in stats["damaged"][0] and str(cut) in stats["damaged"][0]
+    assert 36 < len(items) < 36 * 41  # the lines before the cut, and the whole second log
+
+
 class Parrot:
     """A suspect that memorised our served answers (or, if clean, answers with unwatermarked text)."""
 

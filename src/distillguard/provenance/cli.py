@@ -79,7 +79,9 @@ def detect_command(
         tok = load_tokenizer(tokenizer)
         wm = Watermark(k)
         if texts.suffix in (".jsonl", ".gz", ".zst"):
-            served, _ = read_served([texts], key_id=None)
+            served, stats = read_served([texts], key_id=None)
+            for msg in stats["damaged"]:
+                typer.echo(f"warning: {msg}", err=True)
             items = [(s.request_id, tok.chat_ids(s.messages), s.answer) for s in served]
         else:
             items = [(str(i), [], line) for i, line in enumerate(texts.read_text().splitlines()) if line.strip()]
@@ -119,6 +121,8 @@ def test_command(
     try:
         k = load_key(key)
         items, stats = read_served(served, key_id=k.key_id)
+        for msg in stats["damaged"]:
+            typer.echo(f"warning: {msg}", err=True)
         if not items:
             _fail(f"no served responses for key {k.key_id} in {', '.join(map(str, served))} ({stats})")
         tok = load_tokenizer(tokenizer)

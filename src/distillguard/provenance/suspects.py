@@ -8,7 +8,6 @@ are matched to the key under test.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import io
 import json
@@ -154,13 +153,11 @@ class Served:
 
 
 def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.suffix == ".zst":
-        import zstandard
+    """A log as text lines, compressed or not (the reader ``scan`` uses: a damaged stream raises
+    ``OSError``/``EOFError`` where the damage is); bytes that are not UTF-8 become U+FFFD."""
+    from distillguard.ingest.lines import open_binary
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
-    return open(path, encoding="utf-8")
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace")
 
 
 def read_served(paths, *, key_id: str | None = None) -> tuple[list[Served], dict]:
@@ -177,7 +174,7 @@ def read_served(paths, *, key_id: str | None = None) -> tuple[list[Served], dict
     ('hello', 1)
     """
     items: list[Served] = []
-    stats = {"lines": 0, "rejected": 0, "other_key": 0, "untagged": 0, "used": 0}
+    stats: dict = {"lines": 0, "rejected": 0, "other_key": 0, "untagged": 0, "used": 0, "damaged": []}
     files: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -191,7 +188,7 @@ def read_served(paths, *, key_id: str | None = None) -> tuple[list[Served], dict
     any_tagged = False
     for f in files:
         with _open_text(f) as fh:
-            for line in fh:
+            for line in _lines_until_damage(fh, f, stats["damaged"]):
                 if not line.strip():
                     continue
                 stats["lines"] += 1
@@ -222,6 +219,18 @@ def read_served(paths, *, key_id: str | None = None) -> tuple[list[Served], dict
         items.extend(untagged)
     stats["used"] = len(items)
     return items, stats
+
+
+def _lines_until_damage(fh, path: Path, damaged: list[str]):
+    """The lines of ``fh``; where its compressed stream is cut short or corrupt, a note in ``damaged``
+    and the end (the lines before are used: a served log cut short by a crash is still evidence)."""
+    n = 0
+    try:
+        for line in fh:
+            n += 1
+            yield line
+    except (OSError, EOFError) as e:
+        damaged.append(f"{path}: compressed stream is corrupt or truncated after line {n}: {e}")
 
 
 class TokenizerAdapter:
