@@ -142,8 +142,10 @@ class LogSink:
         except OSError:
             # a full disk, a removed folder: keep what was not written (from where the write stopped,
             # so a record cut short is completed) and write it first at the next flush
+            done = len(data) - len(view)
             self._keep(bytes(view), mid_record=self._ends_mid)
-            self._size += len(data) - len(view)
+            self._size += done
+            self.written += data.count(b"\n", 0, done)  # (all of them where only fsync failed)
             raise
         self._size += len(data)
         self.written += data.count(b"\n")
