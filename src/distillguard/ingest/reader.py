@@ -42,7 +42,7 @@ class IngestStats:
     rejected: int = 0
     bytes: int = 0
     unauthenticated: int = 0  # gateway requests refused for a missing or unknown key (see schema.UNAUTHENTICATED_ACCOUNT)
-    damaged: list[str] = field(default_factory=list)  # one message per compressed file that ends in damage
+    damaged: list[str] = field(default_factory=list)  # one message per input that ends in damage (lines.DamagedStream)
     per_file: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
