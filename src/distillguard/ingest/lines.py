@@ -66,12 +66,59 @@ def open_binary(path: str | Path) -> BinaryIO:
         try:
             from isal import igzip
 
-            return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+            return _Decoded(igzip.IGzipFile(fileobj=raw, mode="rb"), salvage_gzip=p)  # type: ignore[return-value]
         except ImportError:  # pragma: no cover - isal is a dependency; plain gzip still works
-            return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+            return _Decoded(gzip.GzipFile(fileobj=raw, mode="rb"), salvage_gzip=p)  # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
-        return _ZstdFrames(raw)  # type: ignore[return-value]
-    return raw
+        return _Decoded(_ZstdFrames(raw))  # type: ignore[return-value]
+    return _Decoded(raw)  # type: ignore[return-value]
+
+
+class _Decoded(io.RawIOBase):
+    """A file's text bytes as every reader wants them: without a leading UTF-8 byte order mark, and,
+    for gzip, with every byte that can still be decoded before damage delivered before the error is
+    raised (the fast decoder gives nothing of the read that meets the damage: up to a read's worth).
+    Damage raises ``OSError`` or ``EOFError`` where it is, as the decoders do."""
+
+    def __init__(self, inner: BinaryIO, *, salvage_gzip: Path | None = None):
+        self._inner, self._gzip_path = inner, salvage_gzip
+        self._delivered = 0  # decoded bytes read from ``inner``
+        self._tail: memoryview | None = None  # the salvaged bytes still to deliver, then ``_error``
+        self._error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while True:
+            if self._tail is not None:
+                if not self._tail:
+                    raise self._error  # type: ignore[misc]
+                n = min(len(b), len(self._tail))
+                b[:n] = self._tail[:n]
+                self._tail = self._tail[n:]
+                return n
+            try:
+                k = self._inner.readinto(b)
+            except (OSError, EOFError) as e:
+                if self._gzip_path is None:
+                    raise
+                tail = _gzip_tail(self._gzip_path, self._delivered)
+                self._error, self._tail = e, memoryview(tail.removeprefix(_BOM) if self._delivered == 0 else tail)
+                continue
+            first = self._delivered == 0
+            self._delivered += k or 0
+            if first and k and k >= 3 and bytes(b[:3]) == _BOM:  # the file's first bytes
+                if k == 3:
+                    continue  # the BOM alone: read on
+                b[: k - 3] = bytes(b[3:k])
+                return k - 3
+            return k or 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
 
 
 #: Compressed bytes of a zstd file decoded at a time: small, so that their text (about 4x) is still in
@@ -230,9 +277,8 @@ _SALVAGE_MAX = 64 << 20
 def _gzip_tail(path: str | Path, skip: int) -> bytes:
     """What a damaged gzip file decompresses to after its first ``skip`` bytes, up to the damage.
 
-    The fast decoder gives nothing of the read that meets the damage (up to :data:`_READ_BYTES` of
-    text); zlib, fed the compressed bytes a block at a time, gives everything up to the last byte
-    it could decode. Only run on damage: it decodes the file again from its start.
+    zlib, fed the compressed bytes a block at a time, gives everything up to the last byte it could
+    decode. Only run on damage (:class:`_Decoded`): it decodes the file again from its start.
     """
     import zlib
 
@@ -267,7 +313,6 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
     line_no = 1
     carry = b""
     size = min(first_chunk_bytes or chunk_bytes, chunk_bytes)
-    delivered = 0  # decompressed bytes read so far
     damage: BaseException | None = None
     with open_binary(path) as f:
         eof = False
@@ -285,27 +330,12 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
                 try:
                     k = f.readinto(memoryview(buf[filled : filled + _READ_BYTES]))
                 except (OSError, EOFError, gzip.BadGzipFile) as e:
-                    damage = e
-                    tail = _gzip_tail(path, delivered) if _is_gzip(path) else b""
-                    k = len(tail)
-                    if filled + k > len(buf):
-                        bigger = np.empty(filled + k, dtype=np.uint8)
-                        bigger[:filled] = buf[:filled]
-                        buf = bigger
-                    buf[filled : filled + k] = np.frombuffer(tail, dtype=np.uint8)
-                    pos = np.flatnonzero(buf[filled : filled + k] == 10)
-                    if len(pos):
-                        nls.append(pos + filled)
-                    filled += k
-                    eof = True  # what is read is yielded; the last line, cut short, as it is
+                    damage = e  # every byte before it was read (open_binary): yield them, the last line cut short as it is
+                    eof = True
                     break
-                delivered += k
                 if not k:
                     eof = True
                     break
-                if delivered == k and k >= 3 and bytes(buf[:3]) == _BOM:  # the file's first bytes: a UTF-8 BOM
-                    buf[: k - 3] = buf[3:k].copy()
-                    k -= 3
                 pos = np.flatnonzero(buf[filled : filled + k] == 10)
                 if len(pos):
                     nls.append(pos + filled)
@@ -327,31 +357,23 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
         raise DamagedStream(path, line_no, damage) from damage
 
 
-def _is_gzip(path: str | Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
 
 def read_all_bytes(path: str | Path, *, damage: list[BaseException] | None = None) -> bytes:
     """Whole decompressed content (small files only: account files, batch files, LiteLLM exports).
 
-    A compressed file that ends in damage gives every byte that can still be decoded; the error is
-    appended to ``damage`` if given (the caller reports it once it has used the bytes), else raised
-    as :class:`DamagedStream`.
+    A compressed file that ends in damage gives every byte that can still be decoded (:func:`open_binary`);
+    the error is appended to ``damage`` if given (the caller reports it once it has used the bytes),
+    else raised as :class:`DamagedStream`.
     """
     parts: list[bytes] = []
-    got = 0
     with open_binary(path) as f:
         try:
             while block := f.read(_READ_BYTES):
                 parts.append(block)
-                got += len(block)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
-            if _is_gzip(path):
-                parts.append(_gzip_tail(path, got))
             data = b"".join(parts)
             if damage is None:
                 raise DamagedStream(path, data.count(b"\n") + 1, e) from e
             damage.append(e)
-            return data.removeprefix(_BOM)
-    return b"".join(parts).removeprefix(_BOM)
+            return data
+    return b"".join(parts)

@@ -76,7 +76,7 @@ def sniff_format(path: Path) -> str:
                 head += block
         except (OSError, EOFError):
             pass  # a damaged stream is reported when it is read for real
-    for raw in head.removeprefix(b"\xef\xbb\xbf").split(b"\n"):  # (a UTF-8 BOM is dropped, as the reader drops it)
+    for raw in head.split(b"\n"):
         if not raw.strip():
             continue
         try:
