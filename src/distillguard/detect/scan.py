@@ -147,7 +147,7 @@ def run_scan(
             "rejected": n_rejected,
             "duplicates": dups,
             "unauthenticated_requests": reader.stats.unauthenticated,
-            # compressed logs that end in damage: the lines before it were scanned (see rejected.jsonl)
+            # inputs that end in damage: the lines before it were scanned (see rejected.jsonl)
             "damaged_inputs": reader.stats.damaged,
             "flagged_accounts": result["flagged_accounts"],
             "clusters": result["clusters"],
@@ -372,7 +372,7 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     flagged accounts alone) that are tied member by member join. Clusters not joined are kept as they
     are; the new clusters' stats are their parts' merged, as for every cluster; the caller scores them.
     """
-    if an.fingerprints is None or an.stats is None:
+    if an.fingerprints is None or an.stats is None or an.ties is None:
         return an
     is_flagged = {a for a, f in zip(an.account_ids, flagged) if f}
     eligible = is_flagged - an.clusters.keys()
@@ -384,11 +384,9 @@ def attribute(an: Analysis, flagged: np.ndarray) -> Analysis:
     grouped = {a for g in fp_units.values() for a in g}
     units.update(("\0" + a, [a]) for a in sorted(eligible - grouped))  # (no cluster id starts with a NUL)
     unit_of = {a: u for u, accs in units.items() for a in accs}
+    # the tied pairs analyse found, both ends among the units' accounts (the same as tied_pairs(an.edges, among))
     among = pa.array(sorted(unit_of), pa.string())
-    if an.ties is None:
-        pairs = tied_pairs(an.edges, among)
-    else:  # the pairs analyse found, both ends among the units' accounts (the same as tied_pairs(an.edges, among))
-        pairs = an.ties.filter(pc.and_(pc.is_in(an.ties["src"], among), pc.is_in(an.ties["dst"], among)))
+    pairs = an.ties.filter(pc.and_(pc.is_in(an.ties["src"], among), pc.is_in(an.ties["dst"], among)))
     merges = consolidation_groups(pairs, unit_of, {u: len(accs) for u, accs in units.items()},
                                   links=cross_links(an.edges, unit_of))
     merged_units = {u for m in merges for u in m}
