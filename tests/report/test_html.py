@@ -143,8 +143,14 @@ def test_odd_but_legal_values_render(tmp_path, scan_dir):
     (d / "clusters.jsonl").write_text(json.dumps({"cluster_id": "c-odd", "account_ids": ["acct-x0000", "ghost"],
                                                   "score": None, "flagged": True,
                                                   "links": [{"type": "brand_new_link", "value": None}]}) + "\n")
-    (d / "evidence.jsonl").write_text(json.dumps({"account_id": "acct-x0000", "timeline": {"counts": []},
-                                                 "example_prompts": [None, ""], "indicators": {}}) + "\n")
+    # one odd evidence record in place of acct-x0000's; the folder stays whole (one cluster now)
+    rows = [json.loads(line) for line in (d / "evidence.jsonl").read_text().splitlines()]
+    assert "acct-x0000" in {r["account_id"] for r in rows}
+    odd = {"account_id": "acct-x0000", "timeline": {"counts": []}, "example_prompts": [None, ""], "indicators": {}}
+    (d / "evidence.jsonl").write_text("".join(json.dumps(odd if r["account_id"] == "acct-x0000" else r) + "\n"
+                                              for r in rows))
+    summary = json.loads((d / "summary.json").read_text())
+    (d / "summary.json").write_text(json.dumps({**summary, "clusters": 1, "flagged_clusters": 1}))
     acc = pq.read_table(d / "accounts.parquet")
     acc = acc.set_column(acc.column_names.index("cot_share"), "cot_share",
                          pa.array(["x"] * acc.num_rows))

@@ -142,3 +142,19 @@ def test_malformed_values_are_skipped_and_counted(tmp_path, scan_dir):
     raw = json.loads(export_stix(d, tmp_path / "b.json").read_text())
     assert not any("not-an-ip" in o.get("pattern", "") for o in raw["objects"])
     assert "1 malformed value(s) left out" in _of(raw, "report")[0]["description"]
+
+
+def test_a_missing_source_file_is_warned_about(tmp_path, scan_dir):
+    """Without evidence.jsonl the bundle loses the accounts' own indicators: the export says so."""
+    warned: list[str] = []
+    export_stix(scan_dir, tmp_path / "whole.json", warn=warned.append)
+    assert warned == []
+    d = tmp_path / "s"
+    shutil.copytree(scan_dir, d)
+    (d / "evidence.jsonl").unlink()
+    export_stix(d, tmp_path / "b.json", warn=warned.append)
+    assert len(warned) == 1 and "evidence.jsonl is missing" in warned[0] and "payment fingerprints" in warned[0]
+    (d / "clusters.jsonl").unlink()
+    warned.clear()
+    export_stix(d, tmp_path / "b.json", warn=warned.append)
+    assert sorted(w.split(" is missing")[0].rsplit("/", 1)[1] for w in warned) == ["clusters.jsonl", "evidence.jsonl"]

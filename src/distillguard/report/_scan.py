@@ -23,14 +23,18 @@ REQUIRED = ("summary.json", "verdicts.jsonl")
 _FLAG_MARKERS = (b'"flagged":true', b'"flagged": true')
 
 
-def _read_jsonl(path: Path, *, only_flagged: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines file; with ``only_flagged``, rows with ``flagged`` true only (fast path)."""
+def _read_jsonl(path: Path, *, only_flagged: bool = False, lines: list[int] | None = None) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines file; with ``only_flagged``, rows with ``flagged`` true only (fast path: other
+    lines are not parsed, but a last line without its newline always is, so that a file cut short by a
+    crash mid-write is an error, not a silently shorter list). ``lines[0]`` counts the non-empty lines."""
     rows: list[dict[str, Any]] = []
+    n = 0
     with path.open("rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            if only_flagged and not any(m in line for m in _FLAG_MARKERS):
+            n += 1
+            if only_flagged and line.endswith(b"\n") and not any(m in line for m in _FLAG_MARKERS):
                 continue
             try:
                 row = orjson.loads(line)
@@ -40,7 +44,18 @@ def _read_jsonl(path: Path, *, only_flagged: bool = False) -> list[dict[str, Any
                 ) from exc
             if not only_flagged or row.get("flagged") is True:
                 rows.append(row)
+    if lines is not None:
+        lines[0] = n
     return rows
+
+
+def _check_count(path: Path, what: str, found: int, summary: dict[str, Any], key: str) -> None:
+    """A file of the folder must hold as many rows as summary.json says the scan wrote: fewer (or more)
+    means a scan stopped mid-write, or files of two scans mixed, and the export would silently be wrong."""
+    expected = summary.get(key)
+    if isinstance(expected, int) and not isinstance(expected, bool) and found != expected:
+        raise InputError(f"{path} holds {found:,} {what}, but summary.json says the scan wrote {expected:,}: the "
+                         "folder is incomplete or mixes two scans; re-run `distillguard scan` to rewrite it")
 
 
 @dataclass(kw_only=True)
@@ -92,9 +107,13 @@ def load_scan(scan_dir: Path, *, with_tables: bool = True) -> ScanOutput:
     except ValueError as exc:
         raise InputError(f"{scan_dir / 'summary.json'} is not valid JSON ({exc}); re-run the scan") from exc
     out = ScanOutput(path=scan_dir, summary=summary)
+    counted = [0]
+    verdicts = scan_dir / "verdicts.jsonl"
     out.flagged_verdicts = sorted(
-        _read_jsonl(scan_dir / "verdicts.jsonl", only_flagged=True), key=lambda v: -float(v.get("score") or 0)
+        _read_jsonl(verdicts, only_flagged=True, lines=counted), key=lambda v: -float(v.get("score") or 0)
     )
+    _check_count(verdicts, "accounts", counted[0], summary, "accounts")
+    _check_count(verdicts, "flagged accounts", len(out.flagged_verdicts), summary, "flagged_accounts")
 
     def optional(name: str) -> Path | None:
         p = scan_dir / name
@@ -105,13 +124,17 @@ def load_scan(scan_dir: Path, *, with_tables: bool = True) -> ScanOutput:
 
     if p := optional("clusters.jsonl"):
         out.clusters = _read_jsonl(p)
+        _check_count(p, "clusters", len(out.clusters), summary, "clusters")
+        _check_count(p, "flagged clusters", sum(c.get("flagged") is True for c in out.clusters), summary, "flagged_clusters")
     if p := optional("signals.json"):
         try:
             out.signals = json.loads(p.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise InputError(f"{p} is not valid JSON ({exc}); re-run the scan") from exc
     if p := optional("evidence.jsonl"):
-        out.evidence = {row["account_id"]: row for row in _read_jsonl(p) if "account_id" in row}
+        rows = _read_jsonl(p)
+        _check_count(p, "evidence records (one per flagged account)", len(rows), summary, "flagged_accounts")
+        out.evidence = {row["account_id"]: row for row in rows if "account_id" in row}
     if p := optional("rejected.jsonl"):
         with p.open("rb") as f:
             for line in f:

@@ -35,7 +35,8 @@ def stix_command(
     from distillguard.report.stix import export_stix
 
     try:
-        path = export_stix(scan, out, producer=producer, tlp=tlp, include_ips=ips)
+        path = export_stix(scan, out, producer=producer, tlp=tlp, include_ips=ips,
+                           warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
     except DistillguardError as exc:
         _fail(exc)
     typer.echo(str(path))

@@ -51,7 +51,7 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from distillguard.errors import InputError
 from distillguard.report._scan import ScanOutput, load_scan
@@ -332,6 +332,15 @@ def build_bundle(
     return stix2.Bundle(id=_sid("bundle", report.id), objects=objects, allow_custom=True)
 
 
+#: The optional files of a scan folder the bundle is built from, and what it lacks without each.
+_STIX_SOURCES = {
+    "clusters.jsonl": "linked clusters (each flagged account is a campaign of its own) and no indicator from "
+                      "their shared links or request fingerprints",
+    "evidence.jsonl": "indicator from the flagged accounts' own addresses, user agents, payment fingerprints or "
+                      "templates, and first and last sightings are the scan's time range",
+}
+
+
 def export_stix(
     scan_dir: Path,
     out_path: Path,
@@ -340,13 +349,20 @@ def export_stix(
     tlp: str = "amber",
     include_ips: bool = True,
     now: datetime | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the STIX 2.1 bundle of a scan folder to ``out_path`` and return the path.
+
+    ``warn`` is told of each file the bundle draws on that the folder lacks (what it leaves out).
 
     Every object is validated by ``stix2`` as it is built (patterns included), so a file that is
     written is valid STIX 2.1; the tests parse the written bundle back with ``stix2.parse``.
     """
     scan = load_scan(Path(scan_dir), with_tables=False)
+    if warn is not None:
+        for name, lost in _STIX_SOURCES.items():
+            if name in scan.missing:
+                warn(f"{Path(scan_dir) / name} is missing: the bundle has no {lost}")
     bundle = build_bundle(scan, producer=producer, tlp=tlp, include_ips=include_ips, now=now)
     # stix2's pretty printer is quadratic in the bundle size; serialise each object, indent with json.
     objs = [json.loads(o.serialize()) for o in bundle.objects]
