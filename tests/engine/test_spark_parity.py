@@ -232,3 +232,19 @@ def test_scan_spark_equals_duckdb(spark, tmp_path):
 
     assert clusters(tmp_path / "duck") == clusters(tmp_path / "spark")
 
+
+
+def test_a_spark_scan_from_the_command_line_prints_no_spark_chatter(tmp_path):
+    """A fresh JVM: only the scan's own lines, not Spark's "Setting default log level" notice (which
+    it prints when the root logger's level is not WARN) nor the native-Hadoop warning of every local start."""
+    import subprocess
+
+    log = tmp_path / "traffic.jsonl"
+    log.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in make_records(seed=3, n=200)))
+    cli = Path(sys.executable).with_name("distillguard")
+    run = subprocess.run([str(cli), "scan", str(log), "--out", str(tmp_path / "out"), "--engine", "spark", "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "scanned" in run.stdout
+    assert "Setting default log level" not in run.stderr and "setLogLevel" not in run.stderr
+    assert " WARN " not in run.stderr and " ERROR " not in run.stderr, run.stderr

@@ -168,14 +168,27 @@ def stop_session() -> None:
         _SESSION, _SESSION_MASTER = None, None
 
 
+#: Warnings while Spark starts (``get_session`` then sets errors only). A root level other than WARN makes
+#: Spark print "Setting default log level to WARN" and how to change it at every start; the one warning
+#: every local start gives (no native Hadoop library: the Java code is used) says nothing to a user.
+_LOG4J2 = (
+    "rootLogger.level = warn\nrootLogger.appenderRef.stderr.ref = console\n"
+    "appender.console.type = Console\nappender.console.name = console\nappender.console.target = SYSTEM_ERR\n"
+    "appender.console.layout.type = PatternLayout\nappender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n\n"
+    "logger.hadoop.name = org.apache.hadoop.util.NativeCodeLoader\nlogger.hadoop.level = error\n"
+)
+
+
 def _quiet_log4j() -> str:
     path = Path(tempfile.gettempdir()) / "distillguard-spark-log4j2.properties"
-    if not path.exists():
-        path.write_text(
-            "rootLogger.level = error\nrootLogger.appenderRef.stderr.ref = console\n"
-            "appender.console.type = Console\nappender.console.name = console\nappender.console.target = SYSTEM_ERR\n"
-            "appender.console.layout.type = PatternLayout\nappender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n\n"
-        )
+    try:
+        current = path.read_text()
+    except OSError:
+        current = None
+    if current != _LOG4J2:  # absent, or written by an older version
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        tmp.write_text(_LOG4J2)
+        tmp.replace(path)  # atomic: a concurrent start reads the old file or the new one, never half of one
     return str(path)
 
 
