@@ -187,10 +187,33 @@ def test_truncated_gzip_reports_and_keeps_earlier_lines(tmp_path):
         assert got == [f"r{i}" for i in range(whole)] + ["after"]
         rejects = [orjson.loads(x) for x in rej_path.read_bytes().splitlines()]
         cut, damage = rejects
-        assert cut["line"] == whole + 1 and cut["reason"] == "line is not valid JSON"  # the line cut short
+        assert cut["line"] == whole + 1  # the line cut short
+        assert cut["reason"] == "line is not valid JSON, and the file ends inside it (cut short mid-write?)"
         assert cut["raw"] == readable[readable.rindex(b"\n") + 1 :].decode()[:len(cut["raw"])]
         assert damage["line"] == whole + 2 and "corrupt or truncated" in damage["reason"]
         assert damage["source"] == str(path) and reader.stats.damaged == [damage["reason"]]
+
+
+def test_a_plain_log_cut_short_is_reported_as_damaged(tmp_path):
+    """An uncompressed log cut mid-write ends inside a record: that line is rejected as the end of a
+    file cut short and the file is reported as damaged, once; the lines before it and the next file are read.
+    A last line without its newline that is a whole record, or a bad line followed by a newline, is no damage."""
+    recs = [orjson.dumps(dict(GOOD[1], request_id=f"r{i}")) + b"\n" for i in range(300)]
+    data = b"".join(recs)
+    cut_at = len(data) - len(recs[-1]) // 2  # inside the last record
+    (tmp_path / "cut.jsonl").write_bytes(data[:cut_at])
+    (tmp_path / "ok.jsonl").write_bytes(orjson.dumps(dict(GOOD[1], request_id="after")))  # no newline: whole
+    (tmp_path / "bad.jsonl").write_bytes(data[: len(data) - len(recs[-1])] + b"{oops\n")
+    for chunk_bytes in (4096, 64 << 20):  # the cut in a later chunk, and in the first
+        (out := tmp_path / str(chunk_bytes)).mkdir()
+        rows, rejects, stats = _read([tmp_path / "cut.jsonl", tmp_path / "ok.jsonl"], out, chunk_bytes=chunk_bytes)
+        assert [r["request_id"] for r in rows] == [f"r{i}" for i in range(299)] + ["after"]
+        assert [(r["line"], r["reason"]) for r in rejects] == [
+            (300, "line is not valid JSON, and the file ends inside it (cut short mid-write?)")]
+        assert len(stats.damaged) == 1 and stats.damaged[0].startswith(f"{tmp_path / 'cut.jsonl'}: the file ends inside line 300")
+        assert stats.per_file[str(tmp_path / "cut.jsonl")]["damaged"] == 1
+    rows, rejects, stats = _read([tmp_path / "bad.jsonl"], tmp_path)
+    assert [(r["line"], r["reason"]) for r in rejects] == [(300, "line is not valid JSON")] and stats.damaged == []
 
 
 def test_zstd_frames_and_a_zstd_log_cut_short(tmp_path):

@@ -44,6 +44,9 @@ class LineChunk:
     nbytes: int = 0
     #: (line number, reason, its first bytes) of lines over :data:`MAX_LINE_BYTES`; null in ``lines``
     too_long: list[tuple[int, str, bytes]] = field(default_factory=list)
+    #: the file ends inside the chunk's last line (no newline after it): a log cut short mid-write
+    #: ends so, if that line is not a whole record
+    open_end: bool = False
 
 
 #: A line longer than this is rejected unparsed ("line is N MB ..."). Far above any API request
@@ -228,7 +231,8 @@ def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray
                 bad.append((first_line + i, b.rstrip(b"\r\n")))
                 out.append(None)
         lines = pa.array(out, type=pa.large_string())
-    return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(data), too_long=too_long)
+    return LineChunk(first_line=first_line, lines=lines, bad_utf8=bad, nbytes=len(data), too_long=too_long,
+                     open_end=bool(open_end))
 
 
 def iter_line_chunks(path: str | Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, prefetch: bool = True,

@@ -28,6 +28,9 @@ _REQ = [
 ]  # fmt: skip
 
 
+#: The reason of a line that does not parse (the reader tells a log cut short by it; see reader.py).
+NOT_JSON = "line is not valid JSON"
+
 def _paths(names: list[str]) -> str:
     return "[" + ", ".join(f"'$.\"{n}\"'" for n in names) + "]"
 
@@ -103,7 +106,7 @@ def _reason_sql(fast: bool = False, refs: dict[str, str] | None = None) -> str:
     any_missing = " OR ".join(f"{t[n]} IS NULL" for n in ("request_id", "timestamp", "account_id", "endpoint", "request"))
     checks = []
     if not fast:
-        checks.append(("t IS NULL", "'line is not valid JSON'"))
+        checks.append(("t IS NULL", f"'{NOT_JSON}'"))
         # only rows that miss a required field pay for a second parse to tell "not an object" apart
         checks.append((f"({any_missing}) AND json_type(line) <> 'OBJECT'", "'record is not a JSON object but ' || " + _tname("line")))
     for name in ["request_id", "timestamp", "account_id", "endpoint"] + ([] if fast else ["request"]):

@@ -24,12 +24,15 @@ import pyarrow.compute as pc
 
 from distillguard.errors import InputError
 from distillguard.ingest.lines import DamagedStream, LineChunk, iter_line_chunks, open_binary
-from distillguard.ingest.normalize import fast_normalize_sql, slow_normalize_sql
+from distillguard.ingest.normalize import NOT_JSON, fast_normalize_sql, slow_normalize_sql
 from distillguard.ingest.rejects import RejectWriter
 from distillguard.schema import EVENT_COLUMNS, EVENT_SCHEMA
 
 FORMATS = ("auto", "traffic", "parquet", "litellm", "openai-batch")
 
+
+#: The reason of a last line that does not parse in a file that ends inside it (no newline after it).
+NOT_JSON_AT_END = NOT_JSON + ", and the file ends inside it (cut short mid-write?)"
 
 @dataclass
 class IngestStats:
@@ -131,6 +134,7 @@ class EventReader:
         self.fmt = fmt
         self.chunk_bytes = chunk_bytes
         self.first_chunk_bytes = first_chunk_bytes  # log files start with smaller chunks (see iter_line_chunks)
+        self._cut_line: int | None = None  # the current file ends inside this line, which is not a record
         self.prompt_max_chars = prompt_max_chars
         self.keep_response_text = keep_response_text
         self.on_progress = on_progress
@@ -171,9 +175,16 @@ class EventReader:
             fmt = self.fmt if self.fmt != "auto" else sniff_format(path)
             self.stats.files += 1
             file_stats = self.stats.per_file.setdefault(str(path), {"lines": 0, "accepted": 0, "rejected": 0})
+            self._cut_line = None
             try:
                 for chunk in self._chunks(path, fmt):
                     yield from self._normalise_chunk(str(path), chunk, file_stats)
+                if self._cut_line is not None:
+                    # a plain log cut short: nothing but its last line shows it (a compressed one raises)
+                    ln = self._cut_line
+                    self.stats.damaged.append(f"{path}: the file ends inside line {ln:,}, which is not a whole record "
+                                              f"(cut short mid-write?); the {ln - 1:,} lines before it were read")
+                    file_stats["damaged"] = 1
             except DamagedStream as e:
                 # a log cut short (a crash mid-write) or corrupt: its lines before the damage are in,
                 # the damage is reported where the rejected lines are, and the other files are read
@@ -210,9 +221,12 @@ class EventReader:
             bad_mask = pc.is_valid(reason)
             bad = result.filter(bad_mask).select(["line_no", "reason"])
             raw = _lines_at(lines, bad.column("line_no"))
-            self.rejects.write_many(
-                (source, ln, why, text) for ln, why, text in zip(bad.column("line_no").to_pylist(), bad.column("reason").to_pylist(), raw)
-            )
+            bad_no, why = bad.column("line_no").to_pylist(), bad.column("reason").to_pylist()
+            last = chunk.first_line + n - 1
+            if chunk.open_end and bad_no[-1] == last and why[-1] == NOT_JSON:
+                why[-1] = NOT_JSON_AT_END
+                self._cut_line = last
+            self.rejects.write_many((source, ln, w, text) for ln, w, text in zip(bad_no, why, raw))
             self.stats.rejected += n_bad
             file_stats["rejected"] += n_bad
             result = result.filter(pc.invert(bad_mask))
