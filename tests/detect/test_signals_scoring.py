@@ -198,3 +198,16 @@ def test_reasons_strongest_first():
     assert rs and rs[0].signal in SIGNALS_BY_NAME
     contrib = [r.contribution for r in rs]
     assert contrib == sorted(contrib, reverse=True)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"weights": {"cot_elicitation": 1.0}}', "missing field 'bias'"),
+    ('{"weights": [1], "bias": 0, "threshold": 0.5}', "has no attribute 'items'"),  # was an AttributeError traceback
+    ('[1, 2]', "a JSON object was expected, not list"),
+    ('{"weights": {}, "bias": 0, "threshold": "high"}', "could not convert string to float"),
+])
+def test_a_malformed_model_file_is_a_clear_error(tmp_path, text, message):
+    (tmp_path / "m.json").write_text(text)
+    with pytest.raises(ConfigError, match=rf"invalid score model: .*{message}.*distillguard train"):
+        ScoreModel.load(tmp_path / "m.json")
+

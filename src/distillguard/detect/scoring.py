@@ -321,6 +321,9 @@ class ScoreModel:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ScoreModel":
+        if not isinstance(d, dict):
+            raise ConfigError(f"invalid score model: a JSON object was expected, not {type(d).__name__}. "
+                              "Re-create it with `distillguard train`.")
         try:
             return cls(
                 weights={k: float(v) for k, v in d["weights"].items()},
@@ -334,8 +337,9 @@ class ScoreModel:
                 shapes={k: Shape(xs=tuple(float(x) for x in v["x"]), ys=tuple(float(y) for y in v["y"]))
                         for k, v in (d.get("shapes") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"invalid score model: {e}. Re-create it with `distillguard train`.") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise ConfigError(f"invalid score model: {what}. Re-create it with `distillguard train`.") from e
 
     @classmethod
     def load(cls, path: str | Path) -> "ScoreModel":
