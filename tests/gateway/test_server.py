@@ -172,6 +172,14 @@ def test_cli_help_and_bad_keys(tmp_path):
                         "--keys", str(bad), "--log-dir", str(tmp_path / "l")], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=60)
     assert r.returncode == 2 and "account_id" in r.stderr
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"api_key": "sk-x", "account_id": "acct"}\n')
+    for url in ("notaurl", "ftp://host", "http://host:99999"):  # was a startup traceback once serving began
+        r = subprocess.run([sys.executable, "-m", "distillguard.cli", "gateway", "--upstream", url, "--keys", str(good),
+                            "--log-dir", str(tmp_path / "l"), "--port", "0"], capture_output=True, text=True, env=env,
+                           cwd=REPO, timeout=60)
+        assert r.returncode == 2 and f"error: upstream URL must be http(s)://host[:port], not {url!r}" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
 
 
 @pytest.mark.slow

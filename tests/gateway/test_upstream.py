@@ -8,6 +8,8 @@ import gzip
 import orjson
 import pytest
 
+from distillguard.errors import ConfigError
+
 from distillguard.gateway.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 
 CHAT = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -151,7 +153,7 @@ def test_unreachable_and_bad_url():
         pool = UpstreamPool("http://127.0.0.1:9")
         with pytest.raises(UpstreamError, match="cannot connect"):
             await pool.request("GET", "/v1/models", None)
-        with pytest.raises(ValueError, match="http"):
+        with pytest.raises(ConfigError, match="http"):
             UpstreamPool("ftp://x")
 
     run(go())

@@ -52,7 +52,7 @@ from distillguard.gateway.logsink import LogSink
 from distillguard.gateway.metrics import Metrics
 from distillguard.gateway.policy import Policy, Rule, parse_policy_text
 from distillguard.gateway.state import Admission, MemoryState, RedisState
-from distillguard.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
+from distillguard.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout, check_upstream_url
 from distillguard.schema import event_from_record
 
 __all__ = ["Gateway", "load_accounts", "load_detector", "payment_clusters"]
@@ -269,6 +269,7 @@ class Gateway:
         ``detector_thread``: run the detector on its own thread instead of the event loop (for a detector
         that releases the GIL or is slow per call; see ``_LoopDetector``)."""
         self.clock = clock
+        check_upstream_url(upstream)  # a bad URL is a config error now, not a traceback when serving starts
         self.upstream = upstream.rstrip("/")
         if self.upstream.endswith("/v1"):
             self.upstream = self.upstream[:-3]

@@ -29,9 +29,11 @@ import ssl
 import zlib
 from collections import deque
 from typing import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httptools
+
+from distillguard.errors import ConfigError
 
 __all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse", "UpstreamTimeout"]
 
@@ -265,6 +267,18 @@ class _Conn(asyncio.Protocol):
             self.pool._forget(self)
 
 
+def check_upstream_url(base_url: str) -> SplitResult:
+    """``base_url`` split, or :class:`ConfigError` when it is not ``http(s)://host[:port][/path]``."""
+    u = urlsplit(base_url)
+    try:
+        port_ok = u.port is None or 0 < u.port
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if u.scheme not in ("http", "https") or not u.hostname or not port_ok:
+        raise ConfigError(f"upstream URL must be http(s)://host[:port], not {base_url!r}")
+    return u
+
+
 class UpstreamPool:
     """Keep-alive connections to one upstream base URL (``http://`` or ``https://``)."""
 
@@ -274,9 +288,7 @@ class UpstreamPool:
         stays under the 5 s keep-alive of uvicorn-based servers (vLLM, ...) so that a request is never
         written into a connection the upstream is closing at that moment (which would fail it: a POST
         is not retried)."""
-        u = urlsplit(base_url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"upstream URL must be http(s)://host[:port], not {base_url!r}")
+        u = check_upstream_url(base_url)
         self.host = u.hostname
         self.port = u.port or (443 if u.scheme == "https" else 80)
         self.base_path = u.path.rstrip("/")
