@@ -102,6 +102,30 @@ def test_cli_test_reports_missing_logs(tmp_path):
     assert r.exit_code == 2 and "not found" in r.output
 
 
+def test_cli_detect_bad_text_inputs_are_clear(tmp_path):
+    """A missing file, a folder with no log in it and an empty file are one-line errors (they were a
+    traceback, a traceback and silence); bytes that are not UTF-8 are replaced with a warning and the
+    line is still tested."""
+    WatermarkKey.generate(seed=1, vocab_size=256).save(tmp_path / "k.json")
+
+    def detect(path):
+        return CliRunner().invoke(app, ["provenance", "detect", "--key", str(tmp_path / "k.json"), "--tokenizer", "bytes",
+                                        str(path)])
+
+    r = detect(tmp_path / "none.txt")
+    assert r.exit_code == 2 and "cannot read" in r.output and "No such file" in r.output
+    (tmp_path / "logs").mkdir()
+    r = detect(tmp_path / "logs")
+    assert r.exit_code == 2 and "no text to test" in r.output
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert detect(tmp_path / "empty.txt").exit_code == 2
+    (tmp_path / "bin.txt").write_bytes(b"caf\xe9 au lait\nplain line\n")
+    r = detect(tmp_path / "bin.txt")
+    assert r.exit_code == 0 and "1 line(s) are not valid UTF-8" in r.output
+    rows = [json.loads(x) for x in r.output.splitlines() if x.startswith("{")]
+    assert [x["id"] for x in rows] == ["0", "1"] and all(x["scored"] > 0 for x in rows)
+
+
 def test_byte_tokenizer_roundtrip():
     t = ByteTokenizer()
     assert bytes(t.encode("héllo")).decode() == "héllo" and len(t) == 256

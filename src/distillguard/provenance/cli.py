@@ -78,18 +78,45 @@ def detect_command(
         k = load_key(key)
         tok = load_tokenizer(tokenizer)
         wm = Watermark(k)
-        if texts.suffix in (".jsonl", ".gz", ".zst"):
+        if texts.is_dir() or texts.suffix in (".jsonl", ".gz", ".zst"):  # a log, or the gateway's log folder
             served, stats = read_served([texts], key_id=None)
             for msg in stats["damaged"]:
                 typer.echo(f"warning: {msg}", err=True)
             items = [(s.request_id, tok.chat_ids(s.messages), s.answer) for s in served]
         else:
-            items = [(str(i), [], line) for i, line in enumerate(texts.read_text().splitlines()) if line.strip()]
+            items = _text_lines(texts)
     except DistillguardError as exc:
         _fail(str(exc))
+    if not items:
+        _fail(f"no text to test in {texts}: pass a traffic log (or the gateway's log folder) with answers, or a "
+              "text file with one text per line")
     for rid, prompt, answer in items:
         d = detect_text(tok.encode(answer), wm, prompt_ids=prompt)
         typer.echo(json.dumps({"id": rid, **d.to_dict()}))
+
+
+def _text_lines(path: Path) -> list[tuple[str, list[int], str]]:
+    """``(id, [], text)`` per non-blank line of a text file; bytes that are not UTF-8 are replaced (and
+    counted on stderr): a line is still tested on the rest of its tokens."""
+    from distillguard.errors import InputError
+
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}. Pass a traffic log or a text file "
+                         "(one text per line).") from e
+    items, bad = [], 0
+    for i, line in enumerate(raw.splitlines()):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text, bad = line.decode("utf-8", "replace"), bad + 1
+        if text.strip():
+            items.append((str(i), [], text))
+    if bad:
+        typer.echo(f"warning: {path}: {bad:,} line(s) are not valid UTF-8; their bad bytes were replaced by U+FFFD",
+                   err=True)
+    return items
 
 
 @provenance_app.command("test")
