@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import orjson
+import pytest
 
 from distillguard.bench.speed import repeat_log
 
@@ -37,3 +38,24 @@ def test_repeated_copies_interleave_in_blocks_so_a_time_ordered_log_stays_nearly
     assert rows[_REPEAT_BLOCK_LINES]["request_id"] == "r1-x0"  # the second copy's first block follows the first's
     for i in range(4):  # each copy keeps the original order
         assert [r["timestamp"] for r in rows if r["request_id"].startswith(f"r{i}-")] == list(range(n))
+
+
+def test_a_step_that_writes_much_to_stderr_does_not_hang(tmp_path, monkeypatch):
+    """The step's rusage comes from os.wait4, which reads nothing until it ends: with pipes, 64 KB of
+    output (warnings) blocked the step for ever. The figures come back, and a failing step says why."""
+    import threading
+
+    from distillguard.bench import speed
+
+    monkeypatch.setitem(speed._STEPS, "noisy", "import sys\nsys.stderr.write('w' * 300_000)\nprint('ROWS 7')\n")
+    monkeypatch.setitem(speed._STEPS, "broken", "import sys\nsys.stderr.write('boom ' * 30_000)\nsys.exit(3)\n")
+    log = tmp_path / "log.jsonl"
+    log.write_text("{}\n")
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.update(speed._run_step("noisy", log, None)), daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the step hung on a full pipe"
+    assert got["rows"] == 7 and got["wall_s"] > 0
+    with pytest.raises(RuntimeError, match="benchmark step broken failed: .*boom"):
+        speed._run_step("broken", log, None)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,16 @@ _STEPS["replay"] = _STEPS["replay"].replace("stream=STREAM", "stream=True")
 
 def _run_step(name: str, log: Path, accounts: Path | None) -> dict[str, Any]:
     args = [sys.executable, "-c", _STEPS[name], str(log), str(accounts) if accounts else ""]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = "", ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
+    # the step's output goes to files, not pipes: os.wait4 (for its rusage) reads nothing until the step
+    # ends, so a step that wrote more than a pipe holds (64 KB of warnings) would wait for ever
+    with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=fout, stderr=ferr, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read(), ferr.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark step {name} failed: {err[-2000:]}")
@@ -203,6 +207,9 @@ def _speed_cli(steps: list[str]):
             if not (sim / "traffic.jsonl.gz").exists():
                 simulate(sim, preset="standard", seed=seed, progress=True)
             log, accounts = sim / "traffic.jsonl.gz", accounts or sim / "accounts.jsonl"
+        for what, path in (("log", log), ("--accounts", accounts)):
+            if path is not None and not Path(path).is_file():
+                raise typer.BadParameter(f"{what} {path} is not a file")
         chosen = [x.strip() for x in only.split(",") if x.strip()]
         unknown = set(chosen) - set(steps)
         if unknown:
