@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from distillguard.bench.data import Traffic
 from distillguard.errors import InputError
@@ -39,10 +38,12 @@ class DetectorRun:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of an output file the detector wrote (a line that is not JSON is an error naming it)."""
+    from distillguard.report._scan import _read_jsonl as read_rows
+
     if not path.is_file():
         raise InputError(f"the detector wrote no {path.name} in {path.parent}")
-    with open(path, "rb") as fh:
-        return [orjson.loads(line) for line in fh if line.strip()]
+    return read_rows(path)
 
 
 def _ts(value: Any) -> float:

@@ -361,7 +361,6 @@ def _line_chunks(path: str | Path, chunk_bytes: int, first_chunk_bytes: int | No
         raise DamagedStream(path, line_no, damage) from damage
 
 
-
 def read_all_bytes(path: str | Path, *, damage: list[BaseException] | None = None) -> bytes:
     """Whole decompressed content (small files only: account files, batch files, LiteLLM exports).
 

@@ -31,6 +31,7 @@ _REQ = [
 #: The reason of a line that does not parse (the reader tells a log cut short by it; see reader.py).
 NOT_JSON = "line is not valid JSON"
 
+
 def _paths(names: list[str]) -> str:
     return "[" + ", ".join(f"'$.\"{n}\"'" for n in names) + "]"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -33,6 +33,7 @@ FORMATS = ("auto", "traffic", "parquet", "litellm", "openai-batch")
 
 #: The reason of a last line that does not parse in a file that ends inside it (no newline after it).
 NOT_JSON_AT_END = NOT_JSON + ", and the file ends inside it (cut short mid-write?)"
+
 
 @dataclass
 class IngestStats:
@@ -134,7 +135,6 @@ class EventReader:
         self.fmt = fmt
         self.chunk_bytes = chunk_bytes
         self.first_chunk_bytes = first_chunk_bytes  # log files start with smaller chunks (see iter_line_chunks)
-        self._cut_line: int | None = None  # the current file ends inside this line, which is not a record
         self.prompt_max_chars = prompt_max_chars
         self.keep_response_text = keep_response_text
         self.on_progress = on_progress
@@ -175,15 +175,14 @@ class EventReader:
             fmt = self.fmt if self.fmt != "auto" else sniff_format(path)
             self.stats.files += 1
             file_stats = self.stats.per_file.setdefault(str(path), {"lines": 0, "accepted": 0, "rejected": 0})
-            self._cut_line = None
+            cut_line = None  # (an empty file has no chunk)
             try:
                 for chunk in self._chunks(path, fmt):
-                    yield from self._normalise_chunk(str(path), chunk, file_stats)
-                if self._cut_line is not None:
+                    cut_line = yield from self._normalise_chunk(str(path), chunk, file_stats)
+                if cut_line is not None:  # only the last chunk can end inside a line
                     # a plain log cut short: nothing but its last line shows it (a compressed one raises)
-                    ln = self._cut_line
-                    self.stats.damaged.append(f"{path}: the file ends inside line {ln:,}, which is not a whole record "
-                                              f"(cut short mid-write?); the {ln - 1:,} lines before it were read")
+                    self.stats.damaged.append(f"{path}: the file ends inside line {cut_line:,}, which is not a whole "
+                                              f"record (cut short mid-write?); the {cut_line - 1:,} lines before it were read")
                     file_stats["damaged"] = 1
             except DamagedStream as e:
                 # a log cut short (a crash mid-write) or corrupt: its lines before the damage are in,
@@ -192,7 +191,9 @@ class EventReader:
                 self.stats.damaged.append(str(e))
                 file_stats["damaged"] = 1
 
-    def _normalise_chunk(self, source: str, chunk: LineChunk, file_stats: dict[str, int]) -> Iterator[pa.Table]:
+    def _normalise_chunk(self, source: str, chunk: LineChunk, file_stats: dict[str, int]) -> Generator[pa.Table, None, int | None]:
+        """Yield the chunk's accepted events; return the number of its last line when the file ends inside
+        that line and it does not parse (a log cut short), else None."""
         n = len(chunk.lines)
         self.stats.lines += n
         self.stats.bytes += chunk.nbytes
@@ -217,6 +218,7 @@ class EventReader:
         result = self._normalise_lines(lines)
         reason = result.column("reason")
         n_bad = len(reason) - reason.null_count
+        cut_line = None
         if n_bad:
             bad_mask = pc.is_valid(reason)
             bad = result.filter(bad_mask).select(["line_no", "reason"])
@@ -225,7 +227,7 @@ class EventReader:
             last = chunk.first_line + n - 1
             if chunk.open_end and bad_no[-1] == last and why[-1] == NOT_JSON:
                 why[-1] = NOT_JSON_AT_END
-                self._cut_line = last
+                cut_line = last
             self.rejects.write_many((source, ln, w, text) for ln, w, text in zip(bad_no, why, raw))
             self.stats.rejected += n_bad
             file_stats["rejected"] += n_bad
@@ -241,6 +243,7 @@ class EventReader:
             self.on_progress(chunk.nbytes)
         if events.num_rows:
             yield events
+        return cut_line
 
     def _run(self, sql: str, lines: pa.Table) -> pa.Table:
         self.con.register("_dg_lines", lines)

@@ -99,9 +99,10 @@ def _text_lines(path: Path) -> list[tuple[str, list[int], str]]:
     """``(id, [], text)`` per non-blank line of a text file; bytes that are not UTF-8 are replaced (and
     counted on stderr): a line is still tested on the rest of its tokens."""
     from distillguard.errors import InputError
+    from distillguard.ingest.lines import read_all_bytes
 
     try:
-        raw = path.read_bytes()
+        raw = read_all_bytes(path)  # scan's reader: a leading byte order mark dropped; damage is an InputError
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}. Pass a traffic log or a text file "
                          "(one text per line).") from e

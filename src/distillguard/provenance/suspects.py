@@ -230,7 +230,9 @@ def _lines_until_damage(fh, path: Path, damaged: list[str]):
             n += 1
             yield line
     except (OSError, EOFError) as e:
-        damaged.append(f"{path}: compressed stream is corrupt or truncated after line {n}: {e}")
+        from distillguard.ingest.lines import DamagedStream
+
+        damaged.append(str(DamagedStream(path, n + 1, e)))  # the message scan gives the same damage
 
 
 class TokenizerAdapter:
