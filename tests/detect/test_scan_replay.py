@@ -182,6 +182,11 @@ def test_train_then_scan_with_model(small_traffic, tmp_path):
     assert m["meta"]["young_cluster_rows"] > 0 and "young clusters" in p.stdout
     assert all(m["early"]["weights"][name] == 0.0 for name in NEEDS_DAYS | {"model_pivot"})
     assert m["early"]["weights"]["account_farm"] > 0 and 0.5 <= m["meta"]["early_raw_threshold"] < 1
+    # single accounts in their first day get first-day weights the same way, their bias set on the room
+    # the young clusters leave
+    assert m["meta"]["young_account_rows"] > 0 and "young accounts" in p.stdout
+    assert all(m["early_account"]["weights"][name] == 0.0 for name in NEEDS_DAYS | {"model_pivot"})
+    assert 0.5 <= m["meta"]["early_account_raw_threshold"] < 1
     # learned shapes, listed in the meta, each monotone in its signal's catalogue direction
     assert m["shapes"] and m["meta"]["shaped_signals"] == sorted(m["shapes"]) and "model_pivot" not in m["shapes"]
     for name, sh in m["shapes"].items():

@@ -82,6 +82,7 @@ def train_command(
     target_fpr: float = typer.Option(1e-3, "--target-fpr", help="Benign false-positive rate the threshold is chosen for."),
     exclude: list[str] = typer.Option([], "--exclude", help="A signal to hold at weight 0 (repeatable); it is still computed and shown."),
     online: bool = typer.Option(True, "--online/--no-online", help="Also fit the early weights for young linked clusters and choose the online detector's threshold on peak scores, replaying the traffic twice (about triples the time)."),
+    early_accounts: bool = typer.Option(True, "--early-accounts/--no-early-accounts", help="With --online, also fit first-day weights for single accounts (they flag an account in its first day when they, or the main weights, reach the online threshold)."),
     shapes: bool = typer.Option(True, "--shapes/--no-shapes", help="Let each signal learn a monotone shape (ramps at quantiles of its feature, in the catalogue's direction) instead of only the catalogue's one ramp."),
     confidence: float = typer.Option(0.95, "--confidence", min=0.0, max=0.999999, help="Choose the thresholds so that the benign rate is within --target-fpr with this confidence (one-sided Clopper-Pearson bound on the training accounts); 0 chooses them at the target rate itself."),
 ) -> None:
@@ -92,7 +93,7 @@ def train_command(
     from distillguard.detect.train import train_model
 
     try:
-        model, report = train_model(list(traffic), labels=labels, accounts=accounts, target_fpr=target_fpr, online=online,
+        model, report = train_model(list(traffic), labels=labels, accounts=accounts, target_fpr=target_fpr, online=online, early_accounts=early_accounts,
                                     exclude=frozenset(exclude), shapes=shapes, confidence=confidence or None, progress=True)
     except DistillguardError as e:
         _fail("train", e)

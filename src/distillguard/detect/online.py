@@ -66,6 +66,9 @@ EARLY_MIN_ACCOUNTS = 8
 #: Spans (hours) of a young cluster's traffic at which ``train`` takes a snapshot of its strengths
 #: (the rows it fits :attr:`ScoreModel.early <distillguard.detect.scoring.ScoreModel.early>` on).
 EARLY_SNAPSHOT_HOURS = (1.0, 3.0, 6.0, 12.0)
+#: ... and of an account in its first day (its own traffic's span), also at these counts of its requests
+#: (an account whose first day is one burst has no hour to snapshot)
+EARLY_SNAPSHOT_REQUESTS = (10, 30, 100)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, and one is made per request
@@ -89,6 +92,9 @@ class _Account:
     own_requests_score: float = 0.0  # its score without the small-traffic discount (see scan.member_scores)
     peak_score: float = 0.0  # the highest score (own, or its cluster's after its first day) at any of its requests
     peak_early: float = 0.0  # the highest score of its cluster in the cluster's first day
+    early_score: float = 0.0  # its score under the first-day weights (ScoreModel.early_account), in its first day
+    peak_early_own: float = 0.0  # the highest of those
+    next_snapshot: int = 0  # train's snapshots of it in its first day: (hours, requests) taken so far, packed
     next_score_at: int = 0
     first_pre: int | None = None
     templated: bool = False
@@ -126,11 +132,15 @@ class OnlineDetector:
         self.threshold = self.model.online.value
         self.members_gate = self.model.threshold.value  # see scan.cluster_scores
         self._scorer = self.model.stats_scorer()
-        self._account_scorer = self.model.stats_scorer(undiscounted=True)  # (score, own_requests_score)
+        self._early_account = self.model.early_account
+        # (score, own_requests_score[, score under the first-day weights if the second argument is true])
+        self._account_scorer = self.model.stats_scorer(undiscounted=True, also=self._early_account)
         self._early_model = self.model.early_model()
         self._early_scorer = self._early_model.stats_scorer()
         #: ``train`` sets a list: (members, strengths) of young clusters at EARLY_SNAPSHOT_HOURS
         self.early_snapshots: list[tuple[list[str], dict[str, float]]] | None = None
+        #: ... and one of (account, strengths) of accounts in their first day (see _account_snapshot)
+        self.early_account_snapshots: list[tuple[str, dict[str, float]]] | None = None
         self._next_snapshot: dict[str, int] = {}
         self._scored_young: set[str] = set()  # clusters whose cached score is the early one
         #: flagged clusters (they stay flagged): (members when they were last flagged, score when first flagged)
@@ -330,8 +340,17 @@ class OnlineDetector:
         n = st.stats.n
         own_before = st.own_requests_score
         if n >= st.next_score_at:
-            st.score, st.own_requests_score = self._account_scorer(st.stats)
+            if self._early_account is None:
+                st.score, st.own_requests_score = self._account_scorer(st.stats)
+            else:
+                # an account in its first day is also judged by the first-day weights (0 after it)
+                s = st.stats
+                st.score, st.own_requests_score, st.early_score = self._account_scorer(s, s.t1 - s.t0 < self.cluster_min_span_s)
+                if st.early_score > st.peak_early_own:
+                    st.peak_early_own = st.early_score
             st.next_score_at = n + max(1, int(n * self.rescore_every))
+        if self.early_account_snapshots is not None:
+            self._account_snapshot(aid, st)
         # cluster score
         cid = None
         cscore = 0.0
@@ -375,6 +394,10 @@ class OnlineDetector:
         # the peak is what would flag it at any threshold, of its own and its grown cluster's scores (the
         # online threshold; young clusters' peak is apart: train sets the early weights' bias on it)
         main = score = st.score
+        own_flag = score >= self.threshold
+        if st.early_score > score:
+            score = st.early_score
+            own_flag = own_flag or score >= self.threshold
         if cid is not None:
             if cscore > score:
                 score = cscore
@@ -387,7 +410,7 @@ class OnlineDetector:
         # score after the join
         was_flagged = self._flagged_clusters.get(root) if cid is not None else None
         cluster_flagged = cid is not None and (cscore >= self.threshold or was_flagged is not None)
-        flagged = score >= self.threshold or cluster_flagged
+        flagged = own_flag or cluster_flagged
         newly = False
         linked = None
         if flagged and st.flagged_at is None:
@@ -396,10 +419,16 @@ class OnlineDetector:
             st.requests_before_flag = st.stats.n - 1
             st.flag_cluster = cid
             feats = features_scalar(st.stats)
-            reasons = [r.as_dict() for r in self.model.reasons(self.model.strengths_scalar(feats), feats)] if st.score >= self.threshold else []
+            if st.score >= self.threshold:
+                reasons = [r.as_dict() for r in self.model.reasons(self.model.strengths_scalar(feats), feats)]
+            elif own_flag:  # by the first-day weights
+                ea = self._early_account
+                reasons = [r.as_dict() for r in ea.reasons(ea.strengths_scalar(feats), feats)]  # type: ignore[union-attr]
+            else:
+                reasons = []
             if cluster_flagged:
                 linked = self._linked_reason(aid, cid, cs, cscore, young, was_flagged)
-                reasons.insert(0 if st.score < self.threshold else len(reasons), linked)
+                reasons.insert(0 if not own_flag else len(reasons), linked)
             st.flag_reasons = reasons
         if cluster_flagged:
             members = self.linker.members(aid)
@@ -457,6 +486,28 @@ class OnlineDetector:
         assert self.early_snapshots is not None
         self.early_snapshots.append((list(self.linker.members(aid)), strs))
 
+    def _account_snapshot(self, aid: str, st: _Account) -> None:
+        """Train's rows for the first-day weights: the account's strengths at EARLY_SNAPSHOT_HOURS of its
+        first day, and at its EARLY_SNAPSHOT_REQUESTS-th requests in it."""
+        s = st.stats
+        span = s.t1 - s.t0
+        if span >= self.cluster_min_span_s:
+            return
+        kh, kn = divmod(st.next_snapshot, 16)
+        kh0, kn0 = kh, kn
+        while kh < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[kh] * 3600.0:
+            kh += 1
+        while kn < len(EARLY_SNAPSHOT_REQUESTS) and s.n >= EARLY_SNAPSHOT_REQUESTS[kn]:
+            kn += 1
+        if (kh, kn) == (kh0, kn0):
+            return
+        st.next_snapshot = kh * 16 + kn
+        strs = strengths_scalar(features_scalar(s))
+        for name in NEEDS_DAYS:
+            strs[name] = 0.0
+        assert self.early_account_snapshots is not None
+        self.early_account_snapshots.append((aid, strs))
+
     def compact_idle(self, now: float) -> None:
         """Compact the vocabulary of every account idle for WORDS_IDLE_S at time ``now`` (see
         :meth:`AccountStats.compact_words`)."""
@@ -492,6 +543,11 @@ class OnlineDetector:
         """Every account's highest score so far, own or of its cluster after the cluster's first day
         (what ``train`` chooses the online threshold on)."""
         return {a: s.peak_score for a, s in self._acc.items()}
+
+    def early_account_peak_scores(self) -> dict[str, float]:
+        """Every account's highest score under the first-day weights in its first day (what ``train`` sets
+        their bias on)."""
+        return {a: s.peak_early_own for a, s in self._acc.items()}
 
     def early_peak_scores(self) -> dict[str, float]:
         """Every account's highest score of a cluster it was in during the cluster's first day (what

@@ -151,6 +151,13 @@ class ScoreModel:
     #: its bias set so that the online threshold flags at the rate chosen for it. ``None``: these
     #: weights without those signals.
     early: ScoreModel | None = None
+    #: Weights and bias for an account in its first day (online only), fitted by ``train`` on snapshots
+    #: of accounts in their first hours without the signals of
+    #: :data:`~distillguard.detect.signals.NEEDS_DAYS`, its bias set so that at the online threshold it
+    #: flags no more benign training accounts than the target rate leaves room for. The online detector
+    #: flags a young account when these weights *or* the main ones score it at the threshold. ``None``:
+    #: the main weights alone.
+    early_account: ScoreModel | None = None
     #: Learned strengths that replace the catalogue ramps of these signals (see :class:`Shape`).
     shapes: dict[str, Shape] = field(default_factory=dict)
 
@@ -218,11 +225,13 @@ class ScoreModel:
             z += w * strengths[name]
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
-    def stats_scorer(self, *, undiscounted: bool = False) -> Callable[[Any], Any]:
+    def stats_scorer(self, *, undiscounted: bool = False, also: "ScoreModel | None" = None) -> Callable[..., Any]:
         """A function ``AccountStats -> score`` equal to ``score_scalar(strengths_scalar(features_scalar(s)))``
         but computing only the features of signals with a non-zero weight (the online hot path).
         ``undiscounted``: it returns ``(score, score without the small-traffic discount)`` (the second as
         ``score_scalar(strengths_scalar(feats, discount=False))``), both from one pass over the features.
+        ``also``: a second model (the first-day weights) scored in the same pass when the function's second
+        argument is true, and 0.0 when it is not; its score comes last in the returned tuple.
 
         It is generated as one Python function with each weighed feature's expression
         (:data:`~distillguard.features.stats.SCALAR_FEATURE_EXPRS`) inlined, so that a request costs one
@@ -237,44 +246,63 @@ class ScoreModel:
         ns: dict[str, Any] = {**SCALAR_NAMESPACE, "exp": math.exp, "bisect_right": bisect_right}
         # Constants are written into the source (a float's repr reads back as the same float), and the
         # helpers bound as defaults, so that each is a constant or a local, not a global lookup; the
-        # discount n / min_requests is computed once per distinct min_requests.
+        # discount n / min_requests is computed once per distinct min_requests, and each feature once.
         helpers = ("nan", "_iat_cv", "_hour_entropy", "kmv_estimate", "exp", "bisect_right")
         shared = {"max(float(s.n), 1.0)": "n1", "max(float(len(s.days)), 1.0)": "days1"}
         active = [(name, w) for name, w in self.weights.items() if w != 0.0]
-        lines = [f"def score(s, {', '.join(f'{h}={h}' for h in helpers)}):", "    n = float(s.n)",
+        also_active = [(name, w) for name, w in also.weights.items() if w != 0.0] if also is not None else []
+        args = ["s", *(["young=False"] if also is not None else []), *(f"{h}={h}" for h in helpers)]
+        lines = [f"def score({', '.join(args)}):", "    n = float(s.n)",
                  *(f"    {var} = {sub}" for sub, var in shared.items()), f"    z = {self.bias!r}"]
         if undiscounted:
             lines.append(f"    u = {self.bias!r}")
         discounts: dict[float, str] = {}
-        for name, w in active:
+        for name, w in active + also_active:
             mr = SIGNALS_BY_NAME[name].min_requests
             if mr not in discounts:
                 var = discounts[mr] = f"c{len(discounts)}"
                 lines += [f"    {var} = n / {mr!r}", f"    {var} = 0.0 if {var} < 0.0 else (1.0 if {var} > 1.0 else {var})"]
-        for name, w in active:
+        feature_var: dict[str, str] = {}
+
+        def feature(name: str, indent: str) -> list[str]:
+            """The line that computes the signal's feature into a local, the first time it is needed."""
+            f = SIGNALS_BY_NAME[name].feature
+            if f in feature_var:
+                return []
+            var = feature_var[f] = f"v{len(feature_var)}"
+            expr = SCALAR_FEATURE_EXPRS[f]
+            for sub, sv in shared.items():
+                expr = expr.replace(sub, sv)
+            return [f"{indent}{var} = {expr}  # {f}"]
+
+        def term(model: "ScoreModel", name: str, w: float, acc: str, indent: str, *, raw: str | None = None) -> list[str]:
             sig = SIGNALS_BY_NAME[name]
-            expr = SCALAR_FEATURE_EXPRS[sig.feature]
-            for sub, var in shared.items():
-                expr = expr.replace(sub, var)
-            if name in self.shapes:  # Shape.scalar inlined, the same expression (so the same float)
-                sh = self.shapes[name]
+            v = feature_var[sig.feature]
+            if name in model.shapes:  # Shape.scalar inlined, the same expression (so the same float)
+                sh = model.shapes[name]
                 xs, ys = tuple(map(float, sh.xs)), tuple(map(float, sh.ys))
-                ramp = [f"        j = bisect_right({xs!r}, v)",
-                        f"        r = {ys[0]!r} if j == 0 else ({ys[-1]!r} if j == {len(xs)} else {ys!r}[j - 1] + (v - {xs!r}[j - 1])"
+                ramp = [f"j = bisect_right({xs!r}, {v})",
+                        f"r = {ys[0]!r} if j == 0 else ({ys[-1]!r} if j == {len(xs)} else {ys!r}[j - 1] + ({v} - {xs!r}[j - 1])"
                         f" * ({ys!r}[j] - {ys!r}[j - 1]) / ({xs!r}[j] - {xs!r}[j - 1]))"]
             else:
-                ramp = [f"        r = (v - {sig.lo!r}) / {sig.hi - sig.lo!r}", "        r = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)"]
-            lines += [
-                f"    v = {expr}  # {name}",
-                "    if v == v:",
-                *ramp,
-                f"        z += {w!r} * (r * {discounts[sig.min_requests]})",
-                *([f"        u += {w!r} * r"] if undiscounted else []),
-            ]
+                ramp = [f"r = ({v} - {sig.lo!r}) / {sig.hi - sig.lo!r}", "r = 0.0 if r < 0.0 else (1.0 if r > 1.0 else r)"]
+            body = [*ramp, f"{acc} += {w!r} * (r * {discounts[sig.min_requests]})", *([f"{raw} += {w!r} * r"] if raw else [])]
+            return [f"{indent}if {v} == {v}:", *(f"{indent}    {b}" for b in body)]
+
+        for name, w in active:
+            lines += feature(name, "    ")
+            lines += term(self, name, w, "z", "    ", raw="u" if undiscounted else None)
+        out = ["(1.0 / (1.0 + exp(-z)) if z > -700 else 0.0)"]
         if undiscounted:
-            lines.append("    return (1.0 / (1.0 + exp(-z)) if z > -700 else 0.0), (1.0 / (1.0 + exp(-u)) if u > -700 else 0.0)")
-        else:
-            lines.append("    return 1.0 / (1.0 + exp(-z)) if z > -700 else 0.0")
+            out.append("(1.0 / (1.0 + exp(-u)) if u > -700 else 0.0)")
+        if also is not None:
+            lines += ["    e = 0.0", "    if young:", f"        e = {also.bias!r}"]
+            for name, w in also_active:
+                lines += feature(name, "        ")
+                lines += term(also, name, w, "e", "        ")
+            lines.append("        e = 1.0 / (1.0 + exp(-e)) if e > -700 else 0.0")
+            out.append("e")
+        lines.append(f"    return {', '.join(out)}" if len(out) > 1 else f"    return {out[0]}")
         exec(compile("\n".join(lines), "<distillguard stats_scorer>", "exec"), ns)  # noqa: S102 (our own source)
         return ns["score"]
 
@@ -315,6 +343,8 @@ class ScoreModel:
             "target_fpr": self.threshold.target_fpr,
             **({"online_threshold": self.online_threshold.value} if self.online_threshold is not None else {}),
             **({"early": {"weights": self.early.weights, "bias": self.early.bias}} if self.early is not None else {}),
+            **({"early_account": {"weights": self.early_account.weights, "bias": self.early_account.bias}}
+               if self.early_account is not None else {}),
             **({"shapes": {k: {"x": list(v.xs), "y": list(v.ys)} for k, v in self.shapes.items()}} if self.shapes else {}),
             "meta": self.meta,
         }
@@ -334,6 +364,9 @@ class ScoreModel:
                                   if d.get("online_threshold") is not None else None),
                 early=(ScoreModel(weights={k: float(v) for k, v in d["early"]["weights"].items()}, bias=float(d["early"]["bias"]))
                        if d.get("early") is not None else None),
+                early_account=(ScoreModel(weights={k: float(v) for k, v in d["early_account"]["weights"].items()},
+                                          bias=float(d["early_account"]["bias"]))
+                               if d.get("early_account") is not None else None),
                 shapes={k: Shape(xs=tuple(float(x) for x in v["x"]), ys=tuple(float(y) for y in v["y"]))
                         for k, v in (d.get("shapes") or {}).items()},
             )

@@ -16,6 +16,11 @@ With the online threshold comes the *early* model (:attr:`ScoreModel.early
 fitted on snapshots of every young cluster (:data:`~distillguard.detect.online.EARLY_SNAPSHOT_HOURS`)
 without the signals that need days, and a bias set so that at the online threshold they flag only
 benign accounts that the target rate still leaves room for (none, when the threshold uses it all).
+The *first-day account* model (:attr:`ScoreModel.early_account
+<distillguard.detect.scoring.ScoreModel.early_account>`) is made the same way on snapshots of single
+accounts in their first day (at hours and at request counts of their own traffic), for the campaigns
+whose accounts show what they are in their first requests but whose main weights wait for the signals
+that need days; its bias is set after the young clusters', on the room they leave.
 The shipped default model (``detect/default_model.json``) was made this way on simulated development seeds only.
 """
 
@@ -100,6 +105,7 @@ def _replayed(traffic: list[Path], model: ScoreModel, *, labels: Path | None, ac
             det.threshold = math.inf  # record peaks only: no flags, no member propagation
             if early_snapshots:
                 det.early_snapshots = []
+                det.early_account_snapshots = []
             replay_store(store.con, det)
             store.close()
         finally:
@@ -108,33 +114,46 @@ def _replayed(traffic: list[Path], model: ScoreModel, *, labels: Path | None, ac
 
 
 def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None = None, accounts: Path | None = None,
-                 on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(peak online score, peak score of its clusters in their first day, label) of every account with
-    traffic, replaying each source through :class:`~distillguard.detect.online.OnlineDetector` with ``model``."""
+                 on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(peak online score, peak score of its clusters in their first day, label, its peak score under the
+    first-day account weights) of every account with traffic, replaying each source through
+    :class:`~distillguard.detect.online.OnlineDetector` with ``model``."""
     peaks: list[float] = []
     early: list[float] = []
+    early_own: list[float] = []
     ys: list[int] = []
     for k, (det, lab, _) in enumerate(_replayed(traffic, model, labels=labels, accounts=accounts)):
         early_of = det.early_peak_scores()
+        early_own_of = det.early_account_peak_scores()
         for aid, peak in sorted(det.peak_scores().items()):
             peaks.append(peak)
             early.append(early_of[aid])
+            early_own.append(early_own_of[aid])
             ys.append(lab.get(aid, 0))
         if on_source:
             on_source(k)
-    return np.asarray(peaks, dtype=np.float64), np.asarray(early, dtype=np.float64), np.asarray(ys, dtype=np.int8)
+    return (np.asarray(peaks, dtype=np.float64), np.asarray(early, dtype=np.float64), np.asarray(ys, dtype=np.int8),
+            np.asarray(early_own, dtype=np.float64))
 
 
-def young_cluster_rows(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
-                       on_source: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-    """Training rows of linked clusters in their first hours (strengths as the online detector judges a
-    young cluster, at :data:`~distillguard.detect.online.EARLY_SNAPSHOT_HOURS` of its traffic): the
-    strengths, the labels (extraction when most members are) and the group each row counts for (its
-    campaign, or "benign"). The snapshots do not depend on the weights."""
+Rows = tuple[dict[str, np.ndarray], np.ndarray, list[str]]
+
+
+def young_rows(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
+               on_source: Callable[[int], None] | None = None) -> tuple[Rows, Rows]:
+    """Training rows of linked clusters, and of accounts, in their first hours, as the online detector
+    judges them there: (strengths, labels, the group each row counts for: its campaign, or "benign") of
+    young clusters at :data:`~distillguard.detect.online.EARLY_SNAPSHOT_HOURS` of their traffic (a
+    cluster is extraction when most members are), and the same of accounts in their first day, also at
+    their :data:`~distillguard.detect.online.EARLY_SNAPSHOT_REQUESTS`-th requests. The snapshots do not
+    depend on the weights."""
     names = [s.name for s in SIGNALS]
     rows: dict[str, list[float]] = {n: [] for n in names}
     ys: list[float] = []
     groups: list[str] = []
+    arows: dict[str, list[float]] = {n: [] for n in names}
+    ays: list[float] = []
+    agroups: list[str] = []
     for k, (det, lab, camp) in enumerate(_replayed(traffic, ScoreModel.default(), labels=labels, accounts=accounts,
                                                    early_snapshots=True)):
         for members, strs in det.early_snapshots or ():
@@ -144,9 +163,16 @@ def young_cluster_rows(traffic: list[Path], *, labels: Path | None = None, accou
                 rows[n].append(strs[n])
             ys.append(1.0 if y else 0.0)
             groups.append(f"{k}:{camp[ext[0]]}:young" if y else "benign")
+        for aid, strs in det.early_account_snapshots or ():
+            y = bool(lab.get(aid, 0))
+            for n in names:
+                arows[n].append(strs[n])
+            ays.append(1.0 if y else 0.0)
+            agroups.append(f"{k}:{camp[aid]}:young-account" if y else "benign")
         if on_source:
             on_source(k)
-    return {n: np.asarray(v, dtype=np.float64) for n, v in rows.items()}, np.asarray(ys), groups
+    return (({n: np.asarray(v, dtype=np.float64) for n, v in rows.items()}, np.asarray(ys), groups),
+            ({n: np.asarray(v, dtype=np.float64) for n, v in arows.items()}, np.asarray(ays), agroups))
 
 
 def _campaign_weights(groups: list[str]) -> np.ndarray:
@@ -177,7 +203,7 @@ def _logit(p: float) -> float:
 
 
 def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
-                target_fpr: float = 1e-3, online: bool = True, exclude: frozenset[str] | set[str] = frozenset(),
+                target_fpr: float = 1e-3, online: bool = True, early_accounts: bool = True, exclude: frozenset[str] | set[str] = frozenset(),
                 shapes: bool = True, confidence: float | None = 0.95, progress: bool = False) -> tuple[ScoreModel, str]:
     from contextlib import nullcontext
 
@@ -186,11 +212,13 @@ def train_model(traffic: list[Path], *, labels: Path | None = None, accounts: Pa
     n_sources = len(_sources(traffic, labels, accounts))
     steps = n_sources * (3 if online else 1)
     with count_progress(steps, "train") if progress else nullcontext(lambda *a, **k: None) as advance:
-        return _train(traffic, labels=labels, accounts=accounts, target_fpr=target_fpr, online=online, exclude=exclude,
+        return _train(traffic, labels=labels, accounts=accounts, target_fpr=target_fpr, online=online,
+                      early_accounts=early_accounts, exclude=exclude,
                       shapes=shapes, confidence=confidence, advance=lambda step: advance(1, step))
 
 
 def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, target_fpr: float, online: bool,
+           early_accounts: bool,
            exclude: frozenset[str] | set[str], shapes: bool, advance: Callable[[str], None],
            confidence: float | None) -> tuple[ScoreModel, str]:
     names = [s.name for s in SIGNALS]
@@ -263,33 +291,47 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
         # linked clusters in their first day get their own weights, fitted on snapshots of young clusters
         # as the online detector sees them (a gateway must act in a campaign's first hours, when the
         # signals that need days say nothing yet)
-        yrows, yy, ygroups = young_cluster_rows(traffic, labels=labels, accounts=accounts,
-                                                on_source=lambda k: advance(f"young clusters of source {k + 1}"))
+        (yrows, yy, ygroups), (arows, ay, agroups) = young_rows(
+            traffic, labels=labels, accounts=accounts, on_source=lambda k: advance(f"young clusters and accounts of source {k + 1}"))
+        early_prior = {k: (0.0 if k in NEEDS_DAYS else v) for k, v in prior_weights().items()}
         early = None
         if 0 < yy.sum() < len(yy):
             early = fit(yrows, yy, target_fpr=target_fpr, sample_weight=_campaign_weights(ygroups),
-                        prior={k: (0.0 if k in NEEDS_DAYS else v) for k, v in prior_weights().items()},
-                        exclude=set(exclude) | NEEDS_DAYS)
+                        prior=early_prior, exclude=set(exclude) | NEEDS_DAYS)
             model.early = early
-        peaks, early_peaks, yp = online_peaks(traffic, model, labels=labels, accounts=accounts,
-                                              on_source=lambda k: advance(f"online replay of source {k + 1}"))
+        early_account = None
+        if early_accounts and 0 < ay.sum() < len(ay):
+            early_account = fit(arows, ay, target_fpr=target_fpr, sample_weight=_campaign_weights(agroups),
+                                prior=early_prior, exclude=set(exclude) | NEEDS_DAYS)
+            model.early_account = early_account
+        peaks, early_peaks, yp, early_own_peaks = online_peaks(traffic, model, labels=labels, accounts=accounts,
+                                                               on_source=lambda k: advance(f"online replay of source {k + 1}"))
         ben = yp == 0
         model.online_threshold = Threshold.for_fpr(peaks[ben], target_fpr, confidence)
         t_main = model.online_threshold.value
         early_line = ""
-        if early is not None:
-            # the early weights may flag only benign accounts that the threshold leaves within the target
-            # rate: their bias moves so that the online threshold is that point on their scale
-            room = max(Threshold.allowed(int(ben.sum()), target_fpr, confidence) - int((peaks[ben] >= t_main).sum()), 0)
-            rest = np.sort(early_peaks[ben & (peaks < t_main)])[::-1]
-            t_early = float(np.nextafter(rest[room], np.inf)) if room < len(rest) else 0.0
-            # never below 0.5: the early weights flag no cluster that their own fit calls more likely benign
-            t_early = min(max(t_early, 0.5), 1.0 - 1e-12)
-            early.bias += _logit(t_main) - _logit(t_early)
-            model.meta.update({"young_cluster_rows": len(yy), "early_raw_threshold": t_early})
-            early_line = (f"; young clusters ({len(yy):,} snapshots): early weights "
-                          + ", ".join(f"{k}={v:.2f}" for k, v in sorted(early.weights.items(), key=lambda kv: -kv[1]) if v > 0.01)
-                          + f"; bias {early.bias:.2f}")
+        # the first-day weights may flag only benign accounts that the threshold leaves within the target
+        # rate: their bias moves so that the online threshold is that point on their scale (young clusters'
+        # weights first, then accounts', each never below 0.5 on its own scale: they flag nothing that their
+        # own fit calls more likely benign)
+        room = max(Threshold.allowed(int(ben.sum()), target_fpr, confidence) - int((peaks[ben] >= t_main).sum()), 0)
+        free = ben & (peaks < t_main)  # benign accounts the main weights leave unflagged
+        for weights, early_of, what, n_rows, keys in (
+                (early, early_peaks, "young clusters", len(yy), ("young_cluster_rows", "early_raw_threshold")),
+                (early_account, early_own_peaks, "young accounts", len(ay), ("young_account_rows", "early_account_raw_threshold"))):
+            if weights is None:
+                continue
+            rest = np.sort(early_of[free])[::-1]
+            t_raw = float(np.nextafter(rest[room], np.inf)) if room < len(rest) else 0.0
+            t_raw = min(max(t_raw, 0.5), 1.0 - 1e-12)
+            weights.bias += _logit(t_main) - _logit(t_raw)
+            taken = free & (early_of >= t_raw)
+            room = max(room - int(taken.sum()), 0)
+            free = free & ~taken
+            model.meta.update({keys[0]: n_rows, keys[1]: t_raw})
+            early_line += (f"; {what} ({n_rows:,} snapshots): weights "
+                           + ", ".join(f"{k}={v:.2f}" for k, v in sorted(weights.weights.items(), key=lambda kv: -kv[1]) if v > 0.01)
+                           + f"; bias {weights.bias:.2f}")
         at_batch = float((peaks[ben] >= model.threshold.value).mean()) if ben.any() else 0.0
         online_recall = float((peaks[yp == 1] >= t_main).mean()) if (yp == 1).any() else 0.0
         online_fpr = float((peaks[ben] >= t_main).mean()) if ben.any() else 0.0
