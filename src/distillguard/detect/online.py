@@ -6,7 +6,9 @@ sketches of 128 hashes, small capped sets); per linked cluster it keeps the merg
 stats, updated with each member request, so a cluster is scored on its combined behaviour exactly as
 in batch, and a running sum of its members' requests times their undiscounted scores, for the members'
 gate of :func:`~distillguard.detect.scan.cluster_scores`. Links come from
-:class:`~distillguard.linkage.online.OnlineLinker`.
+:class:`~distillguard.linkage.online.OnlineLinker`. In their first day, linked clusters and single
+accounts are also judged by weights fitted for that day (``scan``, which sees whole logs, does not use
+them; see :class:`OnlineDetector`).
 
 Interface::
 
@@ -125,6 +127,9 @@ class OnlineDetector:
         volume; until then it is judged by the model's early weights (:meth:`ScoreModel.early_model`), which
         leave out the signals that need days (:data:`~distillguard.detect.signals.NEEDS_DAYS`) and were
         fitted on clusters in their first hours: a farm of fresh accounts shows in its first requests.
+        A single account whose own traffic spans less than this is also judged by the model's first-day
+        account weights (:attr:`ScoreModel.early_account`), when it has them: it is flagged when they or
+        the main weights reach the threshold.
         ``forget_idle_s``: forget accounts idle this long that are neither flagged nor linked to another
         (:meth:`forget_idle`), at each sweep; None (``replay``, ``train``) keeps every account, so that a
         replay's result does not depend on when the sweeps fall."""

@@ -136,11 +136,12 @@ def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None 
             np.asarray(early_own, dtype=np.float64))
 
 
-Rows = tuple[dict[str, np.ndarray], np.ndarray, list[str]]
+#: Training rows: (strengths per signal, labels, the group each row counts for)
+SnapshotRows = tuple[dict[str, np.ndarray], np.ndarray, list[str]]
 
 
 def young_rows(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None,
-               on_source: Callable[[int], None] | None = None) -> tuple[Rows, Rows]:
+               on_source: Callable[[int], None] | None = None) -> tuple[SnapshotRows, SnapshotRows]:
     """Training rows of linked clusters, and of accounts, in their first hours, as the online detector
     judges them there: (strengths, labels, the group each row counts for: its campaign, or "benign") of
     young clusters at :data:`~distillguard.detect.online.EARLY_SNAPSHOT_HOURS` of their traffic (a
