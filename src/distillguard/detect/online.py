@@ -71,6 +71,22 @@ EARLY_SNAPSHOT_HOURS = (1.0, 3.0, 6.0, 12.0)
 #: ... and of an account in its first day (its own traffic's span), also at these counts of its requests
 #: (an account whose first day is one burst has no hour to snapshot)
 EARLY_SNAPSHOT_REQUESTS = (10, 30, 100)
+_EARLY_SNAPSHOT_S = tuple(h * 3600.0 for h in EARLY_SNAPSHOT_HOURS)
+
+
+def _marks_reached(marks: tuple[float, ...], value: float, k: int) -> int:
+    """How many of the ascending ``marks`` ``value`` has reached, given that it had reached ``k`` of them."""
+    while k < len(marks) and value >= marks[k]:
+        k += 1
+    return k
+
+
+def _first_day_strengths(s: AccountStats) -> dict[str, float]:
+    """Catalogue strengths of ``s`` without the signals that need days (a snapshot for the early weights)."""
+    strs = strengths_scalar(features_scalar(s))
+    for name in NEEDS_DAYS:
+        strs[name] = 0.0
+    return strs
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, and one is made per request
@@ -96,7 +112,7 @@ class _Account:
     peak_early: float = 0.0  # the highest score of its cluster in the cluster's first day
     early_score: float = 0.0  # its score under the first-day weights (ScoreModel.early_account), in its first day
     peak_early_own: float = 0.0  # the highest of those
-    next_snapshot: int = 0  # train's snapshots of it in its first day: (hours, requests) taken so far, packed
+    snapshots_taken: tuple[int, int] = (0, 0)  # train's snapshots of it in its first day: (hour marks, request marks) passed
     next_score_at: int = 0
     first_pre: int | None = None
     templated: bool = False
@@ -424,13 +440,10 @@ class OnlineDetector:
             st.requests_before_flag = st.stats.n - 1
             st.flag_cluster = cid
             feats = features_scalar(st.stats)
-            if st.score >= self.threshold:
-                reasons = [r.as_dict() for r in self.model.reasons(self.model.strengths_scalar(feats), feats)]
-            elif own_flag:  # by the first-day weights
-                ea = self._early_account
-                reasons = [r.as_dict() for r in ea.reasons(ea.strengths_scalar(feats), feats)]  # type: ignore[union-attr]
-            else:
-                reasons = []
+            reasons = []
+            if own_flag:  # by the main weights, or else by the first-day ones
+                judge = self.model if st.score >= self.threshold else self._early_account
+                reasons = [r.as_dict() for r in judge.reasons(judge.strengths_scalar(feats), feats)]  # type: ignore[union-attr]
             if cluster_flagged:
                 linked = self._linked_reason(aid, cid, cs, cscore, young, was_flagged)
                 reasons.insert(0 if not own_flag else len(reasons), linked)
@@ -478,18 +491,13 @@ class OnlineDetector:
         }
 
     def _snapshot(self, aid: str, root: str, cs: AccountStats) -> None:
-        k0 = k = self._next_snapshot.get(root, 0)
-        span = cs.t1 - cs.t0
-        while k < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[k] * 3600.0:
-            k += 1
+        k0 = self._next_snapshot.get(root, 0)
+        k = _marks_reached(_EARLY_SNAPSHOT_S, cs.t1 - cs.t0, k0)
         if k == k0:
             return
         self._next_snapshot[root] = k
-        strs = strengths_scalar(features_scalar(cs))
-        for name in NEEDS_DAYS:
-            strs[name] = 0.0
         assert self.early_snapshots is not None
-        self.early_snapshots.append((list(self.linker.members(aid)), strs))
+        self.early_snapshots.append((list(self.linker.members(aid)), _first_day_strengths(cs)))
 
     def _account_snapshot(self, aid: str, st: _Account) -> None:
         """Train's rows for the first-day weights: the account's strengths at EARLY_SNAPSHOT_HOURS of its
@@ -498,20 +506,13 @@ class OnlineDetector:
         span = s.t1 - s.t0
         if span >= self.cluster_min_span_s:
             return
-        kh, kn = divmod(st.next_snapshot, 16)
-        kh0, kn0 = kh, kn
-        while kh < len(EARLY_SNAPSHOT_HOURS) and span >= EARLY_SNAPSHOT_HOURS[kh] * 3600.0:
-            kh += 1
-        while kn < len(EARLY_SNAPSHOT_REQUESTS) and s.n >= EARLY_SNAPSHOT_REQUESTS[kn]:
-            kn += 1
-        if (kh, kn) == (kh0, kn0):
+        kh0, kn0 = st.snapshots_taken
+        taken = (_marks_reached(_EARLY_SNAPSHOT_S, span, kh0), _marks_reached(EARLY_SNAPSHOT_REQUESTS, s.n, kn0))
+        if taken == st.snapshots_taken:
             return
-        st.next_snapshot = kh * 16 + kn
-        strs = strengths_scalar(features_scalar(s))
-        for name in NEEDS_DAYS:
-            strs[name] = 0.0
+        st.snapshots_taken = taken
         assert self.early_account_snapshots is not None
-        self.early_account_snapshots.append((aid, strs))
+        self.early_account_snapshots.append((aid, _first_day_strengths(s)))
 
     def compact_idle(self, now: float) -> None:
         """Compact the vocabulary of every account idle for WORDS_IDLE_S at time ``now`` (see

@@ -115,8 +115,8 @@ def _replayed(traffic: list[Path], model: ScoreModel, *, labels: Path | None, ac
 
 def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None = None, accounts: Path | None = None,
                  on_source: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(peak online score, peak score of its clusters in their first day, label, its peak score under the
-    first-day account weights) of every account with traffic, replaying each source through
+    """(peak online score, peak score of its clusters in their first day, its peak score under the first-day
+    account weights, label) of every account with traffic, replaying each source through
     :class:`~distillguard.detect.online.OnlineDetector` with ``model``."""
     peaks: list[float] = []
     early: list[float] = []
@@ -132,8 +132,8 @@ def online_peaks(traffic: list[Path], model: ScoreModel, *, labels: Path | None 
             ys.append(lab.get(aid, 0))
         if on_source:
             on_source(k)
-    return (np.asarray(peaks, dtype=np.float64), np.asarray(early, dtype=np.float64), np.asarray(ys, dtype=np.int8),
-            np.asarray(early_own, dtype=np.float64))
+    return (np.asarray(peaks, dtype=np.float64), np.asarray(early, dtype=np.float64),
+            np.asarray(early_own, dtype=np.float64), np.asarray(ys, dtype=np.int8))
 
 
 #: Training rows: (strengths per signal, labels, the group each row counts for)
@@ -305,7 +305,7 @@ def _train(traffic: list[Path], *, labels: Path | None, accounts: Path | None, t
             early_account = fit(arows, ay, target_fpr=target_fpr, sample_weight=_campaign_weights(agroups),
                                 prior=early_prior, exclude=set(exclude) | NEEDS_DAYS)
             model.early_account = early_account
-        peaks, early_peaks, yp, early_own_peaks = online_peaks(traffic, model, labels=labels, accounts=accounts,
+        peaks, early_peaks, early_own_peaks, yp = online_peaks(traffic, model, labels=labels, accounts=accounts,
                                                                on_source=lambda k: advance(f"online replay of source {k + 1}"))
         ben = yp == 0
         model.online_threshold = Threshold.for_fpr(peaks[ben], target_fpr, confidence)
