@@ -275,6 +275,23 @@ def test_a_parquet_file_that_cannot_be_read_is_reported_and_the_rest_read(tmp_pa
     assert rejects[0]["reason"].startswith("cannot read Parquet file") and stats.damaged == [rejects[0]["reason"]]
 
 
+def test_a_parquet_value_too_long_to_parse_is_rejected_and_the_rest_read(tmp_path, monkeypatch):
+    """The line cap holds for Parquet too, whose rows become lines in DuckDB, not by splitting bytes:
+    a row over MAX_LINE_BYTES is rejected with its head, as a JSON line would be."""
+    import distillguard.ingest.lines as lines_mod
+
+    monkeypatch.setattr(lines_mod, "MAX_LINE_BYTES", 4096)
+    rows = [{"request_id": f"r{i}", "timestamp": 1772409600 + i, "account_id": "a", "endpoint": "/v1/chat/completions",
+             "request": orjson.dumps({"messages": [{"role": "user", "content": "x" * (9000 if i == 1 else 10)}]}).decode()}
+            for i in range(3)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "log.parquet")
+    got, rejects, stats = _read([tmp_path / "log.parquet"], tmp_path)
+    assert [r["request_id"] for r in got] == ["r0", "r2"]
+    assert [(r["line"], r["reason"][:8]) for r in rejects] == [(2, "line is ")]
+    assert '"request_id":"r1"' in rejects[0]["raw"] and len(rejects[0]["raw"]) <= 8192
+    assert stats.blank == 0 and len(got) + len(rejects) == stats.lines  # nothing uncounted
+
+
 def test_litellm_spend_logs_jsonl_and_csv(tmp_path):
     row = {
         "request_id": "chatcmpl-1", "call_type": "acompletion", "api_key": "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b",

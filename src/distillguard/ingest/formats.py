@@ -27,14 +27,15 @@ import orjson
 import pyarrow as pa
 
 from distillguard.errors import InputError
-from distillguard.ingest.lines import DamagedStream, LineChunk, read_all_bytes
+from distillguard.ingest.lines import DamagedStream, LineChunk, read_all_bytes, without_too_long
 from distillguard.ingest.rejects import RejectWriter
 
 _BATCH_ROWS = 50_000
 
 
 def _chunk(lines: list[str | None], first_line: int) -> LineChunk:
-    return LineChunk(first_line=first_line, lines=pa.array(lines, type=pa.large_string()), nbytes=sum(len(x) for x in lines if x))
+    arr, too_long = without_too_long(pa.array(lines, type=pa.large_string()), first_line)
+    return LineChunk(first_line=first_line, lines=arr, nbytes=sum(len(x) for x in lines if x), too_long=too_long)
 
 
 def parquet_line_chunks(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[LineChunk]:
@@ -67,7 +68,9 @@ def parquet_line_chunks(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[
             raise DamagedStream(path, line_no, e, f"{path}: Parquet file damaged after row {line_no - 1:,}: "
                                                   f"{_first_line(e)}; the rows before it were read (re-export it)") from e
         arr = batch.column(0).cast(pa.large_string())
-        yield LineChunk(first_line=line_no, lines=arr, nbytes=arr.nbytes)
+        nbytes = arr.nbytes
+        arr, too_long = without_too_long(arr, line_no)  # a value past the line cap is rejected, as in a JSON log
+        yield LineChunk(first_line=line_no, lines=arr, nbytes=nbytes, too_long=too_long)
         line_no += len(arr)
 
 

@@ -183,6 +183,28 @@ class _ZstdFrames(io.RawIOBase):
         super().close()
 
 
+def _too_long(nbytes: int) -> str:
+    """The reject reason of a line of ``nbytes`` bytes, over :data:`MAX_LINE_BYTES`."""
+    return f"line is {nbytes / 2**20:,.1f} MB, over the {MAX_LINE_BYTES / 2**20:g} MB a request may be; not parsed"
+
+
+def without_too_long(lines: pa.Array, first_line: int) -> tuple[pa.Array, list[tuple[int, str, bytes]]]:
+    """``lines`` (a string array, line ``first_line`` first) with the lines over :data:`MAX_LINE_BYTES`
+    made null, and those lines as :attr:`LineChunk.too_long` lists them. For the formats whose lines
+    are made from records (Parquet, LiteLLM, OpenAI batch) rather than split from a file's bytes."""
+    import pyarrow.compute as pc
+
+    over = pc.fill_null(pc.greater(pc.binary_length(lines), MAX_LINE_BYTES), False)
+    if not pc.any(over).as_py():
+        return lines, []
+    idx = np.flatnonzero(over.to_numpy(zero_copy_only=False))
+    too_long = []
+    for i in idx:
+        text = lines[int(i)].as_py()
+        too_long.append((first_line + int(i), _too_long(len(text.encode("utf-8"))), text[:_HEAD_BYTES].encode("utf-8")[:_HEAD_BYTES]))
+    return pc.if_else(over, pa.scalar(None, lines.type), lines), too_long
+
+
 def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray | None = None) -> LineChunk:
     """Split ``buf`` into lines without copying it: each line keeps its ``\n`` (JSON allows trailing
     white space), so the Arrow offsets are just the newline positions and the values are ``buf``.
@@ -204,8 +226,7 @@ def _split(buf: bytes | memoryview | np.ndarray, first_line: int, nl: np.ndarray
     if open_end:
         blank[-1] = False
     validity = ~blank
-    too_long = [(first_line + int(i), f"line is {lengths[i] / 2**20:,.1f} MB, over the {MAX_LINE_BYTES / 2**20:g} MB a "
-                 "request may be; not parsed", bytes(data[offsets[i] : offsets[i] + _HEAD_BYTES]))
+    too_long = [(first_line + int(i), _too_long(int(lengths[i])), bytes(data[offsets[i] : offsets[i] + _HEAD_BYTES]))
                 for i in np.flatnonzero(lengths > MAX_LINE_BYTES)]
     for line_no, _, _ in too_long:
         validity[line_no - first_line] = False  # never parsed: reported with its head
