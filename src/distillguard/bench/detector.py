@@ -39,11 +39,11 @@ class DetectorRun:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of an output file the detector wrote (a line that is not JSON is an error naming it)."""
-    from distillguard.report._scan import _read_jsonl as read_rows
+    from distillguard.report import read_jsonl
 
     if not path.is_file():
         raise InputError(f"the detector wrote no {path.name} in {path.parent}")
-    return read_rows(path)
+    return read_jsonl(path).rows
 
 
 def _ts(value: Any) -> float:

@@ -3,8 +3,8 @@
     >>> from distillguard.report import write_report, export_stix
 """
 
-from distillguard.report._scan import ScanOutput, load_scan
+from distillguard.report._scan import JsonlRows, ScanOutput, load_scan, read_jsonl
 from distillguard.report.html import render_report, write_report
 from distillguard.report.stix import build_bundle, export_stix
 
-__all__ = sorted(["ScanOutput", "build_bundle", "export_stix", "load_scan", "render_report", "write_report"])
+__all__ = sorted(["JsonlRows", "ScanOutput", "read_jsonl", "build_bundle", "export_stix", "load_scan", "render_report", "write_report"])

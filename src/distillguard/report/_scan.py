@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -23,10 +23,18 @@ REQUIRED = ("summary.json", "verdicts.jsonl")
 _FLAG_MARKERS = (b'"flagged":true', b'"flagged": true')
 
 
-def _read_jsonl(path: Path, *, only_flagged: bool = False, lines: list[int] | None = None) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines file; with ``only_flagged``, rows with ``flagged`` true only (fast path: other
-    lines are not parsed, but a last line without its newline always is, so that a file cut short by a
-    crash mid-write is an error, not a silently shorter list). ``lines[0]`` counts the non-empty lines."""
+class JsonlRows(NamedTuple):
+    """What :func:`read_jsonl` read: the rows it kept, and how many non-empty lines the file holds."""
+
+    rows: list[dict[str, Any]]
+    lines: int
+
+
+def read_jsonl(path: Path, *, only_flagged: bool = False) -> JsonlRows:
+    """Rows of a JSON Lines output file (a line that is not JSON is an error naming it); with
+    ``only_flagged``, rows with ``flagged`` true only (fast path: other lines are not parsed, but a last
+    line without its newline always is, so that a file cut short by a crash mid-write is an error, not
+    a silently shorter list)."""
     rows: list[dict[str, Any]] = []
     n = 0
     with path.open("rb") as f:
@@ -44,9 +52,7 @@ def _read_jsonl(path: Path, *, only_flagged: bool = False, lines: list[int] | No
                 ) from exc
             if not only_flagged or row.get("flagged") is True:
                 rows.append(row)
-    if lines is not None:
-        lines[0] = n
-    return rows
+    return JsonlRows(rows, n)
 
 
 def _check_count(path: Path, what: str, found: int, summary: dict[str, Any], key: str) -> None:
@@ -107,12 +113,10 @@ def load_scan(scan_dir: Path, *, with_tables: bool = True) -> ScanOutput:
     except ValueError as exc:
         raise InputError(f"{scan_dir / 'summary.json'} is not valid JSON ({exc}); re-run the scan") from exc
     out = ScanOutput(path=scan_dir, summary=summary)
-    counted = [0]
     verdicts = scan_dir / "verdicts.jsonl"
-    out.flagged_verdicts = sorted(
-        _read_jsonl(verdicts, only_flagged=True, lines=counted), key=lambda v: -float(v.get("score") or 0)
-    )
-    _check_count(verdicts, "accounts", counted[0], summary, "accounts")
+    flagged, counted = read_jsonl(verdicts, only_flagged=True)
+    out.flagged_verdicts = sorted(flagged, key=lambda v: -float(v.get("score") or 0))
+    _check_count(verdicts, "accounts", counted, summary, "accounts")
     _check_count(verdicts, "flagged accounts", len(out.flagged_verdicts), summary, "flagged_accounts")
 
     def optional(name: str) -> Path | None:
@@ -123,7 +127,7 @@ def load_scan(scan_dir: Path, *, with_tables: bool = True) -> ScanOutput:
         return None
 
     if p := optional("clusters.jsonl"):
-        out.clusters = _read_jsonl(p)
+        out.clusters = read_jsonl(p).rows
         _check_count(p, "clusters", len(out.clusters), summary, "clusters")
         _check_count(p, "flagged clusters", sum(c.get("flagged") is True for c in out.clusters), summary, "flagged_clusters")
     if p := optional("signals.json"):
@@ -132,7 +136,7 @@ def load_scan(scan_dir: Path, *, with_tables: bool = True) -> ScanOutput:
         except ValueError as exc:
             raise InputError(f"{p} is not valid JSON ({exc}); re-run the scan") from exc
     if p := optional("evidence.jsonl"):
-        rows = _read_jsonl(p)
+        rows = read_jsonl(p).rows
         _check_count(p, "evidence records (one per flagged account)", len(rows), summary, "flagged_accounts")
         out.evidence = {row["account_id"]: row for row in rows if "account_id" in row}
     if p := optional("rejected.jsonl"):
