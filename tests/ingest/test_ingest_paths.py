@@ -154,3 +154,54 @@ def test_line_chunks_split_every_way_like_python(tmp_path, chunk_bytes, compress
                 assert got[i] == with_nl.decode("utf-8")
             except UnicodeDecodeError:
                 assert got[i] is None and bad[i] == raw.rstrip(b"\r\n")
+
+
+def _store_run(paths, tmp_path, name: str, keep_in_memory: float):
+    """Ingest ``paths`` overlapped (as scan does) into a store that keeps up to ``keep_in_memory`` of its
+    1 GB limit as Arrow; then delete account a2's events, as scan deletes the unauthenticated ones."""
+    rej_path = tmp_path / f"rejected-{name}.jsonl"
+    store = EventStore(":memory:", memory_limit="1GB", keep_in_memory=keep_in_memory)
+    with RejectWriter(rej_path) as rej:
+        reader = EventReader(rejects=rej, con=store.cursor(), prompt_max_chars=40, keep_response_text=False, chunk_bytes=1 << 16)
+        store.append_all(reader, paths)
+        dups = store.finish_run(rej)
+    kept = store._arrow is not None
+    deleted = store.delete_where("account_id = 'a2'")
+    cols = ", ".join([*EVENT_COLUMNS, "_src", "_line", "_run"])
+    rows = store.con.sql(f"SELECT {cols} FROM events ORDER BY _src, _line").to_arrow_table()
+    n = store.count()
+    store.close()
+    return rows, rej_path.read_bytes(), dups, deleted, n, kept
+
+
+@pytest.mark.parametrize("share", [0.5, 2e-4])
+def test_events_kept_in_memory_give_the_table_s_rows_duplicates_and_deletes(tmp_path, share):
+    """A store that keeps the log as Arrow (all of it, or past its budget after a few batches, when it
+    goes to the table after all) gives the table's rows, duplicates (the same file twice, and copies far
+    apart in one file) and deletions."""
+    log = tmp_path / "mixed.jsonl"
+    _mixed_log(log, 3000, seed=5)
+    lines = log.read_bytes().splitlines()
+    log.write_bytes(b"\n".join(lines + lines[: len(lines) // 3]) + b"\n")
+    table = _store_run([log, log], tmp_path, "table", 0.0)
+    arrow = _store_run([log, log], tmp_path, "arrow", share)
+    assert table[5] is False and arrow[5] is (share == 0.5)  # kept as Arrow only when it fits
+    assert table[0].num_rows > 2000 and table[2] > 3000 and table[3] > 0  # duplicates and deletions to agree on
+    assert arrow[0].to_pylist() == table[0].to_pylist()
+    assert arrow[1:5] == table[1:5]  # rejects (same order, same reasons), duplicates, deleted, count
+
+
+def test_a_run_kept_in_memory_goes_to_the_table_when_more_events_come(tmp_path):
+    log = tmp_path / "mixed.jsonl"
+    _mixed_log(log, 300, seed=3)
+    store = EventStore(":memory:", memory_limit="1GB", keep_in_memory=0.5)
+    with RejectWriter(tmp_path / "r.jsonl") as rej:
+        reader = EventReader(rejects=rej, con=store.cursor(), keep_response_text=False)
+        store.append_all(reader, [log])
+        first_dups = store.finish_run(rej)
+        n = store.count()
+        assert store._arrow is not None and n > 200
+        store.append_all(reader, [log])  # the same requests again: every one a duplicate of a kept one
+        assert store.finish_run(rej) == n + first_dups
+    assert store._arrow is None and store.count() == n
+    assert store.con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'events'").fetchall()[0][0] == 1

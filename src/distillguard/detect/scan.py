@@ -1,6 +1,7 @@
 """``scan``: batch detection over traffic logs (contracts.md §2).
 
-Pipeline: logs → events (DuckDB work database on disk, bounded memory) → per-account stats (one SQL
+Pipeline: logs → events (Arrow batches that DuckDB reads in place while the log fits a third of the
+memory limit, else a DuckDB table that spills to disk: bounded memory) → per-account stats (one SQL
 pass, :func:`~distillguard.features.stats.stats_sql`) → features → signal strengths → account scores;
 account keys → link graph → clusters → merged cluster stats → cluster scores; then flags, reasons,
 evidence and the output files.
@@ -30,7 +31,7 @@ from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
-from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
+from distillguard.ingest.store import RESOURCE_ERRORS, memory_limit_bytes, resource_failure
 from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, BY_LIFT, BY_TIES, attribution_candidates,
                                               attribution_groups, consolidation_groups, cross_links, exclusive_fingerprints,
                                               tied_pairs)
@@ -97,6 +98,11 @@ def _redact_links(edges: pa.Table) -> pa.Table:
     return edges.set_column(edges.schema.get_field_index("example"), "example", new)
 
 
+#: The share of the memory limit that a log's events may take as Arrow batches instead of a DuckDB
+#: table (:class:`~distillguard.ingest.store.EventStore`): a third of 3 GB holds about 1.5 million requests.
+KEEP_IN_MEMORY = 1 / 3
+
+
 def run_scan(
     paths: list[str | Path],
     out_dir: str | Path,
@@ -123,7 +129,8 @@ def run_scan(
     work = Path(tempfile.mkdtemp(prefix="distillguard-scan-"))
     timings: dict[str, float] = {}
     try:
-        store = EventStore(":memory:", memory_limit=memory_limit, temp_directory=work)  # spills to `work` past the limit
+        # spills to `work` past the limit; a log that fits a third of it is kept as Arrow (see EventStore)
+        store = EventStore(":memory:", memory_limit=memory_limit, temp_directory=work, keep_in_memory=KEEP_IN_MEMORY)
         con = store.con
         with RejectWriter(out / "rejected.jsonl") as rej:
             t = time.perf_counter()
@@ -189,8 +196,7 @@ def load_into(store: EventStore, paths: list[str | Path], rej: RejectWriter, *, 
         store.append_all(reader, paths)
     dups = store.finish_run(rej)
     # requests the gateway refused for a missing or unknown key belong to no account
-    reader.stats.unauthenticated = con.execute(
-        f"DELETE FROM events WHERE account_id = '{UNAUTHENTICATED_ACCOUNT}'").fetchall()[0][0]  # rows deleted
+    reader.stats.unauthenticated = store.delete_where(f"account_id = '{UNAUTHENTICATED_ACCOUNT}'")
     if accounts is not None:
         acct_table = load_accounts(accounts, rejects=rej)
         con.register("_dg_accounts_arrow", acct_table)
@@ -268,18 +274,11 @@ class Analysis:
 #: little memory: DuckDB gives back this share of its memory limit then, spilling the events table to
 #: disk, so that the process stays within its budget at 10M requests.
 DUCKDB_SHARE_AFTER_STATS = 0.5
-_MEMORY_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-
-
 def _shrink_duckdb(con, share: float) -> None:
     """Lower DuckDB's memory limit to ``share`` of what it is; DuckDB evicts (spills) down to it at once."""
-    text = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    num, _, unit = str(text).partition(" ")
-    try:
-        limit = float(num) * _MEMORY_UNITS[unit]
-    except (ValueError, KeyError):
-        return  # an unfamiliar format: leave the limit as it is
-    con.execute(f"SET memory_limit = '{int(limit * share)}B'")
+    limit = memory_limit_bytes(con)
+    if limit is not None:  # else an unfamiliar format: leave the limit as it is
+        con.execute(f"SET memory_limit = '{int(limit * share)}B'")
 
 
 def analyse(con, *, has_accounts: bool, engine: str = "duckdb", spark_master: str | None = None,

@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from distillguard.detect.scan import analyse, final_scores, load_into
+from distillguard.detect.scan import KEEP_IN_MEMORY, analyse, final_scores, load_into
 from distillguard.detect.scoring import ScoreModel, Threshold, fit, prior_weights, shape_knots
 from distillguard.detect.signals import NEEDS_DAYS, SIGNALS
 from distillguard.errors import InputError
@@ -75,7 +75,7 @@ def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path |
     for logs, acc, lab in _sources(traffic, labels, accounts):
         work = Path(tempfile.mkdtemp(prefix="distillguard-train-"))
         try:
-            store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
+            store = EventStore(":memory:", memory_limit="3GB", temp_directory=work, keep_in_memory=KEEP_IN_MEMORY)
             with RejectWriter(work / "rejected.jsonl") as rej:
                 load_into(store, logs, rej, accounts=acc)
             an = analyse(store.con, has_accounts=acc is not None, for_attribution=False)

@@ -4,10 +4,17 @@ Appends go straight into the table; at the end of each run one pass finds the re
 already present (from an earlier run or earlier in this run), removes the later copies and reports
 them as rejected duplicates. Re-ingesting a file therefore adds nothing, and memory stays bounded by
 one input chunk (DuckDB spills to disk for the dedupe pass).
+
+An in-memory store may instead keep a log that fits a byte budget as the Arrow batches the reader
+made (``keep_in_memory``): ``events`` is then a view of them. The table's insert compresses every row
+group, about a quarter of the reading's CPU time (300k requests: 3.6 of 13.3 CPU seconds), for a table
+that a one-off scan reads a few times and drops. A log past the budget goes into the table as before,
+so memory stays bounded.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import duckdb
@@ -50,6 +57,23 @@ def resource_failure(e: Exception, temp_directory: str | Path, memory_limit: str
                       "there or point TMPDIR at a larger disk")
 
 
+_MEMORY_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int | None:
+    """DuckDB's memory limit in bytes (None for a format it does not recognise).
+
+    >>> c = duckdb.connect(); _ = c.execute("SET memory_limit = '3GB'"); memory_limit_bytes(c) > 2 * 2**30
+    True
+    """
+    text = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    num, _, unit = str(text).partition(" ")
+    try:
+        return int(float(num) * _MEMORY_UNITS[unit])
+    except (ValueError, KeyError):
+        return None
+
+
 #: DuckDB failures that :func:`resource_failure` turns into a clear error.
 RESOURCE_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException)
 
@@ -63,12 +87,22 @@ class EventStore:
     """
 
     def __init__(self, database: str | Path = ":memory:", *, memory_limit: str | None = None,
-                 temp_directory: str | Path | None = None):
+                 temp_directory: str | Path | None = None, keep_in_memory: float = 0.0):
+        """``keep_in_memory``: for an in-memory store, a run's events are kept as Arrow batches rather than
+        inserted (see the module's docstring) while they take at most this share of the memory limit;
+        past it, all of them go to the table."""
         self.database = str(database)
+        self._budget = 0
+        self._kept: deque[pa.Table] = deque()  # this run's batches while they fit the budget; then those not yet inserted
+        self._kept_bytes = 0
+        self._arrow: pa.Table | None = None  # the kept events once the run is finished (``events`` is a view of them)
+        self._limit: int | None = None  # DuckDB's memory limit before the kept events took their share of it
         try:
             self.con: duckdb.DuckDBPyConnection = connect(self.database, memory_limit=memory_limit, temp_directory=temp_directory)
         except duckdb.Error as e:
             raise InputError(f"cannot open the DuckDB store {self.database}: {e}") from e
+        if keep_in_memory > 0 and self.database == ":memory:":
+            self._budget = int(keep_in_memory * (memory_limit_bytes(self.con) or 0))
         self.con.execute(events_ddl())
         self.con.execute("CREATE TABLE IF NOT EXISTS runs (run INTEGER, started DOUBLE, inputs VARCHAR)")
         self.run = (self.con.execute("SELECT coalesce(max(run), 0) + 1 FROM runs").fetchall()[0][0])
@@ -91,6 +125,24 @@ class EventStore:
             self.append(batch)
 
     def append(self, batch: pa.Table) -> None:
+        if self._arrow is not None:  # a run finished in memory, and more events: into the table with them
+            self._to_table()
+        if self._budget:
+            if self._kept_bytes + batch.nbytes <= self._budget:
+                self._kept.append(batch)
+                self._kept_bytes += batch.nbytes
+                return
+            self._budget = 0  # past the budget: the whole run goes to the table, the kept batches first
+        if self._kept:
+            # two kept batches in for each new one, not all at once: the reader, one batch ahead, would
+            # wait through the whole backlog's inserts (1.5M requests: about 15 s)
+            self._kept.append(batch)
+            for _ in range(min(2, len(self._kept))):
+                self._insert(self._kept.popleft())
+            return
+        self._insert(batch)
+
+    def _insert(self, batch: pa.Table) -> None:
         _dg_batch = batch  # noqa: F841 - referenced by name in SQL
         self.con.register("_dg_batch", batch)
         try:
@@ -98,21 +150,73 @@ class EventStore:
         finally:
             self.con.unregister("_dg_batch")
 
+    def _view_kept(self) -> None:
+        """``events`` becomes a view of the batches kept in memory (with a ``_pos`` column that numbers them)."""
+        import numpy as np
+
+        kept, self._kept = list(self._kept), deque()
+        if kept:
+            t = pa.concat_tables(kept)
+        else:
+            t = self.con.sql("SELECT * EXCLUDE (_run) FROM events LIMIT 0").to_arrow_table()
+        t = t.append_column("_run", pa.repeat(pa.scalar(int(self.run), pa.int32()), t.num_rows))
+        self._arrow = t.append_column("_pos", pa.array(np.arange(t.num_rows, dtype=np.int64)))
+        self.con.execute("DROP TABLE events")
+        self.con.register("_dg_events_arrow", self._arrow)
+        self.con.execute("CREATE VIEW events AS SELECT * EXCLUDE (_pos) FROM _dg_events_arrow")
+        # the kept events count against the store's memory limit: DuckDB gets the rest
+        self._limit = limit = memory_limit_bytes(self.con)
+        if limit is not None:
+            self.con.execute(f"SET memory_limit = '{max(limit - self._arrow.nbytes, limit // 4)}B'")
+
+    def _to_table(self) -> None:
+        """The events kept in memory go into the ``events`` table (it replaces the view)."""
+        self.con.execute("DROP VIEW events")
+        self.con.execute(events_ddl())
+        self.con.execute("INSERT INTO events SELECT * EXCLUDE (_pos) FROM _dg_events_arrow")
+        self.con.unregister("_dg_events_arrow")
+        self._arrow, self._budget = None, 0
+        if self._limit is not None:
+            self.con.execute(f"SET memory_limit = '{self._limit}B'")
+
+    def delete_where(self, condition: str) -> int:
+        """Delete the events for which SQL ``condition`` holds; returns how many."""
+        if self._arrow is None:
+            return self.con.execute(f"DELETE FROM events WHERE {condition}").fetchall()[0][0]
+        gone = self.con.sql(f"SELECT _pos AS rid FROM _dg_events_arrow WHERE {condition}").to_arrow_table()
+        self._drop(gone)
+        return gone.num_rows
+
+    def _drop(self, rids: pa.Table) -> None:
+        """Drop the kept events whose ``_pos`` is in ``rids.rid``."""
+        import pyarrow.compute as pc
+
+        if rids.num_rows == 0:
+            return
+        keep = pc.invert(pc.is_in(self._arrow.column("_pos"), value_set=rids.column("rid").combine_chunks()))
+        self._arrow = self._arrow.filter(keep)
+        self.con.register("_dg_events_arrow", self._arrow)
+
     def finish_run(self, rejects: RejectWriter | None = None) -> int:
         """Remove request ids seen before; report each as a rejected duplicate. Returns the count."""
-        dup = self.con.sql(
-            f"""
-            WITH cur AS (SELECT DISTINCT request_id FROM events WHERE _run = {int(self.run)}),
-            ranked AS (
-              SELECT e.rowid AS rid, e.request_id, e._src, e._line, e._run,
+        if self._budget and self._arrow is None:  # every event of the run fitted the budget
+            self._view_kept()
+        while self._kept:  # the rest of the backlog of a run past the budget
+            self._insert(self._kept.popleft())
+        if self._arrow is not None:  # one run, in memory: the first copy is the first in reading order
+            source = """SELECT _pos AS rid, request_id, _src, _line, row_number() OVER w AS rn,
+                     first_value(_src) OVER w AS first_src, first_value(_line) OVER w AS first_line
+              FROM _dg_events_arrow WINDOW w AS (PARTITION BY request_id ORDER BY _pos)"""
+        else:
+            source = f"""SELECT e.rowid AS rid, e.request_id, e._src, e._line, e._run,
                      row_number() OVER w AS rn,
                      first_value(e._src) OVER w AS first_src,
                      first_value(e._line) OVER w AS first_line
-              FROM events e SEMI JOIN cur ON e.request_id = cur.request_id
-              WINDOW w AS (PARTITION BY e.request_id ORDER BY e._run, e.rowid)
-            )
-            SELECT rid, request_id, _src, _line, first_src, first_line FROM ranked WHERE rn > 1 ORDER BY _src, _line
-            """
+              FROM events e SEMI JOIN (SELECT DISTINCT request_id FROM events WHERE _run = {int(self.run)}) cur
+                ON e.request_id = cur.request_id
+              WINDOW w AS (PARTITION BY e.request_id ORDER BY e._run, e.rowid)"""
+        dup = self.con.sql(
+            f"""SELECT rid, request_id, _src, _line, first_src, first_line FROM ({source}) WHERE rn > 1 ORDER BY _src, _line"""
         ).to_arrow_table()
         if dup.num_rows == 0:
             return 0
@@ -127,6 +231,9 @@ class EventStore:
                 )
                 for r in rows
             )
+        if self._arrow is not None:
+            self._drop(dup.select(["rid"]))
+            return dup.num_rows
         self.con.register("_dg_dup", dup.select(["rid"]))
         try:
             self.con.execute("DELETE FROM events WHERE rowid IN (SELECT rid FROM _dg_dup)")
