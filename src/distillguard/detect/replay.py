@@ -21,7 +21,6 @@ import json
 import math
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -44,6 +43,7 @@ from distillguard.ingest.store import RESOURCE_ERRORS, resource_failure
 from distillguard.prefetch import prefetched
 from distillguard.progress import byte_progress, count_progress
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
+from distillguard.workdir import work_dir
 
 _BATCH = 50_000
 #: How far behind the newest timestamp a line may come and the log still stream (see the module docstring).
@@ -227,7 +227,7 @@ def run_replay(
     if isinstance(model, (str, Path)):
         model = ScoreModel.load(model)
     sorted_because = None
-    work = Path(tempfile.mkdtemp(prefix="distillguard-replay-"))
+    work = work_dir("distillguard-replay-")
     try:
         run = None
         if stream:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, 
                                               tied_pairs)
 from distillguard.linkage.graph import cluster_id, clusters_from_edges, compute_edges
 from distillguard.schema import UNAUTHENTICATED_ACCOUNT
+from distillguard.workdir import work_dir
 
 TEMPLATE_MAX_PREFIX_RATIO = 0.5
 TEMPLATE_MIN_REQUESTS = 30
@@ -126,7 +126,7 @@ def run_scan(
         model = ScoreModel.load(model)
     model = model or ScoreModel.default()
     (out / "rejected.jsonl").write_bytes(b"")
-    work = Path(tempfile.mkdtemp(prefix="distillguard-scan-"))
+    work = work_dir("distillguard-scan-")
     timings: dict[str, float] = {}
     try:
         # spills to `work` past the limit; a log that fits a third of it is kept as Arrow (see EventStore)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +38,7 @@ from distillguard.detect.scoring import ScoreModel, Threshold, fit, prior_weight
 from distillguard.detect.signals import NEEDS_DAYS, SIGNALS
 from distillguard.errors import InputError
 from distillguard.ingest import EventStore, RejectWriter
+from distillguard.workdir import work_dir
 
 
 def _sources(traffic: list[Path], labels: Path | None, accounts: Path | None) -> list[tuple[list[Path], Path | None, Path]]:
@@ -73,7 +73,7 @@ def _labels(path: Path) -> tuple[dict[str, int], dict[str, str]]:
 def collect(traffic: list[Path], *, labels: Path | None = None, accounts: Path | None = None):
     """Per source: the analysis and the labels (used by ``train`` and the benchmark)."""
     for logs, acc, lab in _sources(traffic, labels, accounts):
-        work = Path(tempfile.mkdtemp(prefix="distillguard-train-"))
+        work = work_dir("distillguard-train-")
         try:
             store = EventStore(":memory:", memory_limit="3GB", temp_directory=work, keep_in_memory=KEEP_IN_MEMORY)
             with RejectWriter(work / "rejected.jsonl") as rej:
@@ -95,7 +95,7 @@ def _replayed(traffic: list[Path], model: ScoreModel, *, labels: Path | None, ac
 
     for logs, acc, lab_path in _sources(traffic, labels, accounts):
         lab, camp = _labels(lab_path)
-        work = Path(tempfile.mkdtemp(prefix="distillguard-train-online-"))
+        work = work_dir("distillguard-train-online-")
         try:
             store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
             with RejectWriter(work / "rejected.jsonl") as rej:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -32,8 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     from distillguard.features.derive import SCAN_CHARS
     from distillguard.features.stats import account_stats
     from distillguard.ingest import EventReader, EventStore, RejectWriter
+    from distillguard.workdir import work_dir
 
-    work = Path(tempfile.mkdtemp(prefix="distillguard-bench-"))
+    work = work_dir("distillguard-bench-")
     try:
         store = EventStore(":memory:", memory_limit="3GB", temp_directory=work)
         t = time.perf_counter()
