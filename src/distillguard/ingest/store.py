@@ -7,7 +7,7 @@ one input chunk (DuckDB spills to disk for the dedupe pass).
 
 An in-memory store may instead keep a log that fits a byte budget as the Arrow batches the reader
 made (``keep_in_memory``): ``events`` is then a view of them. The table's insert compresses every row
-group, about a quarter of the reading's CPU time (300k requests: 3.6 of 13.3 CPU seconds), for a table
+group, about a quarter of the reading's CPU time (300k requests: about 4 of 13 CPU seconds), for a table
 that a one-off scan reads a few times and drops. A log past the budget goes into the table as before,
 so memory stays bounded.
 """
