@@ -102,15 +102,18 @@ def to_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"log: `{results['log']}` ({results['log_bytes'] / 2**20:,.0f} MiB on disk), {results['cores']} cores",
         "",
-        "| step | requests | wall s | requests/s | peak RSS MiB | x DuckDB parse time |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| step | requests | wall s | CPU s | requests/s | peak RSS MiB | x DuckDB parse time |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["steps"]:
         ratio = r.get("ratio_to_duckdb_parse")
+        cpu = r.get("cpu_s")
         lines.append(
-            f"| {r['step']} | {r['rows']:,} | {r['wall_s']:.1f} | {r['requests_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
-            f"{'1.00 (baseline)' if ratio is None else f'{ratio:.2f}'} |"
+            f"| {r['step']} | {r['rows']:,} | {r['wall_s']:.1f} | {'–' if cpu is None else f'{cpu:.1f}'} | "
+            f"{r['requests_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {'1.00 (baseline)' if ratio is None else f'{ratio:.2f}'} |"
         )
+    lines.append("\n(CPU s: user and system time of the step's process, all threads; on a shared machine it varies less "
+                 "than the wall clock, so compare it too when comparing two versions.)")
     base = results["steps"][0]["wall_s"] if results["steps"] else 0
     for r in results["steps"]:
         stages = [(k[:-2], v) for k, v in r.items() if r["step"] == "scan" and k.endswith("_s")
