@@ -9,7 +9,8 @@ An in-memory store may instead keep a log that fits a byte budget as the Arrow b
 made (``keep_in_memory``): ``events`` is then a view of them. The table's insert compresses every row
 group, about a quarter of the reading's CPU time (300k requests: about 4 of 13 CPU seconds), for a table
 that a one-off scan reads a few times and drops. A log past the budget goes into the table as before,
-so memory stays bounded.
+so memory stays bounded. Such a view is seen by the store's own connection (``store.con``) only: a
+registered Arrow table belongs to one connection, not to its cursors.
 """
 
 from __future__ import annotations
