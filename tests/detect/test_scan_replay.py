@@ -85,6 +85,20 @@ def test_two_scans_of_one_log_write_the_same_files(scanned, small_traffic, tmp_p
         assert weights == sorted(weights, reverse=True)
 
 
+def test_a_scan_through_the_events_table_writes_the_same_files(scanned, small_traffic, tmp_path, monkeypatch):
+    """A log past the in-memory budget goes through a DuckDB table, this small one through Arrow
+    batches (EventStore's ``keep_in_memory``): the outputs must not tell which."""
+    import distillguard.detect.scan as scan_mod
+
+    out, _ = scanned
+    monkeypatch.setattr(scan_mod, "KEEP_IN_MEMORY", 0.0)
+    summary = run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path, accounts=small_traffic / "accounts.jsonl",
+                       progress=False, write_html=False)
+    assert summary["requests"] > 1000
+    for name in ("verdicts.jsonl", "clusters.jsonl", "evidence.jsonl", "rejected.jsonl"):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
 def test_redact_hashes_example_prompts(small_traffic, tmp_path):
     run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path, accounts=small_traffic / "accounts.jsonl", redact=True,
              progress=False, write_html=False)
