@@ -99,6 +99,21 @@ def test_a_scan_through_the_events_table_writes_the_same_files(scanned, small_tr
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
 
 
+def test_scan_memory_limit_option(scanned, small_traffic, tmp_path):
+    """``--memory-limit`` sets DuckDB's limit (and so the in-memory budget); a value that is no size is
+    one clear line and exit 2, before anything is read."""
+    log = str(small_traffic / "traffic.jsonl.gz")
+    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "scan", log, "--out", str(tmp_path / "bad"),
+                        "--memory-limit", "lots"], capture_output=True, text=True)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "memory limit 'lots' is not a size" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "distillguard.cli", "scan", log, "--out", str(tmp_path / "ok"), "--quiet",
+                        "--accounts", str(small_traffic / "accounts.jsonl"), "--memory-limit", "512MB"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "ok" / "verdicts.jsonl").read_bytes() == (scanned[0] / "verdicts.jsonl").read_bytes()
+
+
 def test_redact_hashes_example_prompts(small_traffic, tmp_path):
     run_scan([small_traffic / "traffic.jsonl.gz"], tmp_path, accounts=small_traffic / "accounts.jsonl", redact=True,
              progress=False, write_html=False)

@@ -23,6 +23,7 @@ def scan_command(
     engine: str = typer.Option("duckdb", "--engine", help="duckdb (embedded, default) or spark."),
     spark_master: str = typer.Option(None, "--spark-master", help="Spark master URL (default local[2]); e.g. spark://host:7077 or yarn."),
     redact: bool = typer.Option(False, "--redact", help="Replace prompt text in the outputs (example prompts, system prompts in request-fingerprint links) with SHA-256 hashes."),
+    memory_limit: str = typer.Option("3GB", "--memory-limit", help="Memory for the events and DuckDB (e.g. 3GB, 16GB); past it, DuckDB spills to the temp folder. A log whose events fit a third of it stays in memory, which is faster."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Score every account and linked group of accounts for extraction.
@@ -33,7 +34,7 @@ def scan_command(
 
     try:
         s = run_scan(list(logs), out, accounts=accounts, model=model, engine=engine, redact=redact,
-                     spark_master=spark_master, progress=not quiet)
+                     spark_master=spark_master, progress=not quiet, memory_limit=memory_limit)
     except DistillguardError as e:
         _fail("scan", e)
     print(

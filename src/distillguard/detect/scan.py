@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -103,6 +104,21 @@ def _redact_links(edges: pa.Table) -> pa.Table:
 KEEP_IN_MEMORY = 1 / 3
 
 
+_MEMORY_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def check_memory_limit(text: str) -> str:
+    """``text`` as DuckDB's ``memory_limit`` takes it (``3GB``, ``512MiB``), or a clear error.
+
+    >>> check_memory_limit(" 16 gb"), check_memory_limit("1.5GiB")
+    ('16gb', '1.5GiB')
+    """
+    m = _MEMORY_LIMIT.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise InputError(f"memory limit {text!r} is not a size: give a number and a unit, e.g. 3GB, 512MB or 16GiB")
+    return m.group(1) + m.group(2)
+
+
 def run_scan(
     paths: list[str | Path],
     out_dir: str | Path,
@@ -118,6 +134,7 @@ def run_scan(
 ) -> dict[str, Any]:
     """Scan ``paths`` and write the output files to ``out_dir``; returns the summary dict."""
     t_start = time.perf_counter()
+    memory_limit = check_memory_limit(memory_limit)
     out = Path(out_dir)
     _prepare_out(out)
     if not paths:
