@@ -194,14 +194,15 @@ def without_too_long(lines: pa.Array, first_line: int) -> tuple[pa.Array, list[t
     are made from records (Parquet, LiteLLM, OpenAI batch) rather than split from a file's bytes."""
     import pyarrow.compute as pc
 
-    over = pc.fill_null(pc.greater(pc.binary_length(lines), MAX_LINE_BYTES), False)
+    lengths = pc.binary_length(lines)
+    over = pc.fill_null(pc.greater(lengths, MAX_LINE_BYTES), False)
     if not pc.any(over).as_py():
         return lines, []
-    idx = np.flatnonzero(over.to_numpy(zero_copy_only=False))
-    too_long = []
-    for i in idx:
-        text = lines[int(i)].as_py()
-        too_long.append((first_line + int(i), _too_long(len(text.encode("utf-8"))), text[:_HEAD_BYTES].encode("utf-8")[:_HEAD_BYTES]))
+    idx = pa.array(np.flatnonzero(over.to_numpy(zero_copy_only=False)))
+    # the heads as bytes, cut in Arrow (as _split cuts them), not whole lines of 64 MB made Python strings
+    heads = pc.binary_slice(lines.take(idx).cast(pa.large_binary()), 0, _HEAD_BYTES).to_pylist()
+    too_long = [(first_line + i, _too_long(n), head)
+                for i, n, head in zip(idx.to_pylist(), lengths.take(idx).to_pylist(), heads)]
     return pc.if_else(over, pa.scalar(None, lines.type), lines), too_long
 
 
