@@ -185,18 +185,25 @@ class EventStore:
         if self._arrow is None:
             return self.con.execute(f"DELETE FROM events WHERE {condition}").fetchall()[0][0]
         gone = self.con.sql(f"SELECT _pos AS rid FROM _dg_events_arrow WHERE {condition}").to_arrow_table()
-        self._drop(gone)
+        self._delete_rows(gone)
         return gone.num_rows
 
-    def _drop(self, rids: pa.Table) -> None:
-        """Drop the kept events whose ``_pos`` is in ``rids.rid``."""
+    def _delete_rows(self, rids: pa.Table) -> None:
+        """Delete the events whose row id is in ``rids.rid``: the table's ``rowid``, or the kept events' ``_pos``."""
         import pyarrow.compute as pc
 
         if rids.num_rows == 0:
             return
-        keep = pc.invert(pc.is_in(self._arrow.column("_pos"), value_set=rids.column("rid").combine_chunks()))
-        self._arrow = self._arrow.filter(keep)
-        self.con.register("_dg_events_arrow", self._arrow)
+        if self._arrow is not None:
+            keep = pc.invert(pc.is_in(self._arrow.column("_pos"), value_set=rids.column("rid").combine_chunks()))
+            self._arrow = self._arrow.filter(keep)
+            self.con.register("_dg_events_arrow", self._arrow)
+            return
+        self.con.register("_dg_rids", rids)
+        try:
+            self.con.execute("DELETE FROM events WHERE rowid IN (SELECT rid FROM _dg_rids)")
+        finally:
+            self.con.unregister("_dg_rids")
 
     def finish_run(self, rejects: RejectWriter | None = None) -> int:
         """Remove request ids seen before; report each as a rejected duplicate. Returns the count."""
@@ -232,14 +239,7 @@ class EventStore:
                 )
                 for r in rows
             )
-        if self._arrow is not None:
-            self._drop(dup.select(["rid"]))
-            return dup.num_rows
-        self.con.register("_dg_dup", dup.select(["rid"]))
-        try:
-            self.con.execute("DELETE FROM events WHERE rowid IN (SELECT rid FROM _dg_dup)")
-        finally:
-            self.con.unregister("_dg_dup")
+        self._delete_rows(dup.select(["rid"]))
         return dup.num_rows
 
     def count(self) -> int:
