@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,7 @@ from distillguard.errors import InputError
 from distillguard.features.derive import SCAN_CHARS, md5_u64_sql
 from distillguard.features.stats import ACCOUNT_COLUMNS, STAT_COLUMNS, AccountStats, account_facts, features
 from distillguard.ingest import EventReader, EventStore, RejectWriter, load_accounts
-from distillguard.ingest.store import RESOURCE_ERRORS, memory_limit_bytes, resource_failure
+from distillguard.ingest.store import RESOURCE_ERRORS, check_memory_limit, memory_limit_bytes, resource_failure
 from distillguard.linkage.attribution import (ATTRIBUTION_KEY, BY_FLAGGED_ONLY, BY_LIFT, BY_TIES, attribution_candidates,
                                               attribution_groups, consolidation_groups, cross_links, exclusive_fingerprints,
                                               tied_pairs)
@@ -102,21 +101,6 @@ def _redact_links(edges: pa.Table) -> pa.Table:
 #: The share of the memory limit that a log's events may take as Arrow batches instead of a DuckDB
 #: table (:class:`~distillguard.ingest.store.EventStore`): a third of 3 GB holds about 1.5 million requests.
 KEEP_IN_MEMORY = 1 / 3
-
-
-_MEMORY_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
-
-
-def check_memory_limit(text: str) -> str:
-    """``text`` as DuckDB's ``memory_limit`` takes it (``3GB``, ``512MiB``), or a clear error.
-
-    >>> check_memory_limit(" 16 gb"), check_memory_limit("1.5GiB")
-    ('16gb', '1.5GiB')
-    """
-    m = _MEMORY_LIMIT.match(str(text))
-    if not m or float(m.group(1)) <= 0:
-        raise InputError(f"memory limit {text!r} is not a size: give a number and a unit, e.g. 3GB, 512MB or 16GiB")
-    return m.group(1) + m.group(2)
 
 
 def run_scan(
@@ -291,6 +275,8 @@ class Analysis:
 #: little memory: DuckDB gives back this share of its memory limit then, spilling the events table to
 #: disk, so that the process stays within its budget at 10M requests.
 DUCKDB_SHARE_AFTER_STATS = 0.5
+
+
 def _shrink_duckdb(con, share: float) -> None:
     """Lower DuckDB's memory limit to ``share`` of what it is; DuckDB evicts (spills) down to it at once."""
     limit = memory_limit_bytes(con)

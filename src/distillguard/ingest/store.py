@@ -15,6 +15,7 @@ registered Arrow table belongs to one connection, not to its cursors.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from pathlib import Path
 
@@ -56,6 +57,21 @@ def resource_failure(e: Exception, temp_directory: str | Path, memory_limit: str
                           "scan the logs in smaller parts (fewer days at a time) or on a machine with more memory")
     return InputError(f"out of disk space for the spill files in {temp_directory} (DuckDB: {first}); free space "
                       "there or point TMPDIR at a larger disk")
+
+
+_MEMORY_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def check_memory_limit(text: str) -> str:
+    """``text`` as DuckDB's ``memory_limit`` takes it (``3GB``, ``512MiB``), or a clear error.
+
+    >>> check_memory_limit(" 16 gb"), check_memory_limit("1.5GiB")
+    ('16gb', '1.5GiB')
+    """
+    m = _MEMORY_LIMIT.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise InputError(f"memory limit {text!r} is not a size: give a number and a unit, e.g. 3GB, 512MB or 16GiB")
+    return m.group(1) + m.group(2)
 
 
 _MEMORY_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
