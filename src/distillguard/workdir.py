@@ -25,8 +25,8 @@ OWNER_FILE = ".distillguard-owner"
 
 
 def work_dir(prefix: str, *, dir: str | Path | None = None) -> Path:
-    """A new folder ``<dir>/<prefix>XXXX`` owned by this process, after removing the folders of the
-    same prefix whose owner is gone (:func:`sweep_stale`). ``dir``: the temp folder by default."""
+    """A new folder in ``dir`` (the temp folder by default) named ``prefix`` and a random suffix, owned by
+    this process, made after removing the folders of that prefix whose owner is gone (:func:`sweep_stale`)."""
     base = Path(dir) if dir is not None else Path(tempfile.gettempdir())
     sweep_stale(prefix, dir=base)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
