@@ -59,9 +59,11 @@ def _run_step(name: str, log: Path, accounts: Path | None) -> dict[str, Any]:
     args = [sys.executable, "-c", _STEPS[name], str(log), str(accounts) if accounts else ""]
     # the step's output goes to files, not pipes: os.wait4 (for its rusage) reads nothing until the step
     # ends, so a step that wrote more than a pipe holds (64 KB of warnings) would wait for ever
-    with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
+    # the step writes its outputs under a temporary $TMPDIR of its own, removed when it ends
+    with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr, \
+            tempfile.TemporaryDirectory(prefix="dg-speed-") as tmp:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=fout, stderr=ferr, text=True)
+        proc = subprocess.Popen(args, stdout=fout, stderr=ferr, text=True, env={**os.environ, "TMPDIR": tmp})
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         fout.seek(0)

@@ -119,6 +119,9 @@ def check_page(
          "--disable-sync", "--remote-debugging-port=0", f"--user-data-dir={profile}", "--hide-scrollbars",
          f"--window-size={width},{height}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Chromium puts its singleton socket folder in $TMPDIR and leaves it behind when terminated;
+        # inside the profile it goes away with the profile.
+        env={**os.environ, "TMPDIR": profile},
     )
     cdp = None
     try:
