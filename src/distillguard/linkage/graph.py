@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import duckdb
-import networkx as nx
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -307,6 +306,8 @@ def cluster_id(accounts) -> str:
 
 def clusters_from_edges(edges: pa.Table, *, seed: int = 0, min_weight: float = EDGE_MIN_WEIGHT) -> dict[str, str]:
     """Map account → cluster id (communities of two or more accounts); ids are stable hashes."""
+    import networkx as nx  # here, not at the top: it costs a quarter of a second of every command's start
+
     g = nx.Graph()
     # one row per pair at or above the minimum weight (edge rows are per key type, each carrying the
     # pair's total), filtered in Arrow so that only the kept pairs ever become Python objects
