@@ -115,3 +115,19 @@ def test_the_shared_scorer_gives_each_models_own_score_exactly():
         assert e == early.score_scalar(early.strengths_scalar(feats))
         assert both(s, False)[2] == 0.0 and both(s, False)[:2] == (score, own)
         assert main.stats_scorer(undiscounted=True)(s) == (score, own)
+
+
+def test_the_first_day_weights_stay_out_of_the_peak_the_online_threshold_is_chosen_on():
+    # "x" has been busy for two days when "y", on the same card, starts eliciting chain of thought: the
+    # cluster is past its first day, "y" is in its own, and only the first-day weights can flag it
+    accounts = {a: {"payment_fingerprint": "card-1", "created_at": T0 - 86400.0} for a in ("x", "y")}
+    det = OnlineDetector(model=_model(), accounts=accounts)
+    events = _events("x", [3600.0 * h for h in range(50)], cot_from=1e9)
+    events += _events("y", [50 * 3600.0 + 60.0 * i for i in range(40)])
+    for ev in sorted(events, key=lambda e: e["ts"]):
+        det.process(ev)
+    y = det.account_state("y")
+    assert det.members_score("y") is not None  # linked into the two-day-old cluster
+    assert y.flagged_at is not None and y.peak_early_own >= det.threshold
+    # the peak (what train sets the online threshold on) is the main weights', which cannot flag
+    assert y.peak_score < 0.01

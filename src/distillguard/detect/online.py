@@ -412,8 +412,9 @@ class OnlineDetector:
                         st.peak_early = cscore  # any size: train sets the early bias above benign teams too
                     if len(self.linker.members(aid)) < EARLY_MIN_ACCOUNTS:
                         cscore = 0.0  # a small group in its first day (a team's first hours): not judged yet
-        # the peak is what would flag it at any threshold, of its own and its grown cluster's scores (the
-        # online threshold; young clusters' peak is apart: train sets the early weights' bias on it)
+        # the peak is what would flag it at any threshold, of its own and its grown cluster's scores under
+        # the main weights (train chooses the online threshold on it; the first-day weights' peaks are
+        # apart: train sets their biases on them, after that threshold)
         main = score = st.score
         own_flag = score >= self.threshold
         if st.early_score > score:
@@ -422,8 +423,8 @@ class OnlineDetector:
         if cid is not None:
             if cscore > score:
                 score = cscore
-            if not young:
-                main = score
+            if not young and cscore > main:
+                main = cscore
         if main > st.peak_score:
             st.peak_score = main
         # a flagged cluster stays flagged, and so flags every account that joins it later (a campaign's

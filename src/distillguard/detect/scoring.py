@@ -480,7 +480,11 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
     X = np.column_stack(cols)
     y = np.asarray(labels, dtype=np.float64)
     sw = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    # balance the classes so that a few hundred extraction accounts are not drowned by benign ones
+    # balance the classes so that a few hundred extraction accounts are not drowned by benign ones. By
+    # their rows: with campaign weights the extraction class then weighs its campaigns, well under half,
+    # and the fit leans to the benign side, as the low target rate wants (balanced by the weights, a
+    # model trained on the shipped model's seeds recalled 0.966 of their extraction accounts instead of
+    # 0.972 in batch, and 0.878 instead of 0.942 online, at the same benign rate)
     pos = y.sum()
     neg = len(y) - pos
     if pos > 0 and neg > 0:

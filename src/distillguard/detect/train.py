@@ -179,7 +179,7 @@ def young_rows(traffic: list[Path], *, labels: Path | None = None, accounts: Pat
 def _campaign_weights(groups: list[str]) -> np.ndarray:
     """Row weights: every campaign weighs the same, however many accounts (or snapshots) it spread over
     (else hydra clusters of hundreds of accounts would decide every weight); benign rows weigh 1 each
-    (fit() then balances the two classes)."""
+    (fit() then balances the two classes by their rows)."""
     counts: dict[str, int] = {}
     for x in groups:
         counts[x] = counts.get(x, 0) + 1
