@@ -484,7 +484,7 @@ def fit(strength_rows: dict[str, np.ndarray], labels: np.ndarray, *, l2: float =
     # their rows: with campaign weights the extraction class then weighs its campaigns, well under half,
     # and the fit leans to the benign side, as the low target rate wants (balanced by the weights, a
     # model trained on the shipped model's seeds recalled 0.966 of their extraction accounts instead of
-    # 0.972 in batch, and 0.878 instead of 0.942 online, at the same benign rate)
+    # 0.972, at the same benign rate)
     pos = y.sum()
     neg = len(y) - pos
     if pos > 0 and neg > 0:
