@@ -1,4 +1,4 @@
-"""The speed benchmark's table shows each step's wall and CPU time and its ratio to the parse."""
+"""The speed benchmark: its steps run as child processes, and its table shows each one's wall and CPU time and ratio to the parse."""
 
 from __future__ import annotations
 
@@ -18,3 +18,19 @@ def test_the_table_has_cpu_seconds_and_the_ratio_to_the_parse():
     assert [c.strip() for c in scan.split("|")[1:-1]] == ["scan", "1,000", "8.0", "14.2", "125", "900", "4.00"]
     assert parse.split("|")[-2].strip() == "1.00 (baseline)"
     assert "scan by stage: ingest 3.0 s (1.50x parse)" in md
+
+
+def test_the_speed_steps_run_and_leave_no_folder_behind(tiny_eval, tmp_path):
+    """Each measured step is a real child process; what it writes goes to its own, removed $TMPDIR."""
+    import os
+    import tempfile
+
+    from distillguard.bench.speed import run_speed_bench
+
+    before = set(os.listdir(tempfile.gettempdir()))
+    res = run_speed_bench(tiny_eval / "traffic.jsonl.gz", steps=["ingest", "scan"], out=tmp_path / "out")
+    rows = {s["step"]: s["rows"] for s in res["steps"]}
+    assert rows["duckdb_parse"] == rows["ingest"] == rows["scan"] > 0
+    assert all(s["cpu_s"] > 0 and s["peak_rss_mib"] > 0 for s in res["steps"])
+    assert (tmp_path / "out" / "speed.md").read_text() == to_markdown(res)
+    assert set(os.listdir(tempfile.gettempdir())) == before

@@ -61,3 +61,15 @@ def test_a_page_with_an_error_is_caught(tmp_path):
     assert any("undefinedFunction" in e for e in res.console_errors)
     assert "http://127.0.0.1:9/x.png" in res.requests
 
+
+
+def test_the_check_leaves_no_folder_behind(tmp_path):
+    """Chromium's profile and the singleton-socket folder it makes in $TMPDIR are both removed."""
+    import tempfile
+
+    page = tmp_path / "p.html"
+    page.write_text("<!DOCTYPE html><html><body>hi</body></html>")
+    before = set(os.listdir(tempfile.gettempdir()))
+    res = check_page(page, full_page=False)
+    assert res.console_errors == []
+    assert set(os.listdir(tempfile.gettempdir())) == before
