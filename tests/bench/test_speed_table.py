@@ -1,4 +1,5 @@
-"""The speed benchmark: its steps run as child processes, and its table shows each one's wall and CPU time and ratio to the parse."""
+"""The speed benchmark: its steps run as child processes, and its table shows each one's wall and CPU
+time and its ratio to the parse."""
 
 from __future__ import annotations
 
