@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
@@ -40,7 +41,7 @@ def sweep_stale(prefix: str, *, dir: str | Path) -> list[Path]:
     owned on another host (a shared temp folder) is left alone."""
     removed = []
     host = socket.gethostname()
-    for path in Path(dir).glob(glob_escape(prefix) + "*"):
+    for path in Path(dir).glob(glob.escape(prefix) + "*"):
         try:
             pid_text, owner_host = (path / OWNER_FILE).read_text().split()
             pid = int(pid_text)
@@ -51,11 +52,6 @@ def sweep_stale(prefix: str, *, dir: str | Path) -> list[Path]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with the characters that :meth:`Path.glob` reads as patterns escaped."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _alive(pid: int) -> bool:
