@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 
@@ -12,9 +15,6 @@ def _temporary_files_under_pytest_s_base_temp(tmp_path_factory: pytest.TempPathF
     Pytest keeps its last few base temps and removes older ones, so test runs do not pile up folders in
     ``/tmp``.
     """
-    import os
-    import tempfile
-
     base = tmp_path_factory.mktemp("tempfile")
     old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = str(base)

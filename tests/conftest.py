@@ -16,4 +16,3 @@ def shared_raw() -> Path:
     if not SHARED_RAW.is_dir():
         pytest.skip(f"development data not found at {SHARED_RAW} (only present in the dev/CI checkout)")
     return SHARED_RAW
-

@@ -20,7 +20,9 @@ from collections import deque
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard.errors import InputError
 from distillguard.ingest.reader import EventReader, connect
@@ -169,8 +171,6 @@ class EventStore:
 
     def _view_kept(self) -> None:
         """``events`` becomes a view of the batches kept in memory (with a ``_pos`` column that numbers them)."""
-        import numpy as np
-
         kept, self._kept = list(self._kept), deque()
         if kept:
             t = pa.concat_tables(kept)
@@ -206,8 +206,6 @@ class EventStore:
 
     def _delete_rows(self, rids: pa.Table) -> None:
         """Delete the events whose row id is in ``rids.rid``: the table's ``rowid``, or the kept events' ``_pos``."""
-        import pyarrow.compute as pc
-
         if rids.num_rows == 0:
             return
         if self._arrow is not None:
