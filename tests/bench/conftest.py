@@ -10,6 +10,9 @@ sharing a template).
 from __future__ import annotations
 
 import gzip
+import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +141,56 @@ def tiny_eval(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tune(tmp_path_factory) -> Path:
     return make_labelled_traffic(tmp_path_factory.mktemp("tune"), seed=2)
+
+
+@pytest.fixture
+def no_detector(monkeypatch):
+    """Make ``distillguard.detect.scan`` unimportable, as before the detector lands."""
+    monkeypatch.setitem(sys.modules, "distillguard.detect.scan", None)
+    monkeypatch.setitem(sys.modules, "distillguard.detect.replay", None)
+
+
+@pytest.fixture
+def oracle_detector(monkeypatch):
+    """A stand-in detector that reads the labels: proves the harness reads contract files correctly."""
+
+    def labels_of(paths):
+        folder = Path(paths[0]).parent
+        return [json.loads(line) for line in (folder / "labels.jsonl").read_text().splitlines()]
+
+    def run_scan(paths, out_dir, *, accounts=None):
+        rows = labels_of(paths)
+        with open(out_dir / "verdicts.jsonl", "w") as fh:
+            for r in rows:
+                ext = r["label"] == "extraction"
+                fh.write(json.dumps({"account_id": r["account_id"], "score": 0.9 if ext else 0.1, "flagged": ext,
+                                     "cluster_id": r["campaign_id"], "reasons": []}) + "\n")
+        camps = sorted({r["campaign_id"] for r in rows if r["campaign_id"]})
+        with open(out_dir / "clusters.jsonl", "w") as fh:
+            for c in camps:
+                ids = [r["account_id"] for r in rows if r["campaign_id"] == c]
+                fh.write(json.dumps({"cluster_id": c, "account_ids": ids, "score": 0.9, "flagged": True,
+                                     "links": []}) + "\n")
+        return {"accounts": len(rows)}
+
+    def run_replay(paths, out_dir, *, accounts=None):
+        # flag each extraction account at its 11th request (10 served before)
+        seen: dict[str, list[float]] = {}
+        with gzip.open(paths[0], "rb") as fh:
+            for line in fh:
+                r = orjson.loads(line)
+                seen.setdefault(r["account_id"], []).append(r["timestamp"])
+        ext = {r["account_id"] for r in labels_of(paths) if r["label"] == "extraction"}
+        with open(out_dir / "first_flags.jsonl", "w") as fh:
+            for a in sorted(ext):
+                ts = sorted(seen[a])
+                fh.write(json.dumps({"account_id": a, "flagged_at": ts[10], "requests_before_flag": 10,
+                                     "cluster_id": None, "reasons": []}) + "\n")
+        return {}
+
+    scan_mod = types.ModuleType("distillguard.detect.scan")
+    scan_mod.run_scan = run_scan
+    replay_mod = types.ModuleType("distillguard.detect.replay")
+    replay_mod.run_replay = run_replay
+    monkeypatch.setitem(sys.modules, "distillguard.detect.scan", scan_mod)
+    monkeypatch.setitem(sys.modules, "distillguard.detect.replay", replay_mod)

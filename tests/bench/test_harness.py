@@ -2,72 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import sys
-import types
-from pathlib import Path
 
-import orjson
 import pytest
 from typer.testing import CliRunner
 
 from distillguard.bench.harness import run_detect_bench
 from distillguard.cli import app
 from distillguard.errors import InputError
-
-
-@pytest.fixture
-def no_detector(monkeypatch):
-    """Make ``distillguard.detect.scan`` unimportable, as before the detector lands."""
-    monkeypatch.setitem(sys.modules, "distillguard.detect.scan", None)
-    monkeypatch.setitem(sys.modules, "distillguard.detect.replay", None)
-
-
-@pytest.fixture
-def oracle_detector(monkeypatch):
-    """A stand-in detector that reads the labels: proves the harness reads contract files correctly."""
-
-    def labels_of(paths):
-        folder = Path(paths[0]).parent
-        return [json.loads(line) for line in (folder / "labels.jsonl").read_text().splitlines()]
-
-    def run_scan(paths, out_dir, *, accounts=None):
-        rows = labels_of(paths)
-        with open(out_dir / "verdicts.jsonl", "w") as fh:
-            for r in rows:
-                ext = r["label"] == "extraction"
-                fh.write(json.dumps({"account_id": r["account_id"], "score": 0.9 if ext else 0.1, "flagged": ext,
-                                     "cluster_id": r["campaign_id"], "reasons": []}) + "\n")
-        camps = sorted({r["campaign_id"] for r in rows if r["campaign_id"]})
-        with open(out_dir / "clusters.jsonl", "w") as fh:
-            for c in camps:
-                ids = [r["account_id"] for r in rows if r["campaign_id"] == c]
-                fh.write(json.dumps({"cluster_id": c, "account_ids": ids, "score": 0.9, "flagged": True,
-                                     "links": []}) + "\n")
-        return {"accounts": len(rows)}
-
-    def run_replay(paths, out_dir, *, accounts=None):
-        # flag each extraction account at its 11th request (10 served before)
-        seen: dict[str, list[float]] = {}
-        with gzip.open(paths[0], "rb") as fh:
-            for line in fh:
-                r = orjson.loads(line)
-                seen.setdefault(r["account_id"], []).append(r["timestamp"])
-        ext = {r["account_id"] for r in labels_of(paths) if r["label"] == "extraction"}
-        with open(out_dir / "first_flags.jsonl", "w") as fh:
-            for a in sorted(ext):
-                ts = sorted(seen[a])
-                fh.write(json.dumps({"account_id": a, "flagged_at": ts[10], "requests_before_flag": 10,
-                                     "cluster_id": None, "reasons": []}) + "\n")
-        return {}
-
-    scan_mod = types.ModuleType("distillguard.detect.scan")
-    scan_mod.run_scan = run_scan
-    replay_mod = types.ModuleType("distillguard.detect.replay")
-    replay_mod.run_replay = run_replay
-    monkeypatch.setitem(sys.modules, "distillguard.detect.scan", scan_mod)
-    monkeypatch.setitem(sys.modules, "distillguard.detect.replay", replay_mod)
 
 
 @pytest.mark.slow
@@ -102,6 +44,9 @@ def test_harness_scores_detector_from_its_output_files(tiny_eval, tiny_tune, tmp
     assert dg["cluster"]["ari_extraction"] == 1.0 and dg["cluster"]["benign_linked"] == 0
     # 10 requests before each account's flag; the campaign's earliest account decides
     assert dg["replay"]["per_campaign"]["camp-bulk-1"]["requests_before_flag"] == 10
+    # each campaign names its archetype (bench summary pools by it)
+    assert dg["replay"]["per_campaign"]["camp-hydra-1"]["archetype"] == "hydra"
+    assert dg["campaign"]["per_campaign"]["camp-hydra-1"]["archetype"] == "hydra"
     assert dg["replay"]["never_flagged"] == 0 and dg["replay"]["benign_flagged"] == 0
     assert dg["replay"]["benign_flagged_fpr"] == 0.0
     row = next(line for line in (tmp_path / "out" / "results.md").read_text().splitlines() if line.startswith("| distillguard |"))

@@ -73,6 +73,30 @@ def detect_command(
                     f"({len(results['detectors'])} detectors)", markup=False, highlight=False)
 
 
+@bench_app.command("summary")
+def summary_command(
+    runs: list[Path] = typer.Argument(..., help="`bench detect --out` folders (or their results.json), one per evaluation traffic."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the tables to this Markdown file."),
+) -> None:
+    """Pool several `bench detect` runs: one row per run, a pooled row, the targets met, per-archetype tables.
+
+    Example: distillguard bench summary bench-out/seed1 bench-out/seed2 bench-out/seed3 --out summary.md
+    """
+    from rich.console import Console
+
+    from distillguard.bench.summary import load_runs, summarize, to_markdown
+    from distillguard.errors import DistillguardError
+
+    try:
+        md = to_markdown(summarize(load_runs(runs)))
+    except DistillguardError as exc:
+        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    Console().print(md, markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        out.write_text(md)
+
+
 bench_app.command("gateway")(bench_gateway_command)
 bench_app.command("ingest")(bench_ingest_command)
 bench_app.command("scan")(bench_scan_command)

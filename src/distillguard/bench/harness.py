@@ -97,7 +97,16 @@ def _row(name: str, kind: str, traffic: Traffic, scores: np.ndarray, flagged: np
         "per_archetype": M.per_archetype(traffic.archetype, traffic.label, flagged),
     }
     row.update(extra)
+    _name_archetypes(row["campaign"].get("per_campaign", {}), traffic)
     return row
+
+
+def _name_archetypes(per_campaign: dict[str, dict[str, Any]], traffic: Traffic) -> None:
+    """Add each campaign's archetype to its entry (``bench summary`` pools campaigns by archetype)."""
+    ext = np.flatnonzero(traffic.y == 1)
+    arch = {traffic.campaign[i]: str(traffic.archetype[i]) for i in ext}
+    for cid, entry in per_campaign.items():
+        entry["archetype"] = arch.get(cid, "unknown")
 
 
 def _detector_row(run: DetectorRun, traffic: Traffic) -> dict:
@@ -116,6 +125,7 @@ def _detector_row(run: DetectorRun, traffic: Traffic) -> dict:
         row["replay"] = M.replay_metrics(traffic.account_ids[traffic.acc[ev]], traffic.ts[ev],
                                          acc_campaign, run.first_flag_ts)
         row["replay"]["elapsed_s"] = run.replay_elapsed_s
+        _name_archetypes(row["replay"]["per_campaign"], traffic)
         # benign accounts ever flagged online
         benign_ids = set(traffic.account_ids[~ext])
         row["replay"]["benign_flagged"] = sum(a in benign_ids for a in run.first_flag_ts)
