@@ -29,9 +29,10 @@ def test_the_speed_steps_run_and_leave_no_folder_behind(tiny_eval, tmp_path):
     from distillguard.bench.speed import run_speed_bench
 
     before = set(os.listdir(tempfile.gettempdir()))
-    res = run_speed_bench(tiny_eval / "traffic.jsonl.gz", steps=["ingest", "scan"], out=tmp_path / "out")
+    res = run_speed_bench(tiny_eval / "traffic.jsonl.gz", steps=["ingest", "scan", "replay_reader"], out=tmp_path / "out")
     rows = {s["step"]: s["rows"] for s in res["steps"]}
-    assert rows["duckdb_parse"] == rows["ingest"] == rows["scan"] > 0
+    assert rows["duckdb_parse"] == rows["ingest"] == rows["scan"] == rows["replay_reader"] > 0
+    assert "replay_reader: the streamed replay's reader alone" in to_markdown(res)
     assert all(s["cpu_s"] > 0 and s["peak_rss_mib"] > 0 for s in res["steps"])
     assert (tmp_path / "out" / "speed.md").read_text() == to_markdown(res)
     assert set(os.listdir(tempfile.gettempdir())) == before

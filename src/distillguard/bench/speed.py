@@ -53,6 +53,21 @@ print('ROWS', s['requests']); print(json.dumps({k: s[k] for k in ('online_s', 'r
 # replay's exact path (load the whole log, sort, then replay): what streaming is measured against
 _STEPS["replay_sorted"] = _STEPS["replay"].replace("stream=STREAM", "stream=False")
 _STEPS["replay"] = _STEPS["replay"].replace("stream=STREAM", "stream=True")
+# the streaming replay's reader alone, with no detector: reading, checking the order, deriving and turning
+# each request into the Python values the detector takes. Streamed replay cannot be faster than this
+_STEPS["replay_reader"] = """
+import sys, tempfile, os
+from distillguard.detect.replay import batch_rows, open_stream
+from distillguard.ingest import RejectWriter
+n = 0
+with RejectWriter(os.path.join(tempfile.mkdtemp(), 'rejected.jsonl')) as rej:
+    con, reader, batches = open_stream([sys.argv[1]], rej, tempfile.mkdtemp())
+    for batch in batches:
+        for _ in batch_rows(batch):
+            n += 1
+    con.close()
+print('ROWS', n)
+"""
 
 
 def _run_step(name: str, log: Path, accounts: Path | None) -> dict[str, Any]:
@@ -130,6 +145,11 @@ def to_markdown(results: dict[str, Any]) -> str:
                    else f"reading and sorting the log first took {r['read_s']:.1f} s"
                    + (f"; not streamed because {r['sorted_because']}" if r.get("sorted_because") else ""))
             lines.append(f"\n{name}: the online detector ran {r['rows'] / r['online_s']:,.0f} requests/s ({r['online_s']:.1f} s; {how})")
+    rr = by_step.get("replay_reader")
+    if rr:
+        lines.append(f"\nreplay_reader: the streamed replay's reader alone (no detector) runs {rr['requests_per_s']:,.0f} requests/s, "
+                     f"the most a streamed replay can reach here" + (f"; replay reaches {by_step['replay']['requests_per_s'] / rr['requests_per_s']:.0%} of it"
+                                                                     if "replay" in by_step else ""))
     if "replay" in by_step and "replay_sorted" in by_step:
         lines.append(f"\nstreamed replay: {by_step['replay_sorted']['wall_s'] / by_step['replay']['wall_s']:.2f}x the speed of the sorted path")
     return "\n".join(lines) + "\n"
@@ -191,7 +211,8 @@ def repeat_log(log: Path, accounts: Path | None, copies: int, out: Path) -> tupl
     return big, big_acc
 
 
-def _speed_cli(steps: list[str]):
+def _speed_cli(steps: list[str], extra: tuple[str, ...] = ()):
+    """A speed command that runs ``steps`` by default and also accepts the ``extra`` ones in ``--steps``."""
     import typer
 
     def command(
@@ -201,7 +222,7 @@ def _speed_cli(steps: list[str]):
         out: Path = typer.Option(Path("bench-out/speed"), "--out", help="Folder for speed.json and speed.md."),
         repeat: int = typer.Option(1, "--repeat", help="Measure on this many copies of the log, each with its own "
                                                      "request and account ids (e.g. 10 for ~10M requests from the standard preset)."),
-        only: str = typer.Option(",".join(steps), "--steps", help=f"Steps to run besides the DuckDB parse: {', '.join(steps)}."),
+        only: str = typer.Option(",".join(steps), "--steps", help=f"Steps to run besides the DuckDB parse: {', '.join(steps + list(extra))}."),
     ) -> None:
         from rich.console import Console
 
@@ -216,9 +237,9 @@ def _speed_cli(steps: list[str]):
             if path is not None and not Path(path).is_file():
                 raise typer.BadParameter(f"{what} {path} is not a file")
         chosen = [x.strip() for x in only.split(",") if x.strip()]
-        unknown = set(chosen) - set(steps)
+        unknown = set(chosen) - set(steps) - set(extra)
         if unknown:
-            raise typer.BadParameter(f"unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(steps)}")
+            raise typer.BadParameter(f"unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(steps + list(extra))}")
         if repeat > 1:
             log, accounts = repeat_log(Path(log), Path(accounts) if accounts else None, repeat, out / "repeated")
         res = run_speed_bench(Path(log), steps=chosen, accounts=accounts, out=out)
@@ -232,9 +253,10 @@ bench_ingest_command.__doc__ = """Ingest speed and peak memory, against DuckDB m
 
     Example: distillguard bench ingest logs/traffic.jsonl.gz --out bench-out/ingest
     """
-bench_scan_command = _speed_cli(["scan", "replay", "replay_sorted"])
+bench_scan_command = _speed_cli(["scan", "replay", "replay_sorted"], extra=("replay_reader",))
 bench_scan_command.__doc__ = """scan and replay speed and peak memory, against DuckDB merely parsing the same log
-    (replay_sorted: replay's exact path, which loads and sorts the whole log first).
+    (replay_sorted: replay's exact path, which loads and sorts the whole log first; replay_reader, on
+    request: the streamed replay's reader alone, with no detector, the floor of replay's time).
 
     Example: distillguard bench scan logs/traffic.jsonl.gz --accounts accounts.jsonl --out bench-out/scan
 

@@ -91,15 +91,34 @@ def _interned_words(col: pa.ChunkedArray | pa.Array) -> list[list[str] | None]:
     return [words[a:b] if v else None for a, b, v in zip(starts, ends.tolist(), valid)]
 
 
+def batch_rows(batch: pa.Table) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """The requests of one derived batch (columns as :func:`_replay_sql` gives them) as Python values:
+    ``(account_id, ts, words, client_ip, user_agent, model)`` and the values of DERIVED_FLAGS + DERIVED_VALUES."""
+    cols = {name: batch.column(name).to_pylist() for name in batch.schema.names if name != "words"}
+    cols["words"] = _interned_words(batch.column("words"))
+    meta = zip(cols["account_id"], cols["ts"], cols["words"], cols["client_ip"], cols["user_agent"], cols["model"])
+    return zip(meta, zip(*[cols[c] for c in DERIVED_FLAGS + DERIVED_VALUES]))
+
+
 def _feed(det: OnlineDetector, batch: pa.Table) -> None:
     """Replay one time-ordered batch of derived requests (columns as :func:`_replay_sql` gives them)."""
     names = DERIVED_FLAGS + DERIVED_VALUES
     process = det.process_derived
-    cols = {name: batch.column(name).to_pylist() for name in batch.schema.names if name != "words"}
-    cols["words"] = _interned_words(batch.column("words"))
-    meta = zip(cols["account_id"], cols["ts"], cols["words"], cols["client_ip"], cols["user_agent"], cols["model"])
-    for (aid, ts, words, ip, ua, model), values in zip(meta, zip(*[cols[c] for c in names])):
+    for (aid, ts, words, ip, ua, model), values in batch_rows(batch):
         process(aid, ts, dict(zip(names, values)), words, client_ip=ip, user_agent=ua, model=model, verdict=False)
+
+
+def open_stream(paths: list[str | Path], rejects: RejectWriter, work: Path, *, lateness_s: float = STREAM_LATENESS_S,
+                counts: list[int] | None = None, on_progress: Callable[[int], None] | None = None):
+    """The streaming path's reader: ``(connection, reader, batches)``, set up as ``replay`` runs it (one
+    DuckDB thread: the reader's thread and the detector's Python loop each have a core of their own; a
+    small first chunk, so that the detector starts soon, chunks doubling from there: a chunk costs the
+    reader a fixed overhead, which large ones spread). The caller closes the connection."""
+    con = connect(memory_limit="2GB", temp_directory=work)
+    con.execute("SET threads = 1")
+    reader = EventReader(rejects=rejects, con=con, prompt_max_chars=SCAN_CHARS, keep_response_text=False,
+                         on_progress=on_progress, first_chunk_bytes=STREAM_FIRST_CHUNK_BYTES)
+    return con, reader, stream_derived(reader, paths, con, lateness_s=lateness_s, counts=counts)
 
 
 def replay_store(con, det: OnlineDetector, *, on_batch: Callable[[int], None] | None = None) -> int:
@@ -285,9 +304,7 @@ def _start_rejects(out: Path) -> RejectWriter:
 def _replay_streamed(paths, out: Path, work: Path, *, accounts, model, progress: bool, lateness_s: float):
     """Read, derive and replay chunk by chunk (raises :class:`NotInTimeOrder`, see the module docstring)."""
     t_start = time.perf_counter()
-    # One DuckDB thread: the reader's thread and the detector's Python loop each have a core of their own.
-    con = connect(memory_limit="2GB", temp_directory=work)
-    con.execute("SET threads = 1")
+    con = None
     try:
         with _start_rejects(out) as rej:
             det = OnlineDetector(accounts=accounts_by_id(accounts, rejects=rej), model=model)
@@ -295,17 +312,14 @@ def _replay_streamed(paths, out: Path, work: Path, *, accounts, model, progress:
             counts = [0]
             t0 = time.perf_counter()
             with byte_progress([Path(p) for p in paths], "replay") if progress else nullcontext(None) as advance:
-                # a small first chunk, so that the detector starts soon (chunks double from there: a
-                # chunk costs the reader a fixed overhead, which large ones spread)
-                reader = EventReader(rejects=rej, con=con, prompt_max_chars=SCAN_CHARS, keep_response_text=False,
-                                     on_progress=advance, first_chunk_bytes=STREAM_FIRST_CHUNK_BYTES)
-                for batch in prefetched(lambda: stream_derived(reader, paths, con, lateness_s=lateness_s, counts=counts),
-                                        name="distillguard-replay-stream"):
+                con, reader, batches = open_stream(paths, rej, work, lateness_s=lateness_s, counts=counts, on_progress=advance)
+                for batch in prefetched(lambda: batches, name="distillguard-replay-stream"):
                     _feed(det, batch)
             t_online = time.perf_counter() - t0
             n_rejected = rej.total
     finally:
-        con.close()
+        if con is not None:
+            con.close()
     return det, counts[0], n_rejected, t_read, t_online, reader.stats.damaged
 
 
