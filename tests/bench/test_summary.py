@@ -90,6 +90,19 @@ def test_archetypes_come_from_the_labels_for_older_results_files(two_runs):
         shutil.move(str(a / "gone"), res["traffic"]["evaluation"]["folder"])
 
 
+@pytest.mark.slow
+def test_a_run_without_replay_pools_its_batch_figures_only(two_runs, tiny_eval, tiny_tune, tmp_path, oracle_detector):
+    a, _ = two_runs
+    c = tmp_path / "no-replay"
+    run_detect_bench(c, traffic=tiny_tune, tune_traffic=tiny_eval, progress=False, jobs=1, replay=False)
+    s = summarize(load_runs([a, c]))
+    assert s["pooled"]["replay_campaigns"] == 2 and s["pooled"]["caught"] == 4  # replay from run a only
+    assert s["pooled"]["benign_replayed"] == s["rows"][0]["benign"]
+    median_1pct = [t.name for t in TARGETS].index("replay: median share of a campaign's requests before its first flag <= 1%")
+    assert s["rows"][1]["targets"][median_1pct] is False  # no replay, no claim
+    assert "| – | – | – | – |" in to_markdown(s)
+
+
 def test_what_is_not_a_bench_detect_run_is_a_clear_error(tmp_path, tiny_eval, tiny_tune, no_detector):
     with pytest.raises(InputError, match="not found"):
         load_runs([tmp_path / "nothing"])

@@ -138,7 +138,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             row.update(replay_flagged=rp["campaigns"] - rp["never_flagged"], replay_campaigns=rp["campaigns"],
                        median_before=rp["median_requests_before_flag"], median_share=rp["median_share_before_flag"],
                        under_1pct=sum(1 for e in per.values() if e["flagged"] and e["share_before_flag"] <= 0.01),
-                       benign_online=rp["benign_flagged"])
+                       benign_online=rp["benign_flagged"], benign_replayed=acc["benign_accounts"])
             for cid, e in per.items():
                 arch[arch_of.get(cid, "unknown")]["online"].append(e)
                 pooled_campaigns.append(e)
@@ -174,7 +174,7 @@ def _pooled(rows: list[dict[str, Any]], campaigns: list[dict[str, Any]]) -> dict
         out.update(replay_flagged=s("replay_flagged"), replay_campaigns=s("replay_campaigns"),
                    median_before=statistics.median(e["requests_before_flag"] for e in campaigns),
                    median_share=statistics.median(e["share_before_flag"] for e in campaigns),
-                   under_1pct=s("under_1pct"), benign_online=s("benign_online"))
+                   under_1pct=s("under_1pct"), benign_online=s("benign_online"), benign_replayed=s("benign_replayed"))
     return out
 
 
@@ -231,7 +231,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         num = lambda v: v if isinstance(v, str) else ("–" if v is None else f"{v:.3f}")  # noqa: E731
         replay = ("– | – | – | –" if "replay_campaigns" not in r else
                   f"{r['replay_flagged']}/{r['replay_campaigns']} | {r['median_before']:,.0f} ({_pct(r['median_share'])}) | "
-                  f"{r['under_1pct']}/{r['replay_campaigns']} | {r['benign_online']} ({r['benign_online'] / max(r['benign'], 1):.1e})")
+                  f"{r['under_1pct']}/{r['replay_campaigns']} | {r['benign_online']} ({r['benign_online'] / max(r['benign_replayed'], 1):.1e})")
         return (f"| {b}{r['label']}{b} | {r['requests']:,} | {r['accounts']:,} ({r['extraction']:,}) | {num(r['roc_auc'])} | "
                 f"{num(r['pr_auc'])} | {num(r['recall_at_fpr_0.001'])} | {b}{r['recall']:.3f}{b} | "
                 f"{b}{r['fpr']:.1e}{b} ({r['false_positives']} of {r['benign']:,}) | {r['caught']}/{r['campaigns']} | "
