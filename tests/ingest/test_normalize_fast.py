@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from distillguard.ingest import RejectWriter
-from distillguard.ingest.normalize import fast_normalize_sql
+from distillguard.ingest.normalize import fast_normalize_sql, slow_normalize_sql
 from distillguard.ingest.reader import EventReader, connect
 
 from .records import BAD, GOOD
@@ -56,14 +56,16 @@ def _mutate(rec, rng):
     return rec
 
 
-def _normalise(lines: list[str], *, fast: bool, tmp_path) -> list[dict]:
-    with RejectWriter(tmp_path / "r.jsonl") as rej:
-        reader = EventReader(rejects=rej, keep_response_text=not fast)
-        table = pa.table({"line_no": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines, pa.string())})
-        rows = reader._normalise_lines(table).to_pylist()
-    for r in rows:
-        r.pop("response_text")
-    return rows
+def _normalise(lines: list[str], *, fast: bool, tmp_path, with_text: bool) -> list[dict]:
+    """Each line's row: through the reader (the fast path, the slow one for the lines it leaves), or
+    through the slow path's SQL alone."""
+    table = pa.table({"line_no": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines, pa.string())})
+    if fast:
+        with RejectWriter(tmp_path / "r.jsonl") as rej:
+            return EventReader(rejects=rej, keep_response_text=with_text)._normalise_lines(table).to_pylist()
+    con = connect()
+    con.register("_t", table)
+    return con.sql(slow_normalize_sql("_t", with_text=with_text)).to_arrow_table().to_pylist()
 
 
 def _lines(seed: int, n: int) -> list[str]:
@@ -74,19 +76,25 @@ def _lines(seed: int, n: int) -> list[str]:
     return out
 
 
+@pytest.mark.parametrize("with_text", [False, True], ids=["scan", "with-response-text"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_fast_and_slow_paths_agree_on_examples_and_random_mutations(tmp_path, seed):
+def test_fast_and_slow_paths_agree_on_examples_and_random_mutations(tmp_path, seed, with_text):
     lines = _lines(seed, 600)
-    fast = _normalise(lines, fast=True, tmp_path=tmp_path)
-    slow = _normalise(lines, fast=False, tmp_path=tmp_path)
+    fast = _normalise(lines, fast=True, tmp_path=tmp_path, with_text=with_text)
+    slow = _normalise(lines, fast=False, tmp_path=tmp_path, with_text=with_text)
     assert len(fast) == len(slow) == len(lines)
     for line, a, b in zip(lines, fast, slow):
         assert a == b, line
+    if with_text:  # the response text is really read (not NULL on both sides)
+        assert fast[0]["response_text"] == "ok"
+        assert sum(r["response_text"] is not None for r in fast) > len(lines) // 4
 
 
 def test_most_chat_lines_take_the_fast_path():
     con = connect()
     lines = [orjson.dumps({**_CHAT, "request_id": f"r{i}"}).decode() for i in range(50)]
     con.register("_t", pa.table({"line_no": pa.array(range(1, 51), pa.int64()), "line": pa.array(lines)}))
-    fast = con.sql(fast_normalize_sql("_t")).to_arrow_table()
-    assert fast.column("fast").to_pylist() == [True] * 50
+    for with_text in (False, True):
+        fast = con.sql(fast_normalize_sql("_t", with_text=with_text)).to_arrow_table()
+        assert fast.column("fast").to_pylist() == [True] * 50
+        assert fast.column("response_text").to_pylist() == (["ok"] * 50 if with_text else [None] * 50)

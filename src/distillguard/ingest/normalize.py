@@ -344,7 +344,7 @@ def _typed(prompt_max_chars: int | None) -> str:
     )
 
 
-def fast_normalize_sql(source: str = "lines", *, prompt_max_chars: int | None = None) -> str:
+def fast_normalize_sql(source: str = "lines", *, prompt_max_chars: int | None = None, with_text: bool = False) -> str:
     """SQL for the fast path: one ``json_transform`` parse per line instead of one parse per nesting level.
 
     Selects ``line_no, fast, reason, <event columns>`` (typed as :data:`EVENT_SCHEMA`, ``prompt`` cut
@@ -353,29 +353,37 @@ def fast_normalize_sql(source: str = "lines", *, prompt_max_chars: int | None = 
     that is not an object, ...: see ``_FAST_ELIGIBLE``) have NULL columns and must go through
     :func:`slow_normalize_sql`, which handles every shape and words every rejection. Rows with ``fast``
     true give exactly what it gives them (``tests/ingest/test_normalize_fast.py`` checks this on every
-    example and on random mutations), except ``response_text``, which is NULL: the fast path is for
-    scans, which do not keep it.
+    example and on random mutations). ``response_text`` is NULL unless ``with_text``: scans do not keep
+    it, and it costs a second parse of each line (``json_extract`` of the first choice and
+    ``output_text``, the values the slow path reads it from), still far fewer than the slow path's.
     """
+    refs = FAST_REFS
+    text_col, line_col = "", ""
+    if with_text:
+        refs = {**FAST_REFS, **{f"u{k}": f"rt[{k - 7}]" for k in range(8, 12)}}
+        line_col = ", line"
+        text_col = (", CASE WHEN fast THEN json_extract(line, ['$.response.choices[0].message.content', "
+                    "'$.response.choices[0].text', '$.response.output_text', '$.response.choices[0]']) END AS rt")
     return f"""
 WITH a0 AS (
   SELECT line_no, line, try(json_transform(line, '{_json_struct()}')) AS s FROM {source} WHERE line IS NOT NULL
 ), a AS (
   -- for the lines without a messages list: is `request` an object, is `messages` absent? (a second parse, of those only)
-  SELECT line_no, s, CASE WHEN s IS NOT NULL AND s.request.messages IS NULL THEN json_type(line, ['$.request', '$.request.messages']) END AS jt
+  SELECT line_no, s, CASE WHEN s IS NOT NULL AND s.request.messages IS NULL THEN json_type(line, ['$.request', '$.request.messages']) END AS jt{line_col}
   FROM a0
 ), b AS (
-  SELECT line_no, coalesce({_FAST_ELIGIBLE}, false) AS fast, s FROM a
+  SELECT line_no, coalesce({_FAST_ELIGIBLE}, false) AS fast, s{line_col} FROM a
 ), fc AS (
-  SELECT line_no, fast, CASE WHEN fast THEN s END AS s FROM b
+  SELECT line_no, fast, CASE WHEN fast THEN s END AS s{text_col} FROM b
 ), fd AS (
   SELECT line_no, fast, s, {_ts(FAST_REFS['timestamp'])} AS ts, {_sp(FAST_REFS, w=True)} AS sp,
          list_transform(s.request.messages, lambda m: {{'role': {_str('m.role', w=True)},
-                                                        'text': {_text("m.content", written=True)}}}) AS ms
+                                                        'text': {_text("m.content", written=True)}}}) AS ms{', rt' if with_text else ''}
   FROM fc
 ), fe AS (
   SELECT *, ms AS mo, list_filter(ms, lambda m: m.role = 'user') AS mu FROM fd
 ), f AS (
-  {_select(fast=True, with_text=False, frm="fe", refs=FAST_REFS).replace("SELECT line_no,", "SELECT line_no, fast,", 1)}
+  {_select(fast=True, with_text=with_text, frm="fe", refs=refs).replace("SELECT line_no,", "SELECT line_no, fast,", 1)}
 )
 SELECT line_no, fast, reason, {_typed(prompt_max_chars)} FROM f"""
 

@@ -142,8 +142,8 @@ class EventReader:
         self.batch_account = batch_account
         self.stats = IngestStats()
         self._sql = slow_normalize_sql("_dg_lines", with_text=keep_response_text, prompt_max_chars=prompt_max_chars)
-        # Without response text, most lines take the single-parse fast path (see fast_normalize_sql).
-        self._fast_sql = None if keep_response_text else fast_normalize_sql("_dg_lines", prompt_max_chars=prompt_max_chars)
+        # Most lines take the fast path (one parse; a second one for the response text): see fast_normalize_sql.
+        self._fast_sql = fast_normalize_sql("_dg_lines", prompt_max_chars=prompt_max_chars, with_text=keep_response_text)
 
     # -- line sources -----------------------------------------------------------------------
     def _chunks(self, path: Path, fmt: str) -> Iterator[LineChunk]:
@@ -254,7 +254,7 @@ class EventReader:
 
     def _normalise_lines(self, lines: pa.Table) -> pa.Table:
         """``line_no, reason, <event columns>`` for every non-NULL line of ``lines`` (``line_no, line``), in line order."""
-        if self._fast_sql is None:
+        if self._fast_sql is None:  # every line through the slow path (the tests compare the two paths so)
             return self._run(self._sql, lines)
         fast = self._run(self._fast_sql, lines)
         is_fast = fast.column("fast")
