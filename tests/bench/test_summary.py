@@ -57,7 +57,8 @@ def test_a_miss_counts_against_the_pooled_rates_and_the_targets(two_runs):
     # the second run's detector missed half of its (now 20) extraction accounts and a campaign, and
     # flagged 3 benign accounts: pooled, the runs weigh by their counts, not one rate each
     n_ext, n_ben = 20, dg["account"]["benign_accounts"]
-    dg["account"].update(extraction_accounts=n_ext, recall_at_threshold=0.5, false_positives=3, fpr_at_threshold=3 / n_ben)
+    dg["account"].update(extraction_accounts=n_ext, recall_at_threshold=0.5, flagged_accounts=10 + 3, false_positives=3,
+                         fpr_at_threshold=3 / n_ben)
     dg["campaign"]["caught"] -= 1
     (b / "results.json").write_text(json.dumps(res))
     s = summarize(load_runs([a, b]))

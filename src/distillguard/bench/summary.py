@@ -57,7 +57,6 @@ class Run:
     """One ``bench detect`` run: its label (the evaluation seed, or the traffic folder's name) and results."""
 
     label: str
-    path: Path
     results: dict[str, Any]
 
     @property
@@ -86,7 +85,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
                              f"{(det or {}).get('note') or 'no row'})")
         ev = res["traffic"]["evaluation"]
         label = f"seed {ev['seed']}" if ev.get("seed") is not None else Path(ev.get("folder") or f.parent).name
-        runs.append(Run(label, f, res))
+        runs.append(Run(label, res))
     return runs
 
 
@@ -105,6 +104,12 @@ def _campaign_archetypes(run: Run) -> dict[str, str]:
                 if r.get("campaign_id") and r.get("archetype"):
                     out[r["campaign_id"]] = r["archetype"]
     return out
+
+
+def _flagged_extraction(account: dict[str, Any]) -> int:
+    """Extraction accounts flagged at the detector's own threshold: its flagged accounts less its false
+    positives (exact, where recall times the count would go through a rounded rate)."""
+    return account["flagged_accounts"] - account["false_positives"]
 
 
 def _range(values: list[float], fmt: str) -> str:
@@ -127,7 +132,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             "requests": run.results["traffic"]["evaluation"]["requests"],
             "accounts": acc["accounts"], "extraction": acc["extraction_accounts"], "benign": acc["benign_accounts"],
             "roc_auc": acc["roc_auc"], "pr_auc": acc["pr_auc"], "recall_at_fpr_0.001": acc["recall_at_fpr_0.001"],
-            "recall": acc["recall_at_threshold"], "flagged_extraction": round(acc["recall_at_threshold"] * acc["extraction_accounts"]),
+            "recall": acc["recall_at_threshold"], "flagged_extraction": _flagged_extraction(acc),
             "false_positives": acc["false_positives"], "fpr": acc["fpr_at_threshold"],
             "campaigns": camp["campaigns"], "caught": camp["caught"],
             "ari": cl.get("ari_extraction"), "benign_in_flagged_cluster": cl.get("benign_in_flagged_cluster"),
@@ -202,7 +207,7 @@ def _detectors(runs: list[Run]) -> list[dict[str, Any]]:
             m = d["account"]
             a["runs"] += 1
             a["pr_auc"].append(m["pr_auc"])
-            a["flagged"] += round(m["recall_at_threshold"] * m["extraction_accounts"])
+            a["flagged"] += _flagged_extraction(m)
             a["extraction"] += m["extraction_accounts"]
             a["fp"] += m["false_positives"]
             a["benign"] += m["benign_accounts"]
